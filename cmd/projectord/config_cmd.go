@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/store"
+)
+
+func newConfigCmd(e *env, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Validate or print the configuration",
+		Args:  cobra.NoArgs,
+	}
+	var checkDB bool
+	validate := &cobra.Command{
+		Use:   "validate",
+		Short: "Check the configuration; exit 2 listing every problem",
+		Long: `Load the configuration from file, environment and flags and report every
+problem at once, each with its field path. With --check-db, also connect:
+check the source table and its xid8 column, and prepare every SQL handler so
+an unknown table or column is reported with its projector and event type.`,
+		Example: "  projectord config validate --config configs/projectord.yaml\n  projectord config validate --check-db",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, g)
+			if err != nil {
+				return err
+			}
+			for i, p := range cfg.Projectors {
+				if _, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset); err != nil {
+					return &configError{err: fmt.Errorf("projectors[%d].sink.sql.%v", i, err)}
+				}
+			}
+			if checkDB {
+				if err := checkDatabase(cmd, cfg); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(e.stdout, "configuration OK: %d projector%s\n", len(cfg.Projectors), plural(len(cfg.Projectors)))
+			return nil
+		},
+	}
+	validate.Flags().BoolVar(&checkDB, "check-db", false, "also check the source table and prepare every SQL handler against the database")
+
+	print := &cobra.Command{
+		Use:     "print",
+		Short:   "Print the effective configuration, secrets redacted",
+		Long:    "Print the configuration after defaults, file, environment and flags are merged, as YAML. Passwords in database URLs are replaced by xxxxx.",
+		Example: "  PROJECTORD_DATABASE_URL=postgres://app:secret@db/app projectord config print",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, g)
+			if err != nil {
+				return err
+			}
+			out, err := cfg.Redacted().YAML()
+			if err != nil {
+				return err
+			}
+			_, err = e.stdout.Write(out)
+			return err
+		},
+	}
+	cmd.AddCommand(validate, print)
+	return cmd
+}
+
+// checkDatabase checks the source and prepares every handler.
+func checkDatabase(cmd *cobra.Command, cfg *config.Config) error {
+	ctx := cmd.Context()
+	var problems []config.Problem
+	err := withPool(ctx, cfg, cfg.Database.URL, func(pool *pgxpool.Pool) error {
+		if err := runner.SourceOf(cfg.Source).Check(ctx, pool); err != nil {
+			problems = append(problems, config.Problem{Path: "source", Message: err.Error()})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, p := range cfg.Projectors {
+		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
+		if err != nil {
+			return &configError{err: err}
+		}
+		url := p.Sink.SQL.TargetURL
+		if url == "" {
+			url = cfg.Database.URL
+		}
+		err = withPool(ctx, cfg, url, func(pool *pgxpool.Pool) error {
+			bad, err := sink.Check(ctx, pool)
+			for _, b := range bad {
+				path := fmt.Sprintf("projectors[%d].sink.sql.handlers[%s]", i, b.EventType)
+				if b.EventType == "reset" {
+					path = fmt.Sprintf("projectors[%d].sink.sql.reset", i)
+				}
+				problems = append(problems, config.Problem{Path: path, Message: fmt.Sprintf("projector %s: %v", p.Name, b.Err)})
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(problems) > 0 {
+		return &config.ValidationError{Problems: problems}
+	}
+	return nil
+}

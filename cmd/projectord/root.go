@@ -1,0 +1,75 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/config"
+)
+
+// globalFlags are the flags every command accepts. Their names are config
+// keys, so config.Load binds them with flag > env > file > default precedence.
+type globalFlags struct {
+	config string
+}
+
+func newRootCmd(e *env) *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "projectord",
+		Short: "Keep read models current from a PostgreSQL event store",
+		Long: `projectord runs projectors: for each one, exactly one replica holds a PostgreSQL
+advisory lock, reads the events after its checkpoint (gap-safe, by transaction
+id), applies them through its sink and moves the checkpoint in the same
+transaction, then follows new events live.
+
+Configuration comes from a YAML file (--config, $PROJECTORD_CONFIG,
+./configs/projectord.yaml, /etc/projectord/projectord.yaml), PROJECTORD_*
+environment variables and flags; precedence is flag > env > file > default.`,
+		Example: `  projectord migrate --config /etc/projectord/projectord.yaml
+  projectord run --config /etc/projectord/projectord.yaml
+  PROJECTORD_DATABASE_URL=postgres://app@db/app projectord config validate`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.config, "config", "", "config file (default: $PROJECTORD_CONFIG, ./configs/projectord.yaml, /etc/projectord/projectord.yaml)")
+	pf.String("database.url", "", "PostgreSQL URL of the event store ($PROJECTORD_DATABASE_URL)")
+	pf.String("log.format", "", "log format: json or console ($PROJECTORD_LOG_FORMAT; default json)")
+	pf.String("log.level", "", "log level: debug, info, warn, error ($PROJECTORD_LOG_LEVEL; default info)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
+
+	root.AddCommand(
+		newRunCmd(e, g),
+		newMigrateCmd(e, g),
+		newConfigCmd(e, g),
+		newSourceCmd(e, g),
+		newVersionCmd(e),
+	)
+	return root
+}
+
+// loadConfig loads and validates the configuration for cmd.
+func loadConfig(cmd *cobra.Command, g *globalFlags) (*config.Config, error) {
+	cfg, err := config.Load(config.LoadOptions{File: g.config, Flags: cmd.Flags()})
+	if err != nil {
+		if _, ok := err.(*config.ValidationError); ok {
+			return nil, err
+		}
+		return nil, &configError{err: err}
+	}
+	return cfg, nil
+}
+
+// setup loads the configuration and builds the logger from it.
+func setup(cmd *cobra.Command, e *env, g *globalFlags) (*config.Config, *zap.Logger, error) {
+	cfg, err := loadConfig(cmd, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := newLogger(cfg.Log.Format, cfg.Log.Level, e.stderr)
+	if err != nil {
+		return nil, nil, &configError{err: err}
+	}
+	return cfg, log, nil
+}

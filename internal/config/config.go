@@ -1,0 +1,193 @@
+// Package config loads, defaults and validates projectord's configuration.
+//
+// Sources, highest precedence first: command-line flags, PROJECTORD_*
+// environment variables (nested keys joined by "_", e.g.
+// PROJECTORD_DATABASE_URL), the YAML file, and the defaults in defaults.go.
+// Projectors are read from the file only. Load returns either a Config that
+// passed Validate, with per-projector defaults filled in, or every problem
+// at once, each with the path of its field (see ValidationError).
+//
+// Field names and key names are fixed by the mapstructure tags below; the
+// environment variables, flags, defaults and `config print` output are all
+// derived from them by reflection, so a new field needs a tag, a default in
+// Default and a check in Validate, and nothing else.
+package config
+
+import "time"
+
+// Config is the whole, typed configuration of one projectord process.
+type Config struct {
+	Database     Database     `mapstructure:"database"`
+	Source       Source       `mapstructure:"source"`
+	Coordination Coordination `mapstructure:"coordination"`
+	HTTP         HTTP         `mapstructure:"http"`
+	Metrics      Metrics      `mapstructure:"metrics"`
+	Log          Log          `mapstructure:"log"`
+	// ShutdownTimeout bounds a graceful stop: finish the batch in flight,
+	// commit, release locks. Default 25s, under Kubernetes' 30s grace period.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// Defaults apply to every projector that does not set the field itself.
+	Defaults ProjectorDefaults `mapstructure:"defaults"`
+	// Projectors are the read models this process keeps current.
+	Projectors []Projector `mapstructure:"projectors"`
+}
+
+// Database is the source and coordination database.
+type Database struct {
+	// URL is a libpq-style URL or keyword/value DSN. Required unless URLFile is set.
+	URL string `mapstructure:"url"`
+	// URLFile names a file whose content, trimmed of surrounding whitespace,
+	// becomes URL during Load, so the secret never sits in the YAML or the
+	// environment (systemd credentials, Kubernetes secrets). Setting both URL
+	// and URLFile is an error; a relative path is relative to the working
+	// directory.
+	URLFile string `mapstructure:"url_file"`
+	// MaxConns is the pool size for reads and sink writes. Default 8.
+	MaxConns int32 `mapstructure:"max_conns"`
+	// ConnectTimeout bounds establishing one connection. Default 5s.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// QueryTimeout bounds every statement projectord issues. Default 30s.
+	QueryTimeout time.Duration `mapstructure:"query_timeout"`
+}
+
+// Source describes the events table.
+type Source struct {
+	// Preset selects a column mapping from Presets: "native" (default, the
+	// layout `projectord source prepare` creates). Every source.columns key
+	// that is set explicitly overrides the preset's column.
+	Preset string `mapstructure:"preset"`
+	// Table is the schema-qualified events table. Default "public.events".
+	Table string `mapstructure:"table"`
+	// Columns maps projectord's event fields to the table's column names.
+	// Keys left unset take the preset's column.
+	Columns Columns `mapstructure:"columns"`
+	// Ordering is "xid8" (default, gap-safe) or "position" (unsafe: may
+	// skip events committed out of order; only for tables that cannot be
+	// prepared, and reported loudly in logs and metrics).
+	Ordering string `mapstructure:"ordering"`
+	// PollInterval is how often the source watcher reads the head. Default 50ms.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// Listen enables LISTEN on NotifyChannel as a wake-up hint (needs
+	// `projectord source prepare --notify`). Default false.
+	Listen bool `mapstructure:"listen"`
+	// NotifyChannel is the channel the opt-in trigger notifies. Default "projectord_events".
+	NotifyChannel string `mapstructure:"notify_channel"`
+}
+
+// Columns maps event fields to column names. Empty EventID means the table
+// has none; TransactionID may be empty only with ordering "position".
+type Columns struct {
+	Position      string `mapstructure:"position"`
+	TransactionID string `mapstructure:"transaction_id"`
+	StreamID      string `mapstructure:"stream_id"`
+	StreamVersion string `mapstructure:"stream_version"`
+	EventType     string `mapstructure:"event_type"`
+	Data          string `mapstructure:"data"`
+	Metadata      string `mapstructure:"metadata"`
+	CreatedAt     string `mapstructure:"created_at"`
+	EventID       string `mapstructure:"event_id"`
+}
+
+// Coordination configures leader election.
+type Coordination struct {
+	// NodeID names this replica in checkpoints and the node registry.
+	// Default: hostname-pid.
+	NodeID string `mapstructure:"node_id"`
+	// URL is an optional separate DSN for the coordination session; it must
+	// reach PostgreSQL directly, never through a transaction pooler.
+	// Default: database.url.
+	URL string `mapstructure:"url"`
+	// LockNamespace is the first key of every advisory lock. Default 1886547818 ("proj").
+	LockNamespace int32 `mapstructure:"lock_namespace"`
+	// AcquireInterval is how often standbys retry for leadership. Default 1s.
+	AcquireInterval time.Duration `mapstructure:"acquire_interval"`
+	// HeartbeatInterval is how often the session verifies its locks. Default 1s.
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// LeaseTimeout is when a silent leader counts as stalled. Default 15s.
+	LeaseTimeout time.Duration `mapstructure:"lease_timeout"`
+	// TCPUserTimeout bounds unacknowledged data on the coordination socket,
+	// client and server side. Default 10s.
+	TCPUserTimeout time.Duration `mapstructure:"tcp_user_timeout"`
+	// KeepaliveIdle/Interval/Count configure TCP keepalives on the session.
+	// Defaults 5s, 2s, 3.
+	KeepaliveIdle     time.Duration `mapstructure:"keepalive_idle"`
+	KeepaliveInterval time.Duration `mapstructure:"keepalive_interval"`
+	KeepaliveCount    int           `mapstructure:"keepalive_count"`
+}
+
+// HTTP configures the metrics and health server.
+type HTTP struct {
+	// Listen is the address of /metrics, /livez, /readyz, /status. Default ":7464";
+	// "" disables the server.
+	Listen string `mapstructure:"listen"`
+}
+
+// Metrics configures metric refreshing.
+type Metrics struct {
+	// RefreshInterval is how often positions, head and lag are recomputed. Default 5s.
+	RefreshInterval time.Duration `mapstructure:"refresh_interval"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `mapstructure:"level"`
+	// Format is json (default) or console.
+	Format string `mapstructure:"format"`
+}
+
+// ProjectorDefaults holds per-projector settings that apply unless a projector overrides them.
+type ProjectorDefaults struct {
+	// BatchSize defaults to 500: large enough to amortise the commit, small
+	// enough that a batch's transaction does not hold the xmin horizon back.
+	BatchSize int `mapstructure:"batch_size"`
+	// OnError defaults to 5 attempts with 100ms..30s backoff, then halt:
+	// stopping is the only choice that loses nothing without being asked to.
+	OnError ErrorPolicy `mapstructure:"on_error"`
+}
+
+// Projector is one read model.
+type Projector struct {
+	// Name is the projector's identity: [a-z0-9_.-], 1-63 characters, unique.
+	Name string `mapstructure:"name"`
+	// EventTypes limits the events read; empty means all.
+	EventTypes []string `mapstructure:"event_types"`
+	// StreamPrefix limits the events read to streams whose id starts with it.
+	StreamPrefix string `mapstructure:"stream_prefix"`
+	// BatchSize is the most events applied in one transaction. 0 in the
+	// file means defaults.batch_size (500); Load fills it in, so code reading
+	// a loaded Config sees the effective value.
+	BatchSize int `mapstructure:"batch_size"`
+	// OnError overrides defaults.on_error field by field; Load fills every
+	// field the projector leaves unset, so it is the effective policy.
+	OnError ErrorPolicy `mapstructure:"on_error"`
+	// Sink is where the projector writes. Exactly one kind must be set.
+	Sink Sink `mapstructure:"sink"`
+}
+
+// ErrorPolicy says what happens when applying an event fails.
+type ErrorPolicy struct {
+	// MaxAttempts is how often one event is tried before Then. Default 5.
+	MaxAttempts int `mapstructure:"max_attempts"`
+	// Initial and Max bound the exponential backoff between attempts. Defaults 100ms, 30s.
+	Initial time.Duration `mapstructure:"initial"`
+	Max     time.Duration `mapstructure:"max"`
+	// Then is halt (default), skip or dead_letter.
+	Then string `mapstructure:"then"`
+}
+
+// Sink selects the projector's output. Only SQL exists for now.
+type Sink struct {
+	SQL *SQLSink `mapstructure:"sql"`
+}
+
+// SQLSink runs one statement per event, by event type, with named parameters.
+type SQLSink struct {
+	// TargetURL is another database to write to; the projector's checkpoint
+	// then lives there too. Default: database.url.
+	TargetURL string `mapstructure:"target_url"`
+	// Handlers maps an event type (or "*") to the SQL it runs.
+	Handlers map[string]string `mapstructure:"handlers"`
+	// Reset is SQL that empties the read model before a rebuild.
+	Reset string `mapstructure:"reset"`
+}

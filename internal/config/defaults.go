@@ -1,0 +1,141 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// DefaultPreset is the source preset used when source.preset is not set.
+const DefaultPreset = "native"
+
+// Presets maps a source.preset name to its column mapping. Add a store
+// layout here and every key of source.columns it does not name keeps working.
+// Treat it as read-only: Load reads it concurrently.
+var Presets = map[string]Columns{
+	// native is the layout `projectord source prepare` creates and the one the
+	// design's gap-safe reader is written against.
+	"native": {
+		Position:      "global_position",
+		TransactionID: "transaction_id",
+		StreamID:      "stream_id",
+		StreamVersion: "stream_version",
+		EventType:     "event_type",
+		Data:          "data",
+		Metadata:      "metadata",
+		CreatedAt:     "created_at",
+		EventID:       "",
+	},
+}
+
+// Default returns the configuration every key falls back to when no flag,
+// environment variable or file sets it. It is the single place defaults are
+// written down; Load derives its viper defaults from it, so a field added to
+// Config gets its default here and nowhere else.
+//
+// The source columns are those of DefaultPreset; Load uses the columns of
+// whichever preset is selected. Database URL, coordination URL and node id
+// have no default here: empty URLs mean "use database.url", and an empty
+// node id means DefaultNodeID, which depends on the running process.
+func Default() Config {
+	return Config{
+		Database: Database{
+			// Reads and sink writes of all projectors share the pool; the
+			// coordination session is a separate, unpooled connection.
+			MaxConns:       8,
+			ConnectTimeout: 5 * time.Second,
+			QueryTimeout:   30 * time.Second,
+		},
+		Source: Source{
+			Preset:  DefaultPreset,
+			Table:   "public.events",
+			Columns: Presets[DefaultPreset],
+			// xid8 is the only ordering that never skips events.
+			Ordering: "xid8",
+			// One cheap head query per replica, whatever the projector count.
+			PollInterval:  50 * time.Millisecond,
+			Listen:        false,
+			NotifyChannel: "projectord_events",
+		},
+		Coordination: Coordination{
+			// "proj" in ASCII, so the locks are recognisable in pg_locks.
+			LockNamespace:     1886547818,
+			AcquireInterval:   time.Second,
+			HeartbeatInterval: time.Second,
+			// Several missed heartbeats before a leader counts as stalled.
+			LeaseTimeout:      15 * time.Second,
+			TCPUserTimeout:    10 * time.Second,
+			KeepaliveIdle:     5 * time.Second,
+			KeepaliveInterval: 2 * time.Second,
+			KeepaliveCount:    3,
+		},
+		HTTP:    HTTP{Listen: ":7464"},
+		Metrics: Metrics{RefreshInterval: 5 * time.Second},
+		Log:     Log{Level: "info", Format: "json"},
+		// Under Kubernetes' default 30s termination grace period.
+		ShutdownTimeout: 25 * time.Second,
+		Defaults: ProjectorDefaults{
+			BatchSize: 500,
+			OnError: ErrorPolicy{
+				MaxAttempts: 5,
+				Initial:     100 * time.Millisecond,
+				Max:         30 * time.Second,
+				Then:        "halt",
+			},
+		},
+	}
+}
+
+// DefaultLookPaths returns the files Load tries, in order, when neither
+// LoadOptions.File nor PROJECTORD_CONFIG names one.
+func DefaultLookPaths() []string {
+	return []string{"./configs/projectord.yaml", "/etc/projectord/projectord.yaml"}
+}
+
+// DefaultNodeID is the node id to use when coordination.node_id is empty:
+// "hostname-pid", unique per process on a host and readable in pg_stat_activity.
+func DefaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// applyProjectorDefaults fills every projector field left at its zero value
+// from c.Defaults, so that code reading a loaded Config sees effective values.
+// Empty projector and event_types lists become nil, so that each has one
+// form whether the file omits them or writes [].
+func (c *Config) applyProjectorDefaults() {
+	if len(c.Projectors) == 0 {
+		c.Projectors = nil
+	}
+	for i := range c.Projectors {
+		c.Projectors[i] = effectiveProjector(c.Projectors[i], c.Defaults)
+		if len(c.Projectors[i].EventTypes) == 0 {
+			c.Projectors[i].EventTypes = nil
+		}
+	}
+}
+
+// effectiveProjector returns p with zero-valued BatchSize and OnError fields
+// taken from d. A zero value can never be a valid setting of these fields, so
+// zero unambiguously means "not set".
+func effectiveProjector(p Projector, d ProjectorDefaults) Projector {
+	if p.BatchSize == 0 {
+		p.BatchSize = d.BatchSize
+	}
+	if p.OnError.MaxAttempts == 0 {
+		p.OnError.MaxAttempts = d.OnError.MaxAttempts
+	}
+	if p.OnError.Initial == 0 {
+		p.OnError.Initial = d.OnError.Initial
+	}
+	if p.OnError.Max == 0 {
+		p.OnError.Max = d.OnError.Max
+	}
+	if p.OnError.Then == "" {
+		p.OnError.Then = d.OnError.Then
+	}
+	return p
+}

@@ -1,0 +1,483 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// LoadOptions says where Load reads configuration from. The zero value
+// reads the process environment and the first existing default file.
+type LoadOptions struct {
+	// File is an explicit config file (the --config flag). A file named here
+	// or in PROJECTORD_CONFIG must exist.
+	File string
+	// Flags are bound by name: a flag called "database.url" sets the key
+	// database.url. Flags whose name is not a config key, and flags the user
+	// did not set, are ignored.
+	Flags *pflag.FlagSet
+	// FlagKeys maps a flag name to the config key it sets, for flags whose
+	// name is not the key ("log-level" -> "log.level"). Naming a flag that
+	// Flags lacks, or a key that does not exist, is an error.
+	FlagKeys map[string]string
+	// Env looks up environment variables; nil means os.LookupEnv. Tests
+	// inject a map so they can run in parallel.
+	Env func(string) (string, bool)
+	// LookPaths are tried in order when no file is named; nil means
+	// DefaultLookPaths(), an empty non-nil slice disables the search.
+	LookPaths []string
+}
+
+// Load reads, defaults and validates the configuration.
+//
+// The file is LoadOptions.File, else the file named by PROJECTORD_CONFIG,
+// else the first of LookPaths that exists; a named file that is missing is an
+// error, while finding none of the look paths is not (everything then comes
+// from the environment, flags and defaults).
+//
+// Every scalar key is resolved with the precedence flag > environment >
+// file > default. The environment variable of a key is PROJECTORD_ followed
+// by the key upper-cased with "." replaced by "_" (database.url ->
+// PROJECTORD_DATABASE_URL); an empty variable counts as unset. Projectors
+// come from the file only.
+//
+// Load fills every projector's unset batch_size and on_error fields from
+// defaults, reads database.url_file into database.url, and then validates. On
+// any problem it returns a nil Config and a *ValidationError listing every
+// problem found, decode errors (unknown keys, wrong types) and validation
+// errors alike, each with its field path. Errors about the file itself
+// (missing, unreadable, not YAML) are returned as plain errors.
+func Load(opts LoadOptions) (*Config, error) {
+	env := opts.Env
+	if env == nil {
+		env = os.LookupEnv
+	}
+	path, err := FindFile(opts)
+	if err != nil {
+		return nil, err
+	}
+	var data []byte
+	if path != "" {
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("error reading config file: %w", err)
+		}
+	}
+	return load(loadInput{
+		data:     data,
+		name:     path,
+		env:      env,
+		flags:    opts.Flags,
+		flagKeys: opts.FlagKeys,
+	})
+}
+
+// LoadBytes is Load for a file's content: no file search and no flags. env
+// may be nil, meaning no environment at all.
+func LoadBytes(data []byte, env func(string) (string, bool)) (*Config, error) {
+	if env == nil {
+		env = func(string) (string, bool) { return "", false }
+	}
+	return load(loadInput{data: data, name: "config", env: env})
+}
+
+// FindFile returns the config file Load would read, or "" when there is none.
+// See Load for the search order.
+func FindFile(opts LoadOptions) (string, error) {
+	env := opts.Env
+	if env == nil {
+		env = os.LookupEnv
+	}
+	explicit := opts.File
+	if explicit == "" {
+		if v, ok := env(EnvConfigFile); ok {
+			explicit = v
+		}
+	}
+	if explicit != "" {
+		fi, err := os.Stat(explicit)
+		if err != nil {
+			return "", fmt.Errorf("error finding config file: %w", err)
+		}
+		if fi.IsDir() {
+			return "", fmt.Errorf("config file %s is a directory", explicit)
+		}
+		return explicit, nil
+	}
+	paths := opts.LookPaths
+	if paths == nil {
+		paths = DefaultLookPaths()
+	}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("error finding config file: %w", err)
+		}
+		if fi.IsDir() {
+			return "", fmt.Errorf("config file %s is a directory", p)
+		}
+		return p, nil
+	}
+	return "", nil
+}
+
+type loadInput struct {
+	data     []byte
+	name     string // for error messages
+	env      func(string) (string, bool)
+	flags    *pflag.FlagSet
+	flagKeys map[string]string
+}
+
+// projectorsKey is the one section decoded without viper: viper lower-cases
+// every map key, and the handler keys inside it are case-sensitive event
+// type names.
+const projectorsKey = "projectors"
+
+func load(in loadInput) (*Config, error) {
+	cfg, problems, err := decode(in)
+	if err != nil {
+		return nil, err
+	}
+	cfg.applyProjectorDefaults()
+	urlFileOK := true
+	if p, ok := cfg.resolveURLFile(); !ok {
+		problems = append(problems, p)
+		urlFileOK = false
+	}
+	// A field that failed to decode holds a zero value; validating it again
+	// would only repeat the problem in other words. Likewise, a url_file that
+	// could not be read leaves database.url empty.
+	for _, p := range cfg.problems() {
+		if !covered(p.Path, problems) && (urlFileOK || p.Path != "database.url") {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &ValidationError{Problems: problems}
+	}
+	return cfg, nil
+}
+
+// decode merges defaults, file, environment and flags into a Config. It
+// returns the Config even when some fields failed to decode, with one
+// problem per failure; err is for failures that leave nothing to report on.
+func decode(in loadInput) (*Config, []Problem, error) {
+	doc, err := parseYAML(in.data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("error parsing %s: %w", in.name, err)
+	}
+
+	var problems []Problem
+	projectors, found := takeKey(doc, projectorsKey)
+	rest, ps := normalize(doc, "", true)
+	problems = append(problems, ps...)
+	restMap, _ := rest.(map[string]any)
+	if restMap == nil {
+		restMap = map[string]any{}
+	}
+	if len(found) > 1 {
+		problems = append(problems, Problem{Path: projectorsKey, Message: "is set more than once (keys are not case-sensitive)"})
+	}
+	overlayEnv(restMap, in.env)
+
+	v := viper.New()
+	def := Default()
+	for _, l := range leaves() {
+		if !isColumnKey(l.key) {
+			v.SetDefault(l.key, leafValue(&def, l))
+		}
+	}
+	if err := v.MergeConfigMap(restMap); err != nil {
+		return nil, nil, fmt.Errorf("error merging %s: %w", in.name, err)
+	}
+	if err := bindFlags(v, in.flags, in.flagKeys); err != nil {
+		return nil, nil, err
+	}
+	// Column defaults depend on the preset, which any source may set.
+	preset := Presets[v.GetString("source.preset")]
+	for _, l := range leaves() {
+		if isColumnKey(l.key) {
+			v.SetDefault(l.key, leafValue(&Config{Source: Source{Columns: preset}}, l))
+		}
+	}
+
+	var cfg Config
+	var decodeProbs []Problem
+	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.DecodeHookFuncValue(decodeHook))); err != nil {
+		decodeProbs = append(decodeProbs, decodeProblems(err)...)
+	}
+	if projectors != nil {
+		norm, ps := normalize(projectors, projectorsKey, false)
+		problems = append(problems, ps...)
+		var out struct {
+			Projectors []Projector `mapstructure:"projectors"`
+		}
+		dec, err := mapstructure.NewDecoder(decoderConfig(&out))
+		if err != nil {
+			return nil, nil, fmt.Errorf("error creating decoder: %w", err)
+		}
+		if err := dec.Decode(map[string]any{projectorsKey: norm}); err != nil {
+			decodeProbs = append(decodeProbs, decodeProblems(err)...)
+		}
+		cfg.Projectors = out.Projectors
+	}
+	sortProblems(decodeProbs)
+	return &cfg, append(problems, decodeProbs...), nil
+}
+
+func isColumnKey(key string) bool {
+	return strings.HasPrefix(key, "source.columns.")
+}
+
+// covered reports whether a problem at path, at a parent of it or inside it
+// is already listed. A value that failed to decode is left at its zero
+// value, so its own check, or its parent's "is required", would only repeat
+// the listed problem in other words.
+func covered(path string, problems []Problem) bool {
+	for _, p := range problems {
+		if p.Path != "" && (within(path, p.Path) || within(p.Path, path)) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether path is parent or a field or element inside it.
+func within(path, parent string) bool {
+	return path == parent || strings.HasPrefix(path, parent+".") || strings.HasPrefix(path, parent+"[")
+}
+
+// resolveURLFile reads database.url_file into database.url.
+func (c *Config) resolveURLFile() (Problem, bool) {
+	const path = "database.url_file"
+	if c.Database.URLFile == "" {
+		return Problem{}, true
+	}
+	if c.Database.URL != "" {
+		return Problem{Path: path, Message: "cannot be set together with database.url: set one of them"}, false
+	}
+	b, err := readSmallFile(c.Database.URLFile, maxURLFileSize)
+	if err != nil {
+		return Problem{Path: path, Message: fmt.Sprintf("cannot be read: %v", err)}, false
+	}
+	url := strings.TrimSpace(string(b))
+	if url == "" {
+		return Problem{Path: path, Message: fmt.Sprintf("file %s is empty", c.Database.URLFile)}, false
+	}
+	c.Database.URL = url
+	return Problem{}, true
+}
+
+// maxURLFileSize bounds database.url_file: a URL is short, and a path
+// pointing at the wrong file (a log, /dev/zero) must not exhaust memory.
+const maxURLFileSize = 64 << 10
+
+// readSmallFile reads a file of at most limit bytes.
+func readSmallFile(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes; is it the right file?", name, limit)
+	}
+	return b, nil
+}
+
+// parseYAML decodes a document into a generic map. An empty document is an
+// empty map.
+func parseYAML(data []byte) (map[string]any, error) {
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	switch d := doc.(type) {
+	case nil:
+		return map[string]any{}, nil
+	case map[string]any:
+		return d, nil
+	case map[any]any:
+		m := make(map[string]any, len(d))
+		for k, v := range d {
+			m[fmt.Sprint(k)] = v
+		}
+		return m, nil
+	}
+	return nil, errors.New("the top level must be a mapping of keys to values")
+}
+
+// takeKey removes every key of doc equal to key ignoring case and returns
+// the first one's value (in sorted key order, so the choice is stable) and
+// the keys found.
+func takeKey(doc map[string]any, key string) (any, []string) {
+	var found []string
+	for k := range doc {
+		if strings.EqualFold(k, key) {
+			found = append(found, k)
+		}
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	sort.Strings(found)
+	v := doc[found[0]]
+	for _, k := range found {
+		delete(doc, k)
+	}
+	return v, found
+}
+
+// normalize turns what yaml.v3 produced into the value kinds the decoders
+// expect: maps with string keys, and strings in place of exotic scalars
+// such as timestamps. For the part viper reads (strict), it also drops null
+// values, so that null means "not set" like an absent key, and reports keys
+// that viper would silently merge: keys differing only in case, and keys
+// containing the "." viper uses as a path separator.
+func normalize(v any, path string, strict bool) (any, []Problem) {
+	var problems []Problem
+	switch t := v.(type) {
+	case nil, bool, int, int64, uint64, float64, string:
+		return v, nil
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, val := range t {
+			sk := fmt.Sprint(k)
+			if _, dup := m[sk]; dup {
+				problems = append(problems, Problem{Path: joinPath(path, sk), Message: "is set more than once"})
+			}
+			m[sk] = val
+		}
+		out, ps := normalize(m, path, strict)
+		return out, append(problems, ps...)
+	case map[string]any:
+		m := make(map[string]any, len(t))
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		seen := map[string]bool{}
+		for _, k := range keys {
+			p := joinPath(path, k)
+			if strict {
+				if t[k] == nil {
+					continue
+				}
+				if strings.Contains(k, ".") {
+					problems = append(problems, Problem{Path: p, Message: "unknown key (nest keys instead of joining them with \".\")"})
+					continue
+				}
+				if seen[strings.ToLower(k)] {
+					problems = append(problems, Problem{Path: p, Message: "is set more than once (keys are not case-sensitive)"})
+					continue
+				}
+				seen[strings.ToLower(k)] = true
+			}
+			val, ps := normalize(t[k], p, strict)
+			problems = append(problems, ps...)
+			m[k] = val
+		}
+		return m, problems
+	case []any:
+		s := make([]any, len(t))
+		for i, e := range t {
+			val, ps := normalize(e, fmt.Sprintf("%s[%d]", path, i), strict)
+			problems = append(problems, ps...)
+			s[i] = val
+		}
+		return s, problems
+	default:
+		// Timestamps and other explicitly tagged scalars.
+		return fmt.Sprint(v), nil
+	}
+}
+
+// overlayEnv writes the environment variable of every scalar key into the
+// file's map, above the file's own value. viper's own environment layer
+// cannot be used: it always reads os.LookupEnv, and the environment must be
+// injectable. The effect is the same as viper.BindEnv for every key, which
+// is what makes environment values reach Unmarshal at all.
+func overlayEnv(doc map[string]any, env func(string) (string, bool)) {
+	for _, l := range leaves() {
+		val, ok := env(envVar(l.key))
+		if !ok || val == "" {
+			continue
+		}
+		m := doc
+		segs := strings.Split(l.key, ".")
+		for _, seg := range segs[:len(segs)-1] {
+			k := findKey(m, seg)
+			child, isMap := m[k].(map[string]any)
+			if !isMap {
+				child = map[string]any{}
+				m[k] = child
+			}
+			m = child
+		}
+		last := segs[len(segs)-1]
+		delete(m, findKey(m, last))
+		m[last] = val
+	}
+}
+
+// findKey returns the key of m equal to key ignoring case, or key itself.
+func findKey(m map[string]any, key string) string {
+	if _, ok := m[key]; ok {
+		return key
+	}
+	for k := range m {
+		if strings.EqualFold(k, key) {
+			return k
+		}
+	}
+	return key
+}
+
+func bindFlags(v *viper.Viper, flags *pflag.FlagSet, flagKeys map[string]string) error {
+	if flags == nil {
+		if len(flagKeys) > 0 {
+			return errors.New("config: FlagKeys given without Flags")
+		}
+		return nil
+	}
+	for name, key := range flagKeys {
+		if flags.Lookup(name) == nil {
+			return fmt.Errorf("config: FlagKeys names flag --%s, which is not defined", name)
+		}
+		if !isLeafKey(key) {
+			return fmt.Errorf("config: flag --%s is mapped to %q, which is not a config key", name, key)
+		}
+	}
+	var err error
+	flags.VisitAll(func(f *pflag.Flag) {
+		key, ok := flagKeys[f.Name]
+		if !ok {
+			if !isLeafKey(f.Name) {
+				return
+			}
+			key = f.Name
+		}
+		if e := v.BindPFlag(key, f); e != nil && err == nil {
+			err = fmt.Errorf("error binding flag --%s: %w", f.Name, e)
+		}
+	})
+	return err
+}

@@ -1,0 +1,616 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// ReleaseChannel is the NOTIFY channel on which a released projector's name
+// is announced, so standbys retry at once.
+const ReleaseChannel = "projectord_release"
+
+// Config configures a coordination session.
+type Config struct {
+	// ConnConfig is the parsed coordination DSN. It is copied; the session
+	// adds its own dialer, keepalive and timeout settings.
+	ConnConfig *pgx.ConnConfig
+	// Namespace is the first key of every advisory lock.
+	Namespace int32
+	// NodeID, Hostname and Version describe this replica in projectord.nodes.
+	NodeID, Hostname, Version string
+	// HeartbeatInterval is how often held locks are verified.
+	HeartbeatInterval time.Duration
+	// AcquireInterval is how often standbys get a turn to try for leadership.
+	AcquireInterval time.Duration
+	// LeaseTimeout bounds how long leases survive without a good heartbeat:
+	// after LeaseTimeout/2 without one, every lease is dropped, well before
+	// another replica may declare this one stalled.
+	LeaseTimeout time.Duration
+	// TCPUserTimeout, Keepalive* tune the socket on both ends.
+	TCPUserTimeout    time.Duration
+	KeepaliveIdle     time.Duration
+	KeepaliveInterval time.Duration
+	KeepaliveCount    int
+	// Listen names extra channels to LISTEN on; OnNotify receives their
+	// notifications on the session goroutine and must not block.
+	Listen   []string
+	OnNotify func(channel, payload string)
+	// OnHeartbeatFailure is called each time a heartbeat fails (metrics).
+	OnHeartbeatFailure func()
+	Logger             *zap.Logger
+}
+
+type requestKind int
+
+const (
+	reqAcquire requestKind = iota
+	reqRelease
+)
+
+type result struct {
+	lease *Lease
+	err   error
+}
+
+type request struct {
+	kind      requestKind
+	name      string
+	id        int32
+	lease     *Lease
+	reply     chan result // buffered 1
+	abandoned bool        // guarded by Session.mu
+}
+
+// Session is one replica's coordination connection. Start it, then call
+// TryAcquire from any goroutine.
+type Session struct {
+	cfg Config
+	log *zap.Logger
+
+	mu      sync.Mutex
+	queue   []*request
+	wake    context.CancelFunc // interrupts the current wait, if any
+	held    map[int32]*Lease
+	turn    chan struct{}
+	up      bool
+	pid     uint32
+	lastErr error
+
+	cancel    context.CancelCauseFunc
+	done      chan struct{}
+	startOnce sync.Once
+	stopOnce  sync.Once
+}
+
+// New returns an unstarted session.
+func New(cfg Config) *Session {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Session{cfg: cfg, log: log, held: map[int32]*Lease{}, turn: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start begins connecting in the background and returns at once.
+func (s *Session) Start(ctx context.Context) error {
+	s.startOnce.Do(func() {
+		ctx, s.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+		go s.run(ctx)
+	})
+	return nil
+}
+
+// Stop releases every lock (notifying standbys), removes this node's row
+// and closes the connection. It blocks until done and is safe to call twice.
+func (s *Session) Stop() {
+	s.stopOnce.Do(func() {
+		if s.cancel == nil {
+			close(s.done)
+			return
+		}
+		s.cancel(ErrStopped)
+	})
+	<-s.done
+}
+
+// Up reports whether the session is connected and heartbeating.
+func (s *Session) Up() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up
+}
+
+// PID is the coordination backend's pid, 0 while down.
+func (s *Session) PID() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pid
+}
+
+// Turn returns a channel closed at this replica's next acquire tick or when
+// another replica releases a lock: the moment standbys should try again.
+func (s *Session) Turn() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.turn
+}
+
+func (s *Session) broadcastTurn() {
+	s.mu.Lock()
+	close(s.turn)
+	s.turn = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// TryAcquire tries once to take the lock of projector name (lock id id). It
+// never waits for the lock: it returns ErrNotLeader when another session
+// holds it and ErrUnavailable while the session is down.
+func (s *Session) TryAcquire(ctx context.Context, name string, id int32) (*Lease, error) {
+	r := &request{kind: reqAcquire, name: name, id: id, reply: make(chan result, 1)}
+	if err := s.enqueue(r); err != nil {
+		return nil, err
+	}
+	select {
+	case res := <-r.reply:
+		return res.lease, res.err
+	case <-ctx.Done():
+		s.mu.Lock()
+		r.abandoned = true
+		var late *Lease
+		select {
+		case res := <-r.reply:
+			late = res.lease
+		default:
+		}
+		s.mu.Unlock()
+		if late != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout())
+			_ = late.Release(rctx)
+			cancel()
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (s *Session) release(ctx context.Context, l *Lease) error {
+	r := &request{kind: reqRelease, lease: l, name: l.name, id: l.id, reply: make(chan result, 1)}
+	if err := s.enqueue(r); err != nil {
+		return nil // session down: the lock went with it
+	}
+	select {
+	case res := <-r.reply:
+		return res.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Session) enqueue(r *request) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.up {
+		return ErrUnavailable
+	}
+	s.queue = append(s.queue, r)
+	if s.wake != nil {
+		s.wake()
+	}
+	return nil
+}
+
+func (s *Session) opTimeout() time.Duration {
+	t := s.cfg.LeaseTimeout / 3
+	if t <= 0 || t > 5*time.Second {
+		t = 5 * time.Second
+	}
+	return t
+}
+
+func (s *Session) run(ctx context.Context) {
+	defer close(s.done)
+	delay := 100 * time.Millisecond
+	for {
+		conn, err := s.connect(ctx)
+		if err == nil {
+			delay = 100 * time.Millisecond
+			err = s.serve(ctx, conn)
+			s.down(err)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = conn.Close(cctx)
+			cancel()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("coordination session down, reconnecting", zap.Error(err), zap.Duration("retry_in", delay))
+		if !sleep(ctx, jitter(delay)) {
+			return
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (s *Session) connect(ctx context.Context) (*pgx.Conn, error) {
+	cc := s.cfg.ConnConfig.Copy()
+	rp := cc.RuntimeParams
+	if _, ok := rp["application_name"]; !ok {
+		rp["application_name"] = "projectord-coord " + s.cfg.NodeID
+	}
+	if s.cfg.KeepaliveIdle > 0 {
+		rp["tcp_keepalives_idle"] = strconv.Itoa(max(1, int(s.cfg.KeepaliveIdle.Seconds())))
+	}
+	if s.cfg.KeepaliveInterval > 0 {
+		rp["tcp_keepalives_interval"] = strconv.Itoa(max(1, int(s.cfg.KeepaliveInterval.Seconds())))
+	}
+	if s.cfg.KeepaliveCount > 0 {
+		rp["tcp_keepalives_count"] = strconv.Itoa(s.cfg.KeepaliveCount)
+	}
+	if s.cfg.TCPUserTimeout > 0 {
+		rp["tcp_user_timeout"] = strconv.FormatInt(s.cfg.TCPUserTimeout.Milliseconds(), 10)
+	}
+	d := &net.Dialer{
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: s.cfg.KeepaliveIdle, Interval: s.cfg.KeepaliveInterval, Count: s.cfg.KeepaliveCount},
+		Control: func(network, _ string, c syscall.RawConn) error {
+			if s.cfg.TCPUserTimeout <= 0 || (network != "tcp" && network != "tcp4" && network != "tcp6") {
+				return nil
+			}
+			return setUserTimeout(c, s.cfg.TCPUserTimeout)
+		},
+	}
+	if cc.ConnectTimeout > 0 {
+		d.Timeout = cc.ConnectTimeout
+	}
+	cc.DialFunc = d.DialContext
+
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout()*2)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting coordination session: %w", err)
+	}
+	if err := s.setup(ctx, conn); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (s *Session) setup(ctx context.Context, conn *pgx.Conn) error {
+	var pid uint32
+	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		return fmt.Errorf("error setting up coordination session: %w", err)
+	}
+	// A pooler hands out its own backend key data; a lock taken through a
+	// transaction pooler silently excludes nobody (DESIGN.md §8).
+	if pid != conn.PgConn().PID() {
+		return fmt.Errorf("coordination session is not a direct PostgreSQL session (backend pid %d, protocol pid %d): point coordination.url at PostgreSQL, not at a connection pooler", pid, conn.PgConn().PID())
+	}
+	for _, ch := range append([]string{ReleaseChannel}, s.cfg.Listen...) {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return fmt.Errorf("error listening on %s: %w", ch, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at)
+		VALUES ($1, $2, pg_backend_pid(), $3, now(), now())
+		ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, backend_pid = excluded.backend_pid,
+			version = excluded.version, heartbeat_at = now()`,
+		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version); err != nil {
+		return fmt.Errorf("error registering node: %w", err)
+	}
+	return nil
+}
+
+// serve runs the connected session until ctx ends or the connection fails.
+func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
+	now := time.Now()
+	lastHB := now
+	s.mu.Lock()
+	s.up = true
+	s.pid = conn.PgConn().PID()
+	s.mu.Unlock()
+	s.log.Info("coordination session up", zap.Uint32("backend_pid", conn.PgConn().PID()))
+	s.broadcastTurn()
+
+	hbNext := now.Add(s.cfg.HeartbeatInterval)
+	turnNext := now.Add(jitter(s.cfg.AcquireInterval))
+	for {
+		if ctx.Err() != nil {
+			s.shutdown(conn)
+			return context.Cause(ctx)
+		}
+		// A process frozen (SIGSTOP, GC, VM pause) past half the lease must
+		// assume a standby is about to take over.
+		if stale := time.Since(lastHB); stale > s.cfg.LeaseTimeout/2 {
+			return fmt.Errorf("no successful heartbeat for %s (lease_timeout %s)", stale.Round(time.Millisecond), s.cfg.LeaseTimeout)
+		}
+		if reqs := s.take(); len(reqs) > 0 {
+			if err := s.handle(ctx, conn, reqs); err != nil {
+				return err
+			}
+		}
+		now = time.Now()
+		if !now.Before(hbNext) {
+			if err := s.heartbeat(ctx, conn); err != nil {
+				if s.cfg.OnHeartbeatFailure != nil {
+					s.cfg.OnHeartbeatFailure()
+				}
+				return err
+			}
+			lastHB = time.Now()
+			hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
+		}
+		if !now.Before(turnNext) {
+			s.broadcastTurn()
+			turnNext = now.Add(jitter(s.cfg.AcquireInterval))
+		}
+
+		waitCtx, cancel := context.WithDeadline(ctx, minTime(hbNext, turnNext))
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			s.mu.Unlock()
+			cancel()
+			continue
+		}
+		s.wake = cancel
+		s.mu.Unlock()
+		n, err := conn.WaitForNotification(waitCtx)
+		s.mu.Lock()
+		s.wake = nil
+		s.mu.Unlock()
+		cancel()
+		switch {
+		case err == nil:
+			if n.Channel == ReleaseChannel {
+				s.broadcastTurn()
+			} else if s.cfg.OnNotify != nil {
+				s.cfg.OnNotify(n.Channel, n.Payload)
+			}
+		case conn.IsClosed() || waitCtx.Err() == nil:
+			return fmt.Errorf("coordination connection failed: %w", err)
+		}
+	}
+}
+
+func (s *Session) take() []*request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
+}
+
+// handle serves queued requests: all releases in one statement, then all
+// acquire attempts in another.
+func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) error {
+	var rel, acq []*request
+	for _, r := range reqs {
+		if r.kind == reqRelease {
+			rel = append(rel, r)
+		} else {
+			acq = append(acq, r)
+		}
+	}
+	if len(rel) > 0 {
+		if err := s.unlock(ctx, conn, rel); err != nil {
+			return err
+		}
+	}
+	if len(acq) == 0 {
+		return nil
+	}
+	ids := make([]int32, 0, len(acq))
+	for _, r := range acq {
+		s.mu.Lock()
+		_, held := s.held[r.id]
+		s.mu.Unlock()
+		if held {
+			r.reply <- result{err: fmt.Errorf("projector %s: lease already held by this replica", r.name)}
+			continue
+		}
+		ids = append(ids, r.id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	rows, err := conn.Query(qctx, `SELECT k, pg_try_advisory_lock($1, k) FROM unnest($2::int4[]) AS k`, s.cfg.Namespace, ids)
+	if err != nil {
+		s.failAll(acq, err)
+		return fmt.Errorf("error acquiring locks: %w", err)
+	}
+	got := map[int32]bool{}
+	for rows.Next() {
+		var id int32
+		var ok bool
+		if err := rows.Scan(&id, &ok); err != nil {
+			rows.Close()
+			s.failAll(acq, err)
+			return err
+		}
+		got[id] = ok
+	}
+	if err := rows.Err(); err != nil {
+		s.failAll(acq, err)
+		return fmt.Errorf("error acquiring locks: %w", err)
+	}
+	var orphans []*request
+	s.mu.Lock()
+	for _, r := range acq {
+		ok, asked := got[r.id]
+		if !asked {
+			continue // answered above
+		}
+		if !ok {
+			r.reply <- result{err: ErrNotLeader}
+			continue
+		}
+		l := newLease(s, r.name, r.id)
+		s.held[r.id] = l
+		if r.abandoned {
+			orphans = append(orphans, &request{kind: reqRelease, lease: l, name: r.name, id: r.id, reply: make(chan result, 1)})
+			continue
+		}
+		r.reply <- result{lease: l}
+	}
+	s.mu.Unlock()
+	if len(orphans) > 0 {
+		return s.unlock(ctx, conn, orphans)
+	}
+	return nil
+}
+
+func (s *Session) failAll(reqs []*request, err error) {
+	for _, r := range reqs {
+		select {
+		case r.reply <- result{err: fmt.Errorf("%w: %v", ErrUnavailable, err)}:
+		default:
+		}
+	}
+}
+
+// unlock releases the requests' locks and announces each release.
+func (s *Session) unlock(ctx context.Context, conn *pgx.Conn, rel []*request) error {
+	ids := make([]int32, len(rel))
+	names := make([]string, len(rel))
+	for i, r := range rel {
+		ids[i], names[i] = r.id, r.name
+	}
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout())
+	defer cancel()
+	_, err := conn.Exec(qctx, `SELECT pg_advisory_unlock($1, k), pg_notify($4, n)
+		FROM unnest($2::int4[], $3::text[]) AS u(k, n)`, s.cfg.Namespace, ids, names, ReleaseChannel)
+	s.mu.Lock()
+	for _, r := range rel {
+		if s.held[r.id] == r.lease {
+			delete(s.held, r.id)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range rel {
+		r.lease.end(ErrReleased)
+		r.reply <- result{err: err}
+	}
+	if err != nil {
+		return fmt.Errorf("error releasing locks: %w", err)
+	}
+	return nil
+}
+
+// heartbeat refreshes this node's row and checks that every lease this
+// session believes it holds is still granted to its backend.
+func (s *Session) heartbeat(ctx context.Context, conn *pgx.Conn) error {
+	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	var pid uint32
+	var granted []int64
+	err := conn.QueryRow(qctx, `WITH hb AS (
+			UPDATE projectord.nodes SET heartbeat_at = now(), backend_pid = pg_backend_pid() WHERE node_id = $2 RETURNING 1)
+		SELECT pg_backend_pid(), coalesce(array_agg(objid::int8), '{}') FROM pg_locks
+		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`, s.cfg.Namespace, s.cfg.NodeID).Scan(&pid, &granted)
+	if err != nil {
+		return fmt.Errorf("heartbeat failed: %w", err)
+	}
+	if pid != conn.PgConn().PID() {
+		return fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)
+	}
+	have := make(map[int32]bool, len(granted))
+	for _, g := range granted {
+		have[int32(g)] = true
+	}
+	s.mu.Lock()
+	var lost []*Lease
+	for id, l := range s.held {
+		if !have[id] {
+			lost = append(lost, l)
+			delete(s.held, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range lost {
+		s.log.Error("advisory lock missing from pg_locks; dropping lease", zap.String("projector", l.name))
+		l.end(ErrLockMissing)
+	}
+	return nil
+}
+
+// shutdown releases every held lock and removes the node row.
+func (s *Session) shutdown(conn *pgx.Conn) {
+	s.mu.Lock()
+	rel := make([]*request, 0, len(s.held))
+	for id, l := range s.held {
+		rel = append(rel, &request{kind: reqRelease, lease: l, name: l.name, id: id, reply: make(chan result, 1)})
+	}
+	s.mu.Unlock()
+	ctx := context.Background()
+	if len(rel) > 0 {
+		if err := s.unlock(ctx, conn, rel); err != nil {
+			s.log.Warn("error releasing locks on stop", zap.Error(err))
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	if _, err := conn.Exec(qctx, `DELETE FROM projectord.nodes WHERE node_id = $1`, s.cfg.NodeID); err != nil {
+		s.log.Warn("error removing node row on stop", zap.Error(err))
+	}
+}
+
+// down marks the session down and ends every lease on it at once.
+func (s *Session) down(cause error) {
+	s.mu.Lock()
+	s.up = false
+	s.pid = 0
+	s.lastErr = cause
+	held := s.held
+	s.held = map[int32]*Lease{}
+	queued := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	err := ErrSessionLost
+	if errors.Is(cause, ErrStopped) {
+		err = ErrStopped
+	}
+	for _, l := range held {
+		l.end(fmt.Errorf("%w: %v", err, cause))
+	}
+	s.failAll(queued, cause)
+	if len(held) > 0 && !errors.Is(cause, ErrStopped) {
+		s.log.Warn("coordination session lost; all leases dropped", zap.Int("leases", len(held)), zap.Error(cause))
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// sleep waits for d or ctx; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

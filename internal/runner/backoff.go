@@ -1,0 +1,44 @@
+package runner
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// backoff is exponential with full jitter in [d/2, d], capped at max.
+type backoff struct {
+	initial, max time.Duration
+	next         time.Duration
+}
+
+func newBackoff(initial, max time.Duration) *backoff {
+	if initial <= 0 {
+		initial = 100 * time.Millisecond
+	}
+	if max < initial {
+		max = initial
+	}
+	return &backoff{initial: initial, max: max, next: initial}
+}
+
+// delay returns the next wait and doubles the one after it.
+func (b *backoff) delay() time.Duration {
+	d := b.next
+	b.next = min(b.next*2, b.max)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.next = b.initial }
+
+// sleep waits for d or ctx; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

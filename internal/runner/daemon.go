@@ -1,0 +1,357 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/store"
+)
+
+// Options configure a Daemon. Config and Logger are required.
+type Options struct {
+	Config  *config.Config
+	Logger  *zap.Logger
+	Version string
+	// Migrate applies schema migrations on start; otherwise the schema
+	// version is only checked.
+	Migrate  bool
+	Observer Observer
+}
+
+// Daemon runs every configured projector of one replica.
+type Daemon struct {
+	opts Options
+	cfg  *config.Config
+	log  *zap.Logger
+	node string
+
+	mu          sync.Mutex
+	source      *pgxpool.Pool
+	pools       map[string]*pgxpool.Pool // target URL -> pool
+	backend     *PGBackend
+	supervisors map[string]*Supervisor
+	ready       bool
+	stopping    bool
+
+	cancel    context.CancelFunc // stops the bootstrap and the supervisors
+	bgCancel  context.CancelFunc // stops the watcher after the supervisors
+	wg        sync.WaitGroup     // supervisors
+	bgWG      sync.WaitGroup     // bootstrap, watcher
+	fatal     chan error
+	stopOnce  sync.Once
+	startOnce sync.Once
+}
+
+// New validates nothing and touches no database: it only prepares.
+func New(opts Options) *Daemon {
+	node := opts.Config.Coordination.NodeID
+	if node == "" {
+		node = config.DefaultNodeID()
+	}
+	if opts.Observer == nil {
+		opts.Observer = NopObserver{}
+	}
+	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node,
+		pools: map[string]*pgxpool.Pool{}, supervisors: map[string]*Supervisor{}, fatal: make(chan error, 1)}
+}
+
+// Node is this replica's node id.
+func (d *Daemon) Node() string { return d.node }
+
+// Fatal reports an error the daemon cannot recover from without an
+// operator (a source without xid8, a schema newer than the binary).
+func (d *Daemon) Fatal() <-chan error { return d.fatal }
+
+// Ready reports whether the daemon is connected and supervising.
+func (d *Daemon) Ready() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ready && !d.stopping && d.backend != nil && d.backend.Session.Up()
+}
+
+// States returns every projector's supervisor state.
+func (d *Daemon) States() map[string]State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]State{}
+	for _, p := range d.cfg.Projectors {
+		out[p.Name] = StateStarting
+		if s, ok := d.supervisors[p.Name]; ok {
+			out[p.Name] = s.State()
+		}
+	}
+	return out
+}
+
+// Backend returns the Postgres backend once bootstrapped, else nil.
+func (d *Daemon) Backend() *PGBackend {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.backend
+}
+
+// SourcePool returns the source pool once bootstrapped, else nil.
+func (d *Daemon) SourcePool() *pgxpool.Pool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.source
+}
+
+// Start begins bootstrapping in the background and returns at once: an
+// unreachable database is retried with backoff and reported as not ready,
+// never a crash.
+func (d *Daemon) Start(ctx context.Context) error {
+	d.startOnce.Do(func() {
+		ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		var bg context.Context
+		bg, d.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+		d.bgWG.Add(1)
+		go func() {
+			defer d.bgWG.Done()
+			d.bootstrap(ctx, bg)
+		}()
+	})
+	return nil
+}
+
+func (d *Daemon) bootstrap(ctx, bg context.Context) {
+	bo := newBackoff(250*time.Millisecond, 10*time.Second)
+	for {
+		err := d.connect(ctx, bg)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, errFatal) {
+			d.log.Error("cannot start", zap.Error(err))
+			select {
+			case d.fatal <- err:
+			default:
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		delay := bo.delay()
+		d.log.Warn("database not ready, retrying", zap.Error(err), zap.Duration("retry_in", delay))
+		if !sleep(ctx, delay) {
+			return
+		}
+	}
+}
+
+var errFatal = errors.New("fatal configuration error")
+
+func (d *Daemon) pool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	if p, ok := d.pools[url]; ok {
+		return p, nil
+	}
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: invalid database URL: %s", errFatal, config.RedactURL(err.Error()))
+	}
+	pc.MaxConns = d.cfg.Database.MaxConns
+	pc.ConnConfig.ConnectTimeout = d.cfg.Database.ConnectTimeout
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = "projectord " + d.node
+	}
+	p, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.Database.ConnectTimeout)
+	defer cancel()
+	if err := p.Ping(pctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("error connecting to %s: %w", config.RedactURL(url), err)
+	}
+	d.pools[url] = p
+	return p, nil
+}
+
+func (d *Daemon) prepareSchema(ctx context.Context, p *pgxpool.Pool) error {
+	if d.opts.Migrate {
+		res, err := store.Migrate(ctx, p, d.opts.Version)
+		if err != nil {
+			return err
+		}
+		if len(res.Applied) > 0 {
+			d.log.Info("schema migrated", zap.Int("from", res.From), zap.Int("to", res.To), zap.Strings("applied", res.Applied))
+		}
+		return nil
+	}
+	return store.CheckSchema(ctx, p)
+}
+
+// SourceOf converts the source configuration.
+func SourceOf(c config.Source) store.Source {
+	col := c.Columns
+	return store.Source{Table: c.Table, Ordering: store.Ordering(c.Ordering), Columns: store.Columns{
+		Position: col.Position, TransactionID: col.TransactionID, StreamID: col.StreamID,
+		StreamVersion: col.StreamVersion, EventType: col.EventType, Data: col.Data,
+		Metadata: col.Metadata, CreatedAt: col.CreatedAt, EventID: col.EventID,
+	}}
+}
+
+// ProjectorOf converts one projector's configuration.
+func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs Observer) Projector {
+	return Projector{
+		Name:      p.Name,
+		Filter:    store.Filter{EventTypes: p.EventTypes, StreamPrefix: p.StreamPrefix},
+		BatchSize: p.BatchSize,
+		Policy: ErrorPolicy{MaxAttempts: p.OnError.MaxAttempts, Initial: p.OnError.Initial,
+			Max: p.OnError.Max, Then: Then(p.OnError.Then)},
+		CommitTimeout: cfg.Database.QueryTimeout,
+		Logger:        log,
+		Observer:      obs,
+	}
+}
+
+func (d *Daemon) connect(ctx, bg context.Context) error {
+	cfg := d.cfg
+	source, err := d.pool(ctx, cfg.Database.URL)
+	if err != nil {
+		return err
+	}
+	if err := d.prepareSchema(ctx, source); err != nil {
+		return err
+	}
+	src := SourceOf(cfg.Source)
+	if err := src.Check(ctx, source); err != nil {
+		return err
+	}
+	if src.Ordering == store.OrderPosition {
+		d.log.Warn("source.ordering is position: events committed out of order WILL be skipped; run `projectord source prepare` and use xid8")
+	}
+	sourceID, err := store.SystemIdentifier(ctx, source)
+	if err != nil {
+		return err
+	}
+	sinks := map[string]*store.SQLSink{}
+	targets := map[string]*store.Target{}
+	for _, p := range cfg.Projectors {
+		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
+		if err != nil {
+			return fmt.Errorf("%w: projector %s: %v", errFatal, p.Name, err)
+		}
+		url := p.Sink.SQL.TargetURL
+		if url == "" {
+			url = cfg.Database.URL
+		}
+		pool, err := d.pool(ctx, url)
+		if err != nil {
+			return err
+		}
+		if pool != source {
+			if err := d.prepareSchema(ctx, pool); err != nil {
+				return err
+			}
+		}
+		sinks[p.Name], targets[p.Name] = sink, store.NewTarget(pool, cfg.Database.QueryTimeout)
+	}
+
+	coordURL := cfg.Coordination.URL
+	if coordURL == "" {
+		coordURL = cfg.Database.URL
+	}
+	cc, err := pgx.ParseConfig(coordURL)
+	if err != nil {
+		return fmt.Errorf("%w: invalid coordination URL: %s", errFatal, config.RedactURL(err.Error()))
+	}
+	cc.ConnectTimeout = cfg.Database.ConnectTimeout
+	watcher := NewWatcher(store.NewReader(source, src, cfg.Database.QueryTimeout), cfg.Source.PollInterval, d.log.Named("watcher"))
+	var listen []string
+	if cfg.Source.Listen {
+		listen = []string{cfg.Source.NotifyChannel}
+	}
+	host, _ := os.Hostname()
+	session := coord.New(coord.Config{
+		ConnConfig: cc, Namespace: cfg.Coordination.LockNamespace,
+		NodeID: d.node, Hostname: host, Version: d.opts.Version,
+		HeartbeatInterval: cfg.Coordination.HeartbeatInterval, AcquireInterval: cfg.Coordination.AcquireInterval,
+		LeaseTimeout: cfg.Coordination.LeaseTimeout, TCPUserTimeout: cfg.Coordination.TCPUserTimeout,
+		KeepaliveIdle: cfg.Coordination.KeepaliveIdle, KeepaliveInterval: cfg.Coordination.KeepaliveInterval,
+		KeepaliveCount: cfg.Coordination.KeepaliveCount,
+		Listen:         listen,
+		OnNotify:       func(string, string) { watcher.Kick() },
+		Logger:         d.log.Named("coord"),
+	})
+	b := &PGBackend{Node: d.node, Source: source, Reader: store.NewReader(source, src, cfg.Database.QueryTimeout),
+		Watcher: watcher, Session: session, SourceID: sourceID}
+	for name, t := range targets {
+		b.AddProjector(name, t, sinks[name])
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	d.source, d.backend = source, b
+	d.bgWG.Add(1)
+	go func() {
+		defer d.bgWG.Done()
+		watcher.Run(bg)
+	}()
+	_ = session.Start(bg)
+	for _, p := range cfg.Projectors {
+		s := NewSupervisor(ProjectorOf(p, cfg, d.log.Named("projector"), d.opts.Observer), b)
+		d.supervisors[p.Name] = s
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			s.Run(ctx)
+		}()
+	}
+	d.ready = true
+	d.log.Info("projectord started", zap.String("node", d.node), zap.Int("projectors", len(cfg.Projectors)))
+	return nil
+}
+
+// Stop stops gracefully: leaders finish the batch in flight, commit and
+// release their locks (standbys are notified), then the coordination
+// session and pools close. If ctx ends first, the rest is cut short: the
+// coordination session closes, dropping every lock, and fencing keeps any
+// unfinished commit from landing. Safe to call twice.
+func (d *Daemon) Stop(ctx context.Context) {
+	d.stopOnce.Do(func() {
+		d.mu.Lock()
+		d.stopping = true
+		d.mu.Unlock()
+		if d.cancel == nil {
+			return
+		}
+		d.cancel()
+		done := make(chan struct{})
+		go func() { d.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			// Exiting drops the coordination session and with it every
+			// lock; fencing keeps any unfinished commit from landing.
+			d.log.Warn("shutdown budget exhausted; exiting with batches in flight")
+			return
+		}
+		if b := d.Backend(); b != nil {
+			b.Session.Stop()
+		}
+		d.bgCancel()
+		d.bgWG.Wait()
+		d.mu.Lock()
+		for _, p := range d.pools {
+			p.Close()
+		}
+		d.mu.Unlock()
+		d.log.Info("projectord stopped")
+	})
+}

@@ -1,0 +1,355 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+// Memory is an in-memory event store, checkpoint store and lock table. It
+// implements the same contract as the Postgres backend, for fast tests of
+// the loop. Each replica gets its own view from Node.
+type Memory struct {
+	mu          sync.Mutex
+	events      []store.Event // in position order
+	nextXID     uint64
+	nextPos     int64
+	open        map[uint64]bool // transactions not yet ended
+	aborted     map[uint64]bool
+	checkpoints map[string]*store.Checkpoint
+	locks       map[string]*memLease
+	sinks       map[string]MemSink
+	dead        map[string][]store.DeadLetter
+	changed     chan struct{}
+	turn        chan struct{}
+}
+
+// MemSink applies a batch all-or-nothing; on failure it returns
+// *store.ApplyError naming the failing event and changes nothing.
+type MemSink interface {
+	Apply(events []store.Event) error
+}
+
+// NewMemory returns an empty in-memory backend.
+func NewMemory() *Memory {
+	return &Memory{
+		nextXID: 1000, nextPos: 1,
+		open: map[uint64]bool{}, aborted: map[uint64]bool{},
+		checkpoints: map[string]*store.Checkpoint{}, locks: map[string]*memLease{},
+		sinks: map[string]MemSink{}, dead: map[string][]store.DeadLetter{},
+		changed: make(chan struct{}), turn: make(chan struct{}),
+	}
+}
+
+// SetSink sets the projector's sink.
+func (m *Memory) SetSink(projector string, s MemSink) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sinks[projector] = s
+}
+
+// MemTx is an open writer transaction on the memory store.
+type MemTx struct {
+	m   *Memory
+	xid uint64
+}
+
+// Begin opens a writer transaction; its events stay invisible, and hold the
+// horizon back, until it ends.
+func (m *Memory) Begin() *MemTx {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	xid := m.nextXID
+	m.nextXID++
+	m.open[xid] = true
+	return &MemTx{m: m, xid: xid}
+}
+
+// Append adds an event of the given type to the transaction and returns its position.
+func (tx *MemTx) Append(stream, eventType string, data string) int64 {
+	m := tx.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	pos := m.nextPos
+	m.nextPos++
+	m.events = append(m.events, store.Event{
+		Cursor: store.Cursor{XID: tx.xid, Position: pos}, StreamID: stream, Type: eventType,
+		Data: []byte(data), CreatedAt: time.Now(),
+	})
+	return pos
+}
+
+// Commit makes the transaction's events visible.
+func (tx *MemTx) Commit() { tx.end(false) }
+
+// Rollback discards the transaction's events.
+func (tx *MemTx) Rollback() { tx.end(true) }
+
+func (tx *MemTx) end(abort bool) {
+	m := tx.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.open, tx.xid)
+	if abort {
+		m.aborted[tx.xid] = true
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// AppendCommitted appends events in one committed transaction.
+func (m *Memory) AppendCommitted(stream, eventType string, data ...string) {
+	tx := m.Begin()
+	for _, d := range data {
+		tx.Append(stream, eventType, d)
+	}
+	tx.Commit()
+}
+
+// horizon is the oldest xid still open (or the next one): the pg_snapshot_xmin analogue.
+func (m *Memory) horizon() uint64 {
+	h := m.nextXID
+	for x := range m.open {
+		h = min(h, x)
+	}
+	return h
+}
+
+func (m *Memory) visible(e *store.Event, horizon uint64) bool {
+	return e.XID < horizon && !m.aborted[e.XID]
+}
+
+// sortedVisible returns visible events in cursor order.
+func (m *Memory) sortedVisible() []store.Event {
+	h := m.horizon()
+	out := make([]store.Event, 0, len(m.events))
+	for i := range m.events {
+		if m.visible(&m.events[i], h) {
+			out = append(out, m.events[i])
+		}
+	}
+	// Positions are assigned in order, xids in order of Begin: sort by cursor.
+	sortEvents(out)
+	return out
+}
+
+func sortEvents(es []store.Event) {
+	slices.SortFunc(es, func(a, b store.Event) int {
+		if a.Cursor.Less(b.Cursor) {
+			return -1
+		}
+		if b.Cursor.Less(a.Cursor) {
+			return 1
+		}
+		return 0
+	})
+}
+
+// Node returns the backend as seen by replica node.
+func (m *Memory) Node(node string) *MemNode { return &MemNode{m: m, node: node} }
+
+// Checkpoint returns the projector's checkpoint.
+func (m *Memory) Checkpoint(projector string) (store.Checkpoint, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.checkpoints[projector]
+	if !ok {
+		return store.Checkpoint{}, false
+	}
+	return *c, true
+}
+
+// DeadLetters returns the projector's dead letters.
+func (m *Memory) DeadLetters(projector string) []store.DeadLetter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]store.DeadLetter(nil), m.dead[projector]...)
+}
+
+// LoseLeases ends every lease node holds, as a dropped coordination session would.
+func (m *Memory) LoseLeases(node string) {
+	m.mu.Lock()
+	var lost []*memLease
+	for name, l := range m.locks {
+		if l.node == node {
+			lost = append(lost, l)
+			delete(m.locks, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, l := range lost {
+		l.end(fmt.Errorf("%w: session of %s dropped", ErrLeaseLost, node))
+	}
+}
+
+// Leader returns the node holding the projector's lock, or "".
+func (m *Memory) Leader(projector string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.locks[projector]; ok {
+		return l.node
+	}
+	return ""
+}
+
+func (m *Memory) broadcastTurn() {
+	close(m.turn)
+	m.turn = make(chan struct{})
+}
+
+// MemNode is one replica's view of a Memory backend; it implements Backend.
+type MemNode struct {
+	m    *Memory
+	node string
+}
+
+var _ Backend = (*MemNode)(nil)
+
+// Read implements EventReader.
+func (n *MemNode) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return buf[:0], err
+	}
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := buf[:0]
+	for _, e := range m.sortedVisible() {
+		if !after.Less(e.Cursor) || !f.Matches(&e) {
+			continue
+		}
+		out = append(out, e)
+		if len(out) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Head implements EventReader.
+func (n *MemNode) Head() (store.Cursor, <-chan struct{}) {
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vis := m.sortedVisible()
+	var head store.Cursor
+	if len(vis) > 0 {
+		head = vis[len(vis)-1].Cursor
+	}
+	return head, m.changed
+}
+
+// Claim implements CheckpointStore.
+func (n *MemNode) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.checkpoints[projector]
+	if !ok {
+		c = &store.Checkpoint{Projector: projector}
+		m.checkpoints[projector] = c
+	}
+	c.Epoch++
+	c.LeaderNode, c.LeaderSince, c.Status = n.node, time.Now(), store.StatusRunning
+	return *c, nil
+}
+
+// Commit implements CheckpointStore.
+func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.checkpoints[req.Projector]
+	if !ok || c.Epoch != req.Epoch || c.Cursor != req.From {
+		return fmt.Errorf("%w: projector %s epoch %d", store.ErrFenced, req.Projector, req.Epoch)
+	}
+	if s := m.sinks[req.Projector]; s != nil && len(req.Events) > 0 {
+		if err := s.Apply(req.Events); err != nil {
+			return err
+		}
+	}
+	if req.DeadLetter != nil {
+		m.dead[req.Projector] = append(m.dead[req.Projector], *req.DeadLetter)
+	}
+	c.Cursor = req.To
+	c.EventsApplied += int64(len(req.Events))
+	c.UpdatedAt = time.Now()
+	return nil
+}
+
+// SetStatus implements CheckpointStore.
+func (n *MemNode) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.checkpoints[projector]
+	if !ok || c.Epoch != epoch {
+		return store.ErrFenced
+	}
+	c.Status, c.LastError = status, lastErr
+	return nil
+}
+
+// TryAcquire implements Coordinator.
+func (n *MemNode) TryAcquire(ctx context.Context, projector string) (Lease, error) {
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, held := m.locks[projector]; held {
+		return nil, ErrNotLeader
+	}
+	l := &memLease{m: m, name: projector, node: n.node, done: make(chan struct{})}
+	m.locks[projector] = l
+	return l, nil
+}
+
+// Turn implements Coordinator: it fires whenever a lock is released or lost.
+func (n *MemNode) Turn() <-chan struct{} {
+	n.m.mu.Lock()
+	defer n.m.mu.Unlock()
+	return n.m.turn
+}
+
+type memLease struct {
+	m    *Memory
+	name string
+	node string
+	once sync.Once
+	done chan struct{}
+	err  error
+}
+
+func (l *memLease) Done() <-chan struct{} { return l.done }
+
+func (l *memLease) Err() error {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	return l.err
+}
+
+func (l *memLease) end(err error) {
+	l.once.Do(func() {
+		l.m.mu.Lock()
+		l.err = err
+		l.m.broadcastTurn()
+		l.m.mu.Unlock()
+		close(l.done)
+	})
+}
+
+func (l *memLease) Release(ctx context.Context) error {
+	l.m.mu.Lock()
+	if cur, ok := l.m.locks[l.name]; ok && cur == l {
+		delete(l.m.locks, l.name)
+	}
+	l.m.mu.Unlock()
+	l.end(fmt.Errorf("released"))
+	return nil
+}

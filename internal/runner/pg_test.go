@@ -1,0 +1,425 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/store"
+	"github.com/projectord/projectord/internal/store/pgtest"
+)
+
+// pgBundle is one test database with an events table and a read model
+// `applied` that records every application of every event.
+type pgBundle struct {
+	ctx  context.Context
+	url  string
+	pool *pgxpool.Pool
+	log  *zap.Logger
+}
+
+func setupPG(t *testing.T) *pgBundle {
+	t.Helper()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = pool.Exec(t.Context(), `CREATE TABLE applied (projector text NOT NULL, position bigint NOT NULL, node text)`)
+	require.NoError(t, err)
+	return &pgBundle{ctx: t.Context(), url: url, pool: pool, log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))}
+}
+
+// appendEvents commits n events of type typ, in one transaction per `per` events.
+func (tb *pgBundle) appendEvents(t *testing.T, n, per int, typ string) {
+	t.Helper()
+	for i := 0; i < n; i += per {
+		rows := min(per, n-i)
+		_, err := tb.pool.Exec(tb.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+			SELECT $4 || g, 1, $2, jsonb_build_object('n', g) FROM generate_series($1::bigint, $1::bigint + $3 - 1) g`,
+			int64(i), typ, rows, fmt.Sprintf("stream-%d-", streamSeq.Add(1)))
+		require.NoError(t, err)
+	}
+}
+
+// sinkSQL records each application with the applying node in metadata-free form.
+func recordHandler(projector string) map[string]string {
+	return map[string]string{"*": fmt.Sprintf(`INSERT INTO applied (projector, position) VALUES ('%s', @position)`, projector)}
+}
+
+// checkExactlyOnce compares the read model with the oracle: every committed
+// event of the given types applied exactly once, nothing else.
+func (tb *pgBundle) checkExactlyOnce(t *testing.T, projector string, types ...string) int {
+	t.Helper()
+	var missing, extra, dup, total int
+	err := tb.pool.QueryRow(tb.ctx, `
+		WITH want AS (SELECT global_position AS position FROM events WHERE coalesce(cardinality($2::text[]), 0) = 0 OR event_type = ANY($2)),
+		     got AS (SELECT position, count(*) AS n FROM applied WHERE projector = $1 GROUP BY position)
+		SELECT (SELECT count(*) FROM want WHERE position NOT IN (SELECT position FROM got)),
+		       (SELECT count(*) FROM got WHERE position NOT IN (SELECT position FROM want)),
+		       (SELECT count(*) FROM got WHERE n > 1),
+		       (SELECT count(*) FROM want)`, projector, types).Scan(&missing, &extra, &dup, &total)
+	require.NoError(t, err)
+	require.Zero(t, missing, "events never applied")
+	require.Zero(t, extra, "events applied that should not have been")
+	require.Zero(t, dup, "events applied more than once")
+	return total
+}
+
+// config returns a daemon config on tb's database.
+func (tb *pgBundle) config(t *testing.T, projectors ...config.Projector) *config.Config {
+	t.Helper()
+	c := config.Default()
+	c.Database.URL = tb.url
+	c.Coordination.AcquireInterval = 100 * time.Millisecond
+	c.Coordination.HeartbeatInterval = 200 * time.Millisecond
+	c.Coordination.LeaseTimeout = 3 * time.Second
+	c.Source.PollInterval = 10 * time.Millisecond
+	for i := range projectors {
+		p := &projectors[i]
+		if p.BatchSize == 0 {
+			p.BatchSize = 100
+		}
+		if p.OnError.Then == "" {
+			p.OnError = config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 10 * time.Millisecond, Then: "halt"}
+		}
+		if p.Sink.SQL == nil {
+			p.Sink.SQL = &config.SQLSink{Handlers: recordHandler(p.Name)}
+		}
+	}
+	c.Projectors = projectors
+	return &c
+}
+
+func (tb *pgBundle) startDaemon(t *testing.T, cfg *config.Config, node string) *Daemon {
+	t.Helper()
+	c := *cfg
+	c.Coordination.NodeID = node
+	d := New(Options{Config: &c, Logger: tb.log.Named(node), Version: "test", Migrate: true})
+	require.NoError(t, d.Start(tb.ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Stop(ctx)
+	})
+	return d
+}
+
+func (tb *pgBundle) checkpoint(t *testing.T, projector string) store.Checkpoint {
+	t.Helper()
+	c, _, err := store.NewTarget(tb.pool, 5*time.Second).Load(tb.ctx, projector)
+	require.NoError(t, err)
+	return c
+}
+
+// lastEvent is the cursor of the newest committed event, regardless of the
+// horizon: other tests' open transactions share this cluster's horizon, so
+// the reader's head can trail it for a while; a caught-up projector ends
+// exactly here.
+func (tb *pgBundle) lastEvent(t *testing.T) store.Cursor {
+	t.Helper()
+	var c store.Cursor
+	err := tb.pool.QueryRow(tb.ctx, `SELECT transaction_id, global_position FROM events ORDER BY 1 DESC, 2 DESC LIMIT 1`).Scan(&c.XID, &c.Position)
+	require.NoError(t, err)
+	return c
+}
+
+func (tb *pgBundle) waitCaughtUp(t *testing.T, projectors ...string) {
+	t.Helper()
+	want := tb.lastEvent(t)
+	for _, p := range projectors {
+		require.Eventually(t, func() bool { return tb.checkpoint(t, p).Cursor == want }, 30*time.Second, 5*time.Millisecond,
+			"projector %s never reached %s", p, want)
+	}
+}
+
+func leaders(ds []*Daemon, projector string) []string {
+	var out []string
+	for _, d := range ds {
+		if d.States()[projector] == StateLeader {
+			out = append(out, d.Node())
+		}
+	}
+	return out
+}
+
+func TestPGTwoDaemonsOneLeaderEachAndHandover(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	tb.appendEvents(t, 2000, 250, "A")
+	cfg := tb.config(t, config.Projector{Name: "alpha"}, config.Projector{Name: "beta"}, config.Projector{Name: "gamma", EventTypes: []string{"B"}})
+	a := tb.startDaemon(t, cfg, "node-a")
+	b := tb.startDaemon(t, cfg, "node-b")
+	ds := []*Daemon{a, b}
+	tb.waitCaughtUp(t, "alpha", "beta", "gamma")
+	for _, p := range []string{"alpha", "beta", "gamma"} {
+		require.Eventually(t, func() bool { return len(leaders(ds, p)) == 1 }, 5*time.Second, 5*time.Millisecond)
+		require.Len(t, leaders(ds, p), 1, "exactly one leader for %s", p)
+	}
+	// Stop whichever daemon leads alpha; the other takes every projector.
+	leader, other := a, b
+	if leaders(ds, "alpha")[0] == "node-b" {
+		leader, other = b, a
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	leader.Stop(ctx)
+	cancel()
+	tb.appendEvents(t, 500, 50, "B")
+	tb.waitCaughtUp(t, "alpha", "beta", "gamma")
+	for _, p := range []string{"alpha", "beta", "gamma"} {
+		require.Equal(t, []string{other.Node()}, leaders([]*Daemon{other}, p))
+		require.Equal(t, other.Node(), tb.checkpoint(t, p).LeaderNode)
+	}
+	require.Equal(t, 2500, tb.checkExactlyOnce(t, "alpha"))
+	require.Equal(t, 2500, tb.checkExactlyOnce(t, "beta"))
+	require.Equal(t, 500, tb.checkExactlyOnce(t, "gamma", "B"))
+}
+
+func TestPGGapSafetyUnderConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	cfg := tb.config(t, config.Projector{Name: "gap", BatchSize: 500})
+	tb.startDaemon(t, cfg, "node-a")
+
+	const writers, total, perTx = 16, 50_000, 40
+	wpool, err := pgxpool.NewWithConfig(tb.ctx, func() *pgxpool.Config {
+		c, _ := pgxpool.ParseConfig(tb.url)
+		c.MaxConns = writers
+		return c
+	}())
+	require.NoError(t, err)
+	defer wpool.Close()
+	var mu sync.Mutex
+	committed, rolledBack := 0, 0
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			for {
+				mu.Lock()
+				if committed >= total {
+					mu.Unlock()
+					return
+				}
+				mu.Unlock()
+				err := pgx.BeginFunc(tb.ctx, wpool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(tb.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+						SELECT $1 || '-' || g, g, 'A', '{}' FROM generate_series(1, $2) g`, fmt.Sprintf("w%d-%d", w, rng.Int64()), perTx); err != nil {
+						return err
+					}
+					// Hold the transaction open after its insert, as a slow writer does.
+					time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
+					if rng.IntN(10) == 0 {
+						return errRollback
+					}
+					return nil
+				})
+				mu.Lock()
+				if err == nil {
+					committed += perTx
+				} else {
+					rolledBack += perTx
+				}
+				mu.Unlock()
+				if err != nil && !errors.Is(err, errRollback) {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Positive(t, rolledBack)
+	tb.waitCaughtUp(t, "gap")
+	n := tb.checkExactlyOnce(t, "gap")
+	require.Equal(t, committed, n)
+	t.Logf("%d events committed by %d writers, %d rolled back; all committed applied exactly once", committed, writers, rolledBack)
+}
+
+var errRollback = fmt.Errorf("deliberate rollback")
+
+// streamSeq keeps appendEvents' stream ids unique across calls.
+var streamSeq atomic.Int64
+
+func TestPGResumeAfterRestartAppliesNothingTwice(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	tb.appendEvents(t, 3000, 500, "A")
+	cfg := tb.config(t, config.Projector{Name: "resume", BatchSize: 50})
+	d := tb.startDaemon(t, cfg, "node-a")
+	require.Eventually(t, func() bool { return tb.checkpoint(t, "resume").EventsApplied >= 500 }, 30*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	d.Stop(ctx)
+	cancel()
+	stopped := tb.checkpoint(t, "resume")
+	require.Less(t, stopped.EventsApplied, int64(3000), "stopped mid catch-up")
+	var applied int64
+	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM applied`).Scan(&applied))
+	require.Equal(t, stopped.EventsApplied, applied, "the read model matches the checkpoint exactly")
+
+	tb.startDaemon(t, cfg, "node-a")
+	tb.waitCaughtUp(t, "resume")
+	require.Equal(t, 3000, tb.checkExactlyOnce(t, "resume"))
+	require.Greater(t, tb.checkpoint(t, "resume").Epoch, stopped.Epoch)
+}
+
+func TestPGPoisonPoliciesIsolateProjectors(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE nums (projector text, n int)`)
+	require.NoError(t, err)
+	tb.appendEvents(t, 20, 20, "A")
+	_, err = tb.pool.Exec(tb.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('poison', 1, 'A', '{"n":"not a number"}')`)
+	require.NoError(t, err)
+	tb.appendEvents(t, 20, 20, "A")
+
+	handler := func(p string) *config.SQLSink {
+		return &config.SQLSink{Handlers: map[string]string{"A": fmt.Sprintf(`INSERT INTO nums VALUES ('%s', (@data->>'n')::int)`, p)}}
+	}
+	policy := func(then string) config.ErrorPolicy {
+		return config.ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: then}
+	}
+	cfg := tb.config(t,
+		config.Projector{Name: "halts", OnError: policy("halt"), Sink: config.Sink{SQL: handler("halts")}},
+		config.Projector{Name: "skips", OnError: policy("skip"), Sink: config.Sink{SQL: handler("skips")}},
+		config.Projector{Name: "letters", OnError: policy("dead_letter"), Sink: config.Sink{SQL: handler("letters")}},
+		config.Projector{Name: "healthy"},
+	)
+	d := tb.startDaemon(t, cfg, "node-a")
+	tb.waitCaughtUp(t, "skips", "letters", "healthy")
+	require.Eventually(t, func() bool { return d.States()["halts"] == StateHalted }, 10*time.Second, 5*time.Millisecond)
+
+	count := func(p string) (n int) {
+		require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM nums WHERE projector = $1`, p).Scan(&n))
+		return n
+	}
+	require.Equal(t, 20, count("halts"), "halted just before the poison event")
+	require.Equal(t, 40, count("skips"))
+	require.Equal(t, 40, count("letters"))
+	require.Equal(t, 41, tb.checkExactlyOnce(t, "healthy"))
+
+	h := tb.checkpoint(t, "halts")
+	require.Equal(t, store.StatusHalted, h.Status)
+	require.Contains(t, h.LastError, "invalid input syntax")
+	require.Contains(t, tb.checkpoint(t, "skips").LastError, "skipped")
+	var dl int
+	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM projectord.dead_letters WHERE projector = 'letters' AND stream_id = 'poison' AND attempts = 3`).Scan(&dl))
+	require.Equal(t, 1, dl)
+}
+
+// slowCommit is a backend whose commits ignore cancellation, like a leader
+// that has not yet noticed it lost its lock, and that reports when a
+// commit starts.
+type slowCommit struct {
+	*PGBackend
+	started chan struct{}
+	once    sync.Once
+}
+
+func (s *slowCommit) Commit(ctx context.Context, req store.CommitRequest) error {
+	if len(req.Events) > 0 {
+		s.once.Do(func() { close(s.started) })
+	}
+	return s.PGBackend.Commit(context.WithoutCancel(ctx), req)
+}
+
+func TestPGLeaderCutOffMidBatchCannotCommit(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	tb.appendEvents(t, 10, 10, "A")
+	_, err := tb.pool.Exec(tb.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('slow', 1, 'Slow', '{}')`)
+	require.NoError(t, err)
+	cfg := tb.config(t, config.Projector{Name: "fenced", Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{
+		"A":    `INSERT INTO applied (projector, position) VALUES ('fenced', @position)`,
+		"Slow": `INSERT INTO applied (projector, position) SELECT 'fenced', @position FROM pg_sleep(1)`,
+	}}}})
+	p := ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil)
+
+	a := tb.backend(t, cfg, "node-a")
+	slowA := &slowCommit{PGBackend: a, started: make(chan struct{})}
+	doneA := make(chan error, 1)
+	go func() { doneA <- Run(tb.ctx, p, slowA) }()
+	select {
+	case <-slowA.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("leader A never started committing")
+	}
+	// Cut A off: its coordination backend dies, its lock with it.
+	_, err = tb.pool.Exec(tb.ctx, `SELECT pg_terminate_backend($1)`, int(a.Session.PID()))
+	require.NoError(t, err)
+
+	b := tb.backend(t, cfg, "node-b")
+	ctxB, stopB := context.WithCancel(tb.ctx)
+	defer stopB()
+	doneB := make(chan error, 1)
+	go func() {
+		for {
+			err := Run(ctxB, p, b)
+			if err == nil || ctxB.Err() != nil {
+				doneB <- err
+				return
+			}
+			select {
+			case <-b.Turn():
+			case <-ctxB.Done():
+			}
+		}
+	}()
+	errA := <-doneA
+	require.Error(t, errA)
+	require.True(t, errorsIsAny(errA, ErrDeposed, ErrLeaseLost), "A stops because it was deposed or lost its lease: %v", errA)
+	tb.waitCaughtUp(t, "fenced")
+	c := tb.checkpoint(t, "fenced")
+	require.Equal(t, "node-b", c.LeaderNode)
+	require.Equal(t, 11, tb.checkExactlyOnce(t, "fenced"))
+	stopB()
+	require.NoError(t, <-doneB)
+}
+
+// backend builds a bare PGBackend (no daemon) for node on tb's database.
+func (tb *pgBundle) backend(t *testing.T, cfg *config.Config, node string) *PGBackend {
+	t.Helper()
+	src := SourceOf(cfg.Source)
+	cc, err := pgx.ParseConfig(tb.url)
+	require.NoError(t, err)
+	reader := store.NewReader(tb.pool, src, 5*time.Second)
+	w := NewWatcher(reader, 10*time.Millisecond, tb.log)
+	ctx, cancel := context.WithCancel(tb.ctx)
+	go w.Run(ctx)
+	s := coord.New(coord.Config{ConnConfig: cc, Namespace: 7, NodeID: node, Hostname: "test", Version: "test",
+		HeartbeatInterval: 100 * time.Millisecond, AcquireInterval: 100 * time.Millisecond, LeaseTimeout: 3 * time.Second,
+		Logger: tb.log.Named(node)})
+	require.NoError(t, s.Start(ctx))
+	t.Cleanup(func() { s.Stop(); cancel() })
+	require.Eventually(t, s.Up, 10*time.Second, time.Millisecond)
+	b := &PGBackend{Node: node, Source: tb.pool, Reader: reader, Watcher: w, Session: s}
+	for _, p := range cfg.Projectors {
+		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
+		require.NoError(t, err)
+		b.AddProjector(p.Name, store.NewTarget(tb.pool, 30*time.Second), sink)
+	}
+	return b
+}
+
+func errorsIsAny(err error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,129 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/store"
+)
+
+// PGBackend implements Backend on PostgreSQL: the source reader and the
+// replica's watcher, one coordination session, and per projector the target
+// database (its sink and checkpoint) to commit into.
+type PGBackend struct {
+	Node     string
+	Source   *pgxpool.Pool // lock-id registry lives here
+	Reader   *store.Reader
+	Watcher  *Watcher
+	Session  *coord.Session
+	SourceID int64 // source cluster's system identifier, 0 if unknown
+
+	mu      sync.RWMutex
+	targets map[string]*store.Target
+	sinks   map[string]*store.SQLSink
+	ids     map[string]int32
+}
+
+var _ Backend = (*PGBackend)(nil)
+
+// AddProjector registers where projector name commits, and with what sink.
+func (b *PGBackend) AddProjector(name string, t *store.Target, s *store.SQLSink) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.targets == nil {
+		b.targets, b.sinks, b.ids = map[string]*store.Target{}, map[string]*store.SQLSink{}, map[string]int32{}
+	}
+	b.targets[name], b.sinks[name] = t, s
+}
+
+// Target returns the projector's target database.
+func (b *PGBackend) Target(name string) *store.Target {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.targets[name]
+}
+
+func (b *PGBackend) target(name string) (*store.Target, *store.SQLSink, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	t, ok := b.targets[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("projector %s is not registered with the backend", name)
+	}
+	return t, b.sinks[name], nil
+}
+
+// Read implements EventReader.
+func (b *PGBackend) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
+	return b.Reader.Read(ctx, after, f, limit, buf)
+}
+
+// Head implements EventReader from the watcher's last poll.
+func (b *PGBackend) Head() (store.Cursor, <-chan struct{}) { return b.Watcher.Head() }
+
+// Claim implements CheckpointStore.
+func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+	t, _, err := b.target(projector)
+	if err != nil {
+		return store.Checkpoint{}, err
+	}
+	return t.Claim(ctx, projector, b.Node, b.SourceID)
+}
+
+// Commit implements CheckpointStore.
+func (b *PGBackend) Commit(ctx context.Context, req store.CommitRequest) error {
+	t, s, err := b.target(req.Projector)
+	if err != nil {
+		return err
+	}
+	return t.Commit(ctx, req, s)
+}
+
+// SetStatus implements CheckpointStore.
+func (b *PGBackend) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+	t, _, err := b.target(projector)
+	if err != nil {
+		return err
+	}
+	return t.SetStatus(ctx, projector, epoch, status, lastErr)
+}
+
+// TryAcquire implements Coordinator.
+func (b *PGBackend) TryAcquire(ctx context.Context, projector string) (Lease, error) {
+	id, err := b.lockID(ctx, projector)
+	if err != nil {
+		return nil, err
+	}
+	l, err := b.Session.TryAcquire(ctx, projector, id)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Turn implements Coordinator.
+func (b *PGBackend) Turn() <-chan struct{} { return b.Session.Turn() }
+
+func (b *PGBackend) lockID(ctx context.Context, projector string) (int32, error) {
+	b.mu.RLock()
+	id, ok := b.ids[projector]
+	b.mu.RUnlock()
+	if ok {
+		return id, nil
+	}
+	id, err := store.ProjectorID(ctx, b.Source, projector)
+	if err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	if b.ids == nil {
+		b.ids = map[string]int32{}
+	}
+	b.ids[projector] = id
+	b.mu.Unlock()
+	return id, nil
+}

@@ -1,0 +1,72 @@
+package runner
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+// Then is what happens to an event that still fails after MaxAttempts.
+type Then string
+
+// Error policy outcomes.
+const (
+	ThenHalt       Then = "halt"
+	ThenSkip       Then = "skip"
+	ThenDeadLetter Then = "dead_letter"
+)
+
+// ErrorPolicy governs retries of an event a sink rejects.
+type ErrorPolicy struct {
+	MaxAttempts  int
+	Initial, Max time.Duration
+	Then         Then
+}
+
+// Projector is one read model's definition, as the runner needs it.
+type Projector struct {
+	Name      string
+	Filter    store.Filter
+	BatchSize int
+	Policy    ErrorPolicy
+	// FlushInterval bounds how long the loop may keep an advance over
+	// filtered-out events in memory before persisting it. Default 1s.
+	FlushInterval time.Duration
+	// CommitTimeout bounds finishing a batch already read when the run is
+	// asked to stop. Default 30s.
+	CommitTimeout time.Duration
+	Logger        *zap.Logger
+	Observer      Observer
+}
+
+func (p *Projector) defaults() {
+	if p.BatchSize <= 0 {
+		p.BatchSize = 500
+	}
+	if p.Policy.MaxAttempts <= 0 {
+		p.Policy.MaxAttempts = 5
+	}
+	if p.Policy.Initial <= 0 {
+		p.Policy.Initial = 100 * time.Millisecond
+	}
+	if p.Policy.Max < p.Policy.Initial {
+		p.Policy.Max = max(30*time.Second, p.Policy.Initial)
+	}
+	if p.Policy.Then == "" {
+		p.Policy.Then = ThenHalt
+	}
+	if p.FlushInterval <= 0 {
+		p.FlushInterval = time.Second
+	}
+	if p.CommitTimeout <= 0 {
+		p.CommitTimeout = 30 * time.Second
+	}
+	if p.Logger == nil {
+		p.Logger = zap.NewNop()
+	}
+	if p.Observer == nil {
+		p.Observer = NopObserver{}
+	}
+}

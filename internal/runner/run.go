@@ -1,0 +1,341 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+// Run leads projector p until ctx ends, the lease is lost or the projector
+// halts. It acquires leadership first and returns ErrNotLeader at once when
+// another replica leads. Cancelling ctx is a graceful stop: a batch already
+// read is still committed, then the lease is released. The returned error
+// is nil after a graceful stop.
+func Run(ctx context.Context, p Projector, b Backend) error {
+	p.defaults()
+	lease, err := b.TryAcquire(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	log := p.Logger.With(zap.String("projector", p.Name))
+
+	// leaseCtx ends only when leadership does: commits run on it, so a
+	// graceful stop never interrupts a batch half way.
+	leaseCtx, cancelLease := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelLease(nil)
+	go func() {
+		select {
+		case <-lease.Done():
+			cancelLease(fmt.Errorf("%w: %v", ErrLeaseLost, lease.Err()))
+		case <-leaseCtx.Done():
+		}
+	}()
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			log.Warn("error releasing lease", zap.Error(err))
+		}
+	}()
+
+	cp, err := b.Claim(leaseCtx, p.Name)
+	if err != nil {
+		if cause := context.Cause(leaseCtx); cause != nil {
+			return cause
+		}
+		return fmt.Errorf("error claiming %s: %w", p.Name, err)
+	}
+	log = log.With(zap.Int64("epoch", cp.Epoch))
+	log.Info("leadership gained", zap.Stringer("cursor", cp.Cursor))
+	p.Observer.StateChanged(p.Name, StateLeader)
+
+	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now()}
+	err = l.run(ctx, leaseCtx)
+	if cause := context.Cause(leaseCtx); cause != nil && errors.Is(cause, ErrLeaseLost) {
+		err = cause
+	}
+	switch {
+	case err == nil:
+		log.Info("leadership released", zap.Stringer("cursor", l.persisted))
+	case errors.Is(err, ErrHalted):
+		log.Error("projector halted", zap.Stringer("cursor", l.persisted), zap.Error(err))
+	default:
+		log.Warn("leadership lost", zap.Stringer("cursor", l.persisted), zap.Error(err))
+	}
+	return err
+}
+
+// loop is the leader's catch-up/live loop.
+type loop struct {
+	p     Projector
+	b     Backend
+	log   *zap.Logger
+	epoch int64
+
+	// persisted is the checkpoint in the database; scanned may be ahead of
+	// it by a range that held no events for this projector's filter.
+	persisted, scanned store.Cursor
+	lastFlush          time.Time
+}
+
+type readResult struct {
+	events []store.Event
+	head   store.Cursor
+	err    error
+}
+
+// read reads the batch after `after`, noting the head seen before reading:
+// if the batch is short, every matching event up to that head was in it.
+func (l *loop) read(ctx context.Context, after store.Cursor, buf []store.Event) readResult {
+	head, _ := l.b.Head()
+	events, err := l.b.Read(ctx, after, l.p.Filter, l.p.BatchSize, buf)
+	return readResult{events: events, head: head, err: err}
+}
+
+func (l *loop) run(ctx, leaseCtx context.Context) error {
+	// stop ends reads and waits on a graceful stop or on lease loss.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(leaseCtx, cancel)()
+	readBackoff := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
+	bufs := [2][]store.Event{make([]store.Event, 0, l.p.BatchSize), make([]store.Event, 0, l.p.BatchSize)}
+	cur := 0
+	var next chan readResult // prefetch of the following batch, if any
+	for {
+		if ctx.Err() != nil || leaseCtx.Err() != nil {
+			return l.flush(leaseCtx)
+		}
+		var r readResult
+		if next != nil {
+			r = <-next
+			next = nil
+		} else {
+			r = l.read(ctx, l.scanned, bufs[cur])
+		}
+		if r.err != nil {
+			if ctx.Err() != nil || leaseCtx.Err() != nil {
+				return l.flush(leaseCtx)
+			}
+			l.p.Observer.Error(l.p.Name, "read", r.err)
+			l.log.Warn("error reading events", zap.Stringer("cursor", l.scanned), zap.Error(r.err))
+			if !sleep(ctx, readBackoff.delay()) {
+				return l.flush(leaseCtx)
+			}
+			continue
+		}
+		readBackoff.reset()
+		events := r.events
+		bufs[cur] = events[:0]
+
+		to := l.scanned
+		if len(events) > 0 {
+			to = events[len(events)-1].Cursor
+		}
+		full := len(events) == l.p.BatchSize
+		if !full && to.Less(r.head) {
+			to = r.head
+		}
+		if len(events) == 0 {
+			if l.scanned.Less(to) {
+				l.scanned = to
+			}
+			if err := l.maybeFlush(leaseCtx); err != nil {
+				return err
+			}
+			if err := l.wait(ctx, leaseCtx); err != nil {
+				return err
+			}
+			continue
+		}
+		if full {
+			// Overlap reading the next batch with committing this one.
+			cur ^= 1
+			next = make(chan readResult, 1)
+			go func(after store.Cursor, buf []store.Event) { next <- l.read(ctx, after, buf) }(to, bufs[cur])
+		}
+		if err := l.commit(leaseCtx, events, to); err != nil {
+			if next != nil {
+				<-next // the prefetch read past a batch that did not commit
+				next = nil
+			}
+			return err
+		}
+	}
+}
+
+// wait blocks until the head moves past what this projector has scanned,
+// persisting a pending advance over filtered-out events meanwhile.
+func (l *loop) wait(ctx, leaseCtx context.Context) error {
+	for {
+		head, ch := l.b.Head()
+		if l.scanned.Less(head) {
+			return nil
+		}
+		var flush <-chan time.Time
+		var t *time.Timer
+		if l.persisted != l.scanned {
+			t = time.NewTimer(time.Until(l.lastFlush.Add(l.p.FlushInterval)))
+			flush = t.C
+		}
+		select {
+		case <-ch:
+		case <-flush:
+		case <-ctx.Done():
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := l.maybeFlush(leaseCtx); err != nil {
+			return err
+		}
+	}
+}
+
+// maybeFlush persists an advance over filtered-out events once FlushInterval has passed.
+func (l *loop) maybeFlush(ctx context.Context) error {
+	if l.persisted == l.scanned || time.Since(l.lastFlush) < l.p.FlushInterval {
+		return nil
+	}
+	return l.flush(ctx)
+}
+
+// flush persists scanned if it is ahead of the checkpoint.
+func (l *loop) flush(ctx context.Context) error {
+	if l.persisted == l.scanned || ctx.Err() != nil {
+		return nil
+	}
+	return l.commit(ctx, nil, l.scanned)
+}
+
+// commit applies events and moves the checkpoint to `to`, retrying
+// transient failures and handing sink failures to the error policy.
+func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor) error {
+	bo := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
+	for {
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
+		err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events})
+		cancel()
+		if err == nil {
+			l.advanced(to, len(events), time.Since(start))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		var applyErr *store.ApplyError
+		switch {
+		case errors.Is(err, store.ErrFenced):
+			l.p.Observer.Error(l.p.Name, "fenced", err)
+			return fmt.Errorf("%w: %v", ErrDeposed, err)
+		case errors.As(err, &applyErr) && !store.IsTransient(applyErr.Err):
+			return l.poison(ctx, events, to, applyErr)
+		default:
+			l.p.Observer.Error(l.p.Name, "commit", err)
+			l.log.Warn("error committing batch, retrying", zap.Stringer("cursor", l.persisted), zap.Stringer("to", to), zap.Error(err))
+			if !sleep(ctx, bo.delay()) {
+				return context.Cause(ctx)
+			}
+		}
+	}
+}
+
+func (l *loop) advanced(to store.Cursor, n int, took time.Duration) {
+	l.persisted, l.lastFlush = to, time.Now()
+	if l.scanned.Less(to) {
+		l.scanned = to
+	}
+	l.p.Observer.BatchCommitted(l.p.Name, n, to, took)
+	if n > 0 {
+		l.log.Debug("batch committed", zap.Int("events", n), zap.Stringer("cursor", to), zap.Duration("took", took))
+	}
+}
+
+// poison commits the events before the failing one, retries the failing
+// event alone with backoff, then applies the policy, and finally commits the
+// rest of the batch.
+func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor, first *store.ApplyError) error {
+	if first.Index > 0 {
+		if err := l.commit(ctx, events[:first.Index], events[first.Index-1].Cursor); err != nil {
+			return err
+		}
+	}
+	bad := events[first.Index]
+	one := events[first.Index : first.Index+1]
+	lastErr := first.Err
+	bo := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
+	for attempt := 2; attempt <= l.p.Policy.MaxAttempts; attempt++ {
+		l.p.Observer.Error(l.p.Name, "apply", lastErr)
+		l.log.Warn("event failed, retrying", zap.Stringer("event", bad.Cursor), zap.String("event_type", bad.Type),
+			zap.Int("attempt", attempt-1), zap.Error(lastErr))
+		if !sleep(ctx, bo.delay()) {
+			return context.Cause(ctx)
+		}
+		err := l.b.Commit(ctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor, Events: one})
+		var applyErr *store.ApplyError
+		switch {
+		case err == nil:
+			l.advanced(bad.Cursor, 1, 0)
+			return l.rest(ctx, events[first.Index+1:], to)
+		case errors.Is(err, store.ErrFenced):
+			return fmt.Errorf("%w: %v", ErrDeposed, err)
+		case errors.As(err, &applyErr):
+			lastErr = applyErr.Err
+		default:
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			lastErr = err
+			if store.IsTransient(err) {
+				attempt-- // the database failed, not the event
+			}
+		}
+	}
+	l.p.Observer.Error(l.p.Name, "poison", lastErr)
+	msg := fmt.Sprintf("event %s (%s, stream %s) failed %d times: %v", bad.Cursor, bad.Type, bad.StreamID, l.p.Policy.MaxAttempts, lastErr)
+	switch l.p.Policy.Then {
+	case ThenSkip:
+		l.log.Error("skipping poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
+		if err := l.commit(ctx, nil, bad.Cursor); err != nil {
+			return err
+		}
+		l.setStatus(ctx, store.StatusRunning, "skipped "+msg)
+	case ThenDeadLetter:
+		l.log.Error("dead-lettering poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
+		err := l.b.Commit(ctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor,
+			DeadLetter: &store.DeadLetter{Event: bad, Error: lastErr.Error(), Attempts: l.p.Policy.MaxAttempts}})
+		if err != nil {
+			if errors.Is(err, store.ErrFenced) {
+				return fmt.Errorf("%w: %v", ErrDeposed, err)
+			}
+			return fmt.Errorf("error recording dead letter: %w", err)
+		}
+		l.advanced(bad.Cursor, 0, 0)
+		l.setStatus(ctx, store.StatusRunning, "dead-lettered "+msg)
+	default:
+		l.setStatus(ctx, store.StatusHalted, msg)
+		return fmt.Errorf("%w: %s", ErrHalted, msg)
+	}
+	return l.rest(ctx, events[first.Index+1:], to)
+}
+
+func (l *loop) rest(ctx context.Context, events []store.Event, to store.Cursor) error {
+	if len(events) == 0 && l.persisted == to {
+		return nil
+	}
+	return l.commit(ctx, events, to)
+}
+
+func (l *loop) setStatus(ctx context.Context, status, msg string) {
+	if err := l.b.SetStatus(ctx, l.p.Name, l.epoch, status, msg); err != nil {
+		l.log.Warn("error recording projector status", zap.Error(err))
+	}
+}

@@ -1,0 +1,67 @@
+package runner
+
+import (
+	"context"
+	"errors"
+
+	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/store"
+)
+
+var (
+	// ErrNotLeader means another replica leads the projector.
+	ErrNotLeader = coord.ErrNotLeader
+	// ErrLeaseLost means leadership ended while the projector ran.
+	ErrLeaseLost = errors.New("leadership lost")
+	// ErrDeposed means a commit was fenced: another leader claimed the projector.
+	ErrDeposed = errors.New("deposed: another leader claimed the projector")
+	// ErrHalted means a poison event exhausted its retries under policy halt.
+	ErrHalted = errors.New("projector halted on a poison event")
+)
+
+// EventReader reads the source.
+type EventReader interface {
+	// Read returns up to limit events after the cursor that pass the
+	// filter, in cursor order, reusing buf. It never returns an event
+	// that a later Read could precede with an earlier one.
+	Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error)
+	// Head returns the newest readable cursor known to this replica and a
+	// channel closed when it changes. It does not query the database.
+	Head() (head store.Cursor, changed <-chan struct{})
+}
+
+// CheckpointStore persists progress, fenced by the leader's epoch.
+type CheckpointStore interface {
+	// Claim bumps the projector's epoch for this replica and returns the
+	// checkpoint to resume from. Commits under older epochs fail from now on.
+	Claim(ctx context.Context, projector string) (store.Checkpoint, error)
+	// Commit applies the request's events through the projector's sink and
+	// moves the checkpoint, atomically. store.ErrFenced means deposed;
+	// *store.ApplyError names the event a sink failed on.
+	Commit(ctx context.Context, req store.CommitRequest) error
+	// SetStatus records the projector's status and last error under epoch.
+	SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error
+}
+
+// Lease is leadership of one projector.
+type Lease interface {
+	Done() <-chan struct{}
+	Err() error
+	Release(ctx context.Context) error
+}
+
+// Coordinator elects leaders.
+type Coordinator interface {
+	// TryAcquire returns a lease, or ErrNotLeader at once when another
+	// replica holds it. It never waits for the lock.
+	TryAcquire(ctx context.Context, projector string) (Lease, error)
+	// Turn returns a channel closed when standbys should try again.
+	Turn() <-chan struct{}
+}
+
+// Backend is everything a projector needs from the outside world.
+type Backend interface {
+	EventReader
+	CheckpointStore
+	Coordinator
+}

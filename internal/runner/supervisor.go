@@ -1,0 +1,105 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/store"
+)
+
+// Supervisor keeps trying to lead one projector: standby, leader, standby
+// again when leadership ends, until stopped or halted.
+type Supervisor struct {
+	p     Projector
+	b     Backend
+	inner Observer
+
+	mu    sync.Mutex
+	state State
+}
+
+// NewSupervisor returns a supervisor of p on b.
+func NewSupervisor(p Projector, b Backend) *Supervisor {
+	p.defaults()
+	s := &Supervisor{p: p, b: b, state: StateStarting}
+	s.inner = p.Observer
+	s.p.Observer = tracker{s}
+	return s
+}
+
+// tracker routes the run's state reports through the supervisor, so the
+// supervisor's own state and the observer's never disagree.
+type tracker struct{ s *Supervisor }
+
+func (t tracker) StateChanged(_ string, st State) { t.s.set(st) }
+func (t tracker) BatchCommitted(p string, n int, to store.Cursor, d time.Duration) {
+	t.s.inner.BatchCommitted(p, n, to, d)
+}
+func (t tracker) Error(p, reason string, err error) { t.s.inner.Error(p, reason, err) }
+
+// State returns the supervisor's current state.
+func (s *Supervisor) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *Supervisor) set(st State) {
+	s.mu.Lock()
+	changed := s.state != st
+	s.state = st
+	s.mu.Unlock()
+	if changed {
+		s.inner.StateChanged(s.p.Name, st)
+	}
+}
+
+// Run supervises until ctx ends. A graceful stop lets the leader finish its
+// batch and release its lease before Run returns.
+func (s *Supervisor) Run(ctx context.Context) {
+	log := s.p.Logger.With(zap.String("projector", s.p.Name))
+	defer s.set(StateStopped)
+	// After a failure, wait with backoff before trying again, so a
+	// projector that cannot start (database down, target table missing)
+	// does not spin; our own release NOTIFY would otherwise wake us at once.
+	bo := newBackoff(500*time.Millisecond, 30*time.Second)
+	for {
+		s.set(StateStandby)
+		// Take the turn channel before trying, so a release that happens
+		// during the attempt still wakes us.
+		turn := s.b.Turn()
+		err := Run(ctx, s.p, s.b)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case errors.Is(err, ErrHalted):
+			s.set(StateHalted)
+			<-ctx.Done()
+			return
+		case err == nil, errors.Is(err, ErrNotLeader), errors.Is(err, coord.ErrUnavailable):
+			bo.reset()
+		case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrDeposed):
+			// Another replica most likely leads now; our turn comes anyway.
+			bo.reset()
+		default:
+			s.inner.Error(s.p.Name, "run", err)
+			delay := bo.delay()
+			log.Warn("projector stopped with an error; retrying", zap.Duration("retry_in", delay), zap.Error(err))
+			if !sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		select {
+		case <-turn:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

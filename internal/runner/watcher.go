@@ -1,0 +1,95 @@
+package runner
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+// HeadReader reads the newest readable cursor of the source.
+type HeadReader interface {
+	Head(ctx context.Context) (store.Cursor, bool, error)
+}
+
+// Watcher is the replica's single source watcher: one cheap head query per
+// poll interval, however many projectors there are, and an early poll when
+// a NOTIFY hint arrives. Projectors wait on its changed channel instead of
+// polling the database themselves (DESIGN.md rule 5).
+type Watcher struct {
+	r        HeadReader
+	interval time.Duration
+	log      *zap.Logger
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	head    store.Cursor
+	changed chan struct{}
+	polled  time.Time
+	err     error
+}
+
+// NewWatcher returns a watcher polling r every interval.
+func NewWatcher(r HeadReader, interval time.Duration, log *zap.Logger) *Watcher {
+	return &Watcher{r: r, interval: interval, log: log, kick: make(chan struct{}, 1), changed: make(chan struct{})}
+}
+
+// Head implements EventReader.Head.
+func (w *Watcher) Head() (store.Cursor, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.head, w.changed
+}
+
+// LastPoll returns when the head was last read successfully, and the last error.
+func (w *Watcher) LastPoll() (time.Time, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.polled, w.err
+}
+
+// Kick asks for a poll now (a NOTIFY arrived). It never blocks.
+func (w *Watcher) Kick() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run polls until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	failing := false
+	for {
+		head, ok, err := w.r.Head(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		w.err = err
+		if err == nil {
+			w.polled = time.Now()
+			if ok && w.head.Less(head) {
+				w.head = head
+				close(w.changed)
+				w.changed = make(chan struct{})
+			}
+		}
+		w.mu.Unlock()
+		if err != nil && !failing {
+			w.log.Warn("error polling source head", zap.Error(err))
+		}
+		failing = err != nil
+		select {
+		case <-t.C:
+		case <-w.kick:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

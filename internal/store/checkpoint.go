@@ -1,0 +1,243 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Projector statuses recorded in projectord.checkpoints.status.
+const (
+	StatusRunning = "running"
+	StatusHalted  = "halted"
+	StatusStopped = "stopped"
+)
+
+// fencedCode is raised by projectord.advance when the epoch or cursor moved.
+const fencedCode = "PJ001"
+
+// Checkpoint is a projector's persisted progress and leadership record.
+type Checkpoint struct {
+	Projector     string
+	Cursor        Cursor
+	Epoch         int64
+	LeaderNode    string
+	LeaderSince   time.Time
+	Status        string
+	LastError     string
+	EventsApplied int64
+	UpdatedAt     time.Time
+}
+
+// DeadLetter is a poison event recorded with the batch that skips it.
+type DeadLetter struct {
+	Event    Event
+	Error    string
+	Attempts int
+}
+
+// CommitRequest is one atomic step of a projector: apply Events through its
+// sink, optionally record a dead letter, and move the checkpoint From -> To,
+// fenced by Epoch.
+type CommitRequest struct {
+	Projector  string
+	Epoch      int64
+	From, To   Cursor
+	Events     []Event
+	DeadLetter *DeadLetter
+}
+
+// ApplyError says which event of a batch a sink statement failed on.
+type ApplyError struct {
+	Index int
+	Err   error
+}
+
+func (e *ApplyError) Error() string { return fmt.Sprintf("event %d of batch: %v", e.Index, e.Err) }
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// Target is a database holding read models and, beside them, their
+// checkpoints, so a batch's writes and its checkpoint commit together.
+type Target struct {
+	pool    *pgxpool.Pool
+	timeout time.Duration
+}
+
+// NewTarget returns a target on pool; every statement is bounded by timeout.
+func NewTarget(pool *pgxpool.Pool, timeout time.Duration) *Target {
+	return &Target{pool: pool, timeout: timeout}
+}
+
+// Pool returns the target's pool.
+func (t *Target) Pool() *pgxpool.Pool { return t.pool }
+
+const checkpointCols = `projector, last_xid, last_position, epoch, coalesce(leader_node, ''),
+	coalesce(leader_since, 'epoch'::timestamptz), status, coalesce(last_error, ''), events_applied, updated_at`
+
+func scanCheckpoint(row pgx.Row, c *Checkpoint) error {
+	return row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
+		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt)
+}
+
+// Claim makes node the projector's leader: it bumps the epoch, so every
+// commit by an earlier leader fails from now on, and returns the cursor to
+// resume from. sourceID is the source cluster's system identifier (0 when
+// unknown); a checkpoint written against another cluster yields
+// ErrClusterChanged.
+func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int64) (Checkpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	var c Checkpoint
+	var stored *int64
+	row := t.pool.QueryRow(ctx, `INSERT INTO projectord.checkpoints AS c
+			(projector, epoch, leader_node, leader_since, status, system_identifier)
+		VALUES ($1, 1, $2, now(), 'running', nullif($3::bigint, 0))
+		ON CONFLICT (projector) DO UPDATE SET
+			epoch = c.epoch + 1, leader_node = excluded.leader_node, leader_since = now(),
+			status = 'running', updated_at = now(),
+			system_identifier = coalesce(c.system_identifier, excluded.system_identifier)
+		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID)
+	err := row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
+		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &stored)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: %w", projector, err)
+	}
+	if sourceID != 0 && stored != nil && *stored != sourceID && !c.Cursor.IsZero() {
+		return c, fmt.Errorf("%w: projector %s has cursor %s from cluster %d, the source is cluster %d; reset the projector (see README, Operations)",
+			ErrClusterChanged, projector, c.Cursor, *stored, sourceID)
+	}
+	return c, nil
+}
+
+// Load returns the projector's checkpoint; ok is false when it has none.
+func (t *Target) Load(ctx context.Context, projector string) (c Checkpoint, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	err = scanCheckpoint(t.pool.QueryRow(ctx, `SELECT `+checkpointCols+` FROM projectord.checkpoints WHERE projector = $1`, projector), &c)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("error loading checkpoint of %s: %w", projector, err)
+	}
+	return c, true, nil
+}
+
+// List returns every checkpoint in the target, by projector name.
+func (t *Target) List(ctx context.Context) ([]Checkpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	rows, err := t.pool.Query(ctx, `SELECT `+checkpointCols+` FROM projectord.checkpoints ORDER BY projector`)
+	if err != nil {
+		return nil, fmt.Errorf("error listing checkpoints: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Checkpoint, error) {
+		var c Checkpoint
+		return c, scanCheckpoint(r, &c)
+	})
+}
+
+// Commit applies req in one round trip and one implicit transaction (a
+// pipeline with a single Sync): the sink's statements, the dead letter, and
+// last the fenced checkpoint move. Any failure rolls all of it back. The
+// fence goes last so that a leader deposed while its batch was in flight
+// cannot commit it: the new leader's claim does not wait for the old
+// leader's transaction, and the old leader's advance then finds the epoch
+// moved. It returns ErrFenced when another leader has claimed the
+// projector, and *ApplyError when a sink statement failed.
+func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	b := &pgx.Batch{}
+	var owner []int
+	if sink != nil {
+		owner = sink.queue(b, req.Events, make([]int, 0, len(req.Events)))
+	}
+	if dl := req.DeadLetter; dl != nil {
+		e := &dl.Event
+		b.Queue(`INSERT INTO projectord.dead_letters
+			(projector, xid, position, stream_id, event_type, payload, metadata, error, attempts)
+			VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)`,
+			req.Projector, e.XID, e.Position, e.StreamID, e.Type, jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts)
+	}
+	b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
+		req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
+	br := t.pool.SendBatch(ctx, b)
+	var firstErr error
+	for i := 0; i < b.Len(); i++ {
+		if _, err := br.Exec(); err != nil {
+			firstErr = classifyCommitError(i, owner, err)
+			break
+		}
+	}
+	closeErr := br.Close()
+	if firstErr != nil {
+		return firstErr
+	}
+	if closeErr != nil {
+		return fmt.Errorf("error committing batch of %s: %w", req.Projector, closeErr)
+	}
+	return nil
+}
+
+func classifyCommitError(i int, owner []int, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
+		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
+	}
+	if i < len(owner) && !IsTransient(err) {
+		return &ApplyError{Index: owner[i], Err: err}
+	}
+	return fmt.Errorf("error committing batch: %w", err)
+}
+
+// SetStatus records a projector's status and last error, fenced by epoch so
+// a deposed leader cannot overwrite its successor's state.
+func (t *Target) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	tag, err := t.pool.Exec(ctx, `UPDATE projectord.checkpoints
+		SET status = $3, last_error = nullif($4, ''),
+			last_error_at = CASE WHEN $4 = '' THEN last_error_at ELSE now() END, updated_at = now()
+		WHERE projector = $1 AND epoch = $2`, projector, epoch, status, lastErr)
+	if err != nil {
+		return fmt.Errorf("error setting status of %s: %w", projector, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrFenced
+	}
+	return nil
+}
+
+// SystemIdentifier returns the cluster's system identifier, or 0 when the
+// role may not read it (pg_control_system needs pg_monitor or superuser on
+// some versions); the cluster-change check is then skipped.
+func SystemIdentifier(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var id int64
+	err := pool.QueryRow(ctx, `SELECT system_identifier FROM pg_control_system()`).Scan(&id)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("error reading system identifier: %w", err)
+	}
+	return id, nil
+}
+
+// ProjectorID returns the projector's stable lock id, registering it on first use.
+func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string) (int32, error) {
+	var id int32
+	err := pool.QueryRow(ctx, `WITH ins AS (
+			INSERT INTO projectord.projectors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
+		SELECT id FROM ins UNION ALL SELECT id FROM projectord.projectors WHERE name = $1 LIMIT 1`, name).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("error registering projector %s: %w", name, err)
+	}
+	return id, nil
+}

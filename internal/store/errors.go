@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+var (
+	// ErrFenced means the checkpoint's epoch or cursor moved under us: another
+	// leader took over. The transaction was rolled back; step down.
+	ErrFenced = errors.New("checkpoint fenced: another leader holds this projector")
+	// ErrNoXID8 means the source table lacks a usable xid8 transaction column.
+	ErrNoXID8 = errors.New("source table has no xid8 transaction_id column: run `projectord source prepare` (or set source.ordering: position to accept skipped events)")
+	// ErrSchemaTooNew means the database was migrated by a newer projectord.
+	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+	// ErrClusterChanged means the checkpoint was written on another PostgreSQL
+	// cluster (a dump/restore resets xids), so its cursor is meaningless here.
+	ErrClusterChanged = errors.New("checkpoint belongs to another PostgreSQL cluster (system_identifier changed)")
+)
+
+// IsTransient reports whether err is worth retrying without counting it
+// against an event: lost connections, serialization failures, deadlocks,
+// server shutdowns and overload.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01", // serialization failure, deadlock
+			"57P01", "57P02", "57P03", // admin shutdown, crash shutdown, cannot connect now
+			"53000", "53100", "53200", "53300", "53400", // insufficient resources
+			"55P03", // lock not available
+			"57014": // query canceled (statement timeout)
+			return true
+		}
+		return len(pgErr.Code) >= 2 && pgErr.Code[:2] == "08"
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
+}

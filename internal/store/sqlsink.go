@@ -1,0 +1,338 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// param is an event field a handler can bind by name.
+type param struct {
+	name, sqlType string
+	value         func(e *Event) any
+}
+
+// params are the named parameters of SQL handlers. Each carries its type
+// as an explicit cast, so `@data->>'id'` resolves without casts by the user.
+var params = []param{
+	{"position", "bigint", func(e *Event) any { return e.Position }},
+	{"transaction_id", "xid8", func(e *Event) any { return e.XID }},
+	{"stream_id", "text", func(e *Event) any { return e.StreamID }},
+	{"stream_version", "bigint", func(e *Event) any { return e.StreamVersion }},
+	{"event_type", "text", func(e *Event) any { return e.Type }},
+	{"data", "jsonb", func(e *Event) any { return jsonArg(e.Data) }},
+	{"metadata", "jsonb", func(e *Event) any { return jsonArg(e.Metadata) }},
+	{"created_at", "timestamptz", func(e *Event) any { return e.CreatedAt }},
+	{"event_id", "text", func(e *Event) any {
+		if e.EventID == "" {
+			return nil
+		}
+		return e.EventID
+	}},
+}
+
+// jsonArg passes raw JSON through unchanged; nil becomes SQL NULL.
+func jsonArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+// ParamNames lists the parameter names a handler may use, for docs and errors.
+func ParamNames() []string {
+	out := make([]string, len(params))
+	for i, p := range params {
+		out[i] = "@" + p.name
+	}
+	return out
+}
+
+// statement is one compiled handler.
+type statement struct {
+	sql    string
+	fields []*param
+}
+
+func (s *statement) args(e *Event) []any {
+	out := make([]any, len(s.fields))
+	for i, f := range s.fields {
+		out[i] = f.value(e)
+	}
+	return out
+}
+
+// SQLSink runs one statement per event, chosen by event type, with event
+// fields bound as typed parameters (never spliced into SQL text).
+type SQLSink struct {
+	handlers map[string]*statement
+	fallback *statement // "*"
+	reset    string
+}
+
+// CompileSQLSink checks and compiles handler SQL. Errors name the event type.
+func CompileSQLSink(handlers map[string]string, reset string) (*SQLSink, error) {
+	s := &SQLSink{handlers: map[string]*statement{}, reset: reset}
+	types := make([]string, 0, len(handlers))
+	for t := range handlers {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	var problems []string
+	for _, t := range types {
+		st, err := compileHandler(handlers[t])
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("handlers[%s]: %v", t, err))
+			continue
+		}
+		if t == "*" {
+			s.fallback = st
+		} else {
+			s.handlers[t] = st
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	return s, nil
+}
+
+// Reset returns the SQL that empties the read model, or "".
+func (s *SQLSink) Reset() string { return s.reset }
+
+// Statements returns every compiled statement keyed by event type, for
+// preparing them against a database (`config validate --check-db`).
+func (s *SQLSink) Statements() map[string]string {
+	out := map[string]string{}
+	for t, st := range s.handlers {
+		out[t] = st.sql
+	}
+	if s.fallback != nil {
+		out["*"] = s.fallback.sql
+	}
+	return out
+}
+
+func (s *SQLSink) handler(eventType string) *statement {
+	if st, ok := s.handlers[eventType]; ok {
+		return st
+	}
+	return s.fallback
+}
+
+// queue adds each event's statement to b and returns, for every queued
+// query, the index of the event it belongs to. Events with no handler are
+// skipped (the checkpoint still moves past them).
+func (s *SQLSink) queue(b *pgx.Batch, events []Event, owner []int) []int {
+	for i := range events {
+		st := s.handler(events[i].Type)
+		if st == nil {
+			continue
+		}
+		b.Queue(st.sql, st.args(&events[i])...)
+		owner = append(owner, i)
+	}
+	return owner
+}
+
+var txControl = []string{"begin", "commit", "rollback", "abort", "start", "end", "savepoint", "release", "prepare", "set", "reset"}
+
+// compileHandler rewrites @name parameters into typed positional ones,
+// leaving string literals, quoted identifiers, comments and operators
+// such as @> and @@ alone.
+func compileHandler(src string) (*statement, error) {
+	trimmed := strings.TrimSpace(src)
+	if trimmed == "" {
+		return nil, fmt.Errorf("empty statement")
+	}
+	k := 0
+	for k < len(trimmed) && isIdent(trimmed[k]) {
+		k++
+	}
+	first := strings.ToLower(trimmed[:k])
+	for _, kw := range txControl {
+		if first == kw {
+			return nil, fmt.Errorf("%q statements are not allowed: the batch's transaction is projectord's", strings.ToUpper(kw))
+		}
+	}
+	var b strings.Builder
+	st := &statement{}
+	index := map[string]int{}
+	for i := 0; i < len(src); {
+		c := src[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := skipQuoted(src, i, c)
+			b.WriteString(src[i:j])
+			i = j
+		case c == '-' && i+1 < len(src) && src[i+1] == '-':
+			j := strings.IndexByte(src[i:], '\n')
+			if j < 0 {
+				j = len(src) - i
+			}
+			b.WriteString(src[i : i+j])
+			i += j
+		case c == '/' && i+1 < len(src) && src[i+1] == '*':
+			j := skipBlockComment(src, i)
+			b.WriteString(src[i:j])
+			i = j
+		case c == '$' && (i == 0 || !isIdent(src[i-1])):
+			j := skipDollarQuoted(src, i)
+			b.WriteString(src[i:j])
+			i = j
+		case c == ';':
+			if strings.TrimSpace(stripComments(src[i+1:])) != "" {
+				return nil, fmt.Errorf("one statement per handler: found more after ';'")
+			}
+			i = len(src)
+		case c == '@' && i+1 < len(src) && isIdentStart(src[i+1]) && (i == 0 || !isIdent(src[i-1])):
+			j := i + 1
+			for j < len(src) && isIdent(src[j]) {
+				j++
+			}
+			name := src[i+1 : j]
+			p := lookupParam(name)
+			if p == nil {
+				return nil, fmt.Errorf("unknown parameter @%s (known: %s)", name, strings.Join(ParamNames(), ", "))
+			}
+			n, ok := index[name]
+			if !ok {
+				st.fields = append(st.fields, p)
+				n = len(st.fields)
+				index[name] = n
+			}
+			fmt.Fprintf(&b, "($%d::%s)", n, p.sqlType)
+			i = j
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	st.sql = b.String()
+	return st, nil
+}
+
+func lookupParam(name string) *param {
+	for i := range params {
+		if params[i].name == name {
+			return &params[i]
+		}
+	}
+	return nil
+}
+
+func isIdentStart(c byte) bool { return c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z') }
+func isIdent(c byte) bool      { return isIdentStart(c) || (c >= '0' && c <= '9') || c == '$' }
+
+// skipQuoted returns the index after the literal or identifier opened at i.
+// Doubled quotes escape; backslashes escape only in E” strings.
+func skipQuoted(s string, i int, q byte) int {
+	escapes := q == '\'' && i > 0 && (s[i-1] == 'E' || s[i-1] == 'e')
+	for j := i + 1; j < len(s); j++ {
+		switch {
+		case escapes && s[j] == '\\':
+			j++
+		case s[j] == q:
+			if j+1 < len(s) && s[j+1] == q {
+				j++
+				continue
+			}
+			return j + 1
+		}
+	}
+	return len(s)
+}
+
+func skipBlockComment(s string, i int) int {
+	depth := 0
+	for j := i; j+1 < len(s); j++ {
+		switch {
+		case s[j] == '/' && s[j+1] == '*':
+			depth++
+			j++
+		case s[j] == '*' && s[j+1] == '/':
+			depth--
+			j++
+			if depth == 0 {
+				return j + 1
+			}
+		}
+	}
+	return len(s)
+}
+
+// skipDollarQuoted skips $tag$...$tag$; a lone $ (as in $1) is copied.
+func skipDollarQuoted(s string, i int) int {
+	j := i + 1
+	for j < len(s) && s[j] != '$' && isIdent(s[j]) {
+		j++
+	}
+	if j >= len(s) || s[j] != '$' || (j > i+1 && s[i+1] >= '0' && s[i+1] <= '9') {
+		return i + 1
+	}
+	tag := s[i : j+1]
+	end := strings.Index(s[j+1:], tag)
+	if end < 0 {
+		return len(s)
+	}
+	return j + 1 + end + len(tag)
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		switch {
+		case s[i] == '-' && i+1 < len(s) && s[i+1] == '-':
+			j := strings.IndexByte(s[i:], '\n')
+			if j < 0 {
+				return b.String()
+			}
+			i += j
+		case s[i] == '/' && i+1 < len(s) && s[i+1] == '*':
+			i = skipBlockComment(s, i)
+		default:
+			b.WriteByte(s[i])
+			i++
+		}
+	}
+	return b.String()
+}
+
+// StatementProblem is a handler that PostgreSQL rejected.
+type StatementProblem struct {
+	EventType string
+	Err       error
+}
+
+// Check prepares every handler (and the reset SQL) on a connection of pool
+// without running them, so unknown tables, columns and type errors surface
+// before the first event does.
+func (s *SQLSink) Check(ctx context.Context, pool *pgxpool.Pool) ([]StatementProblem, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting: %w", err)
+	}
+	defer conn.Release()
+	var out []StatementProblem
+	stmts := s.Statements()
+	types := make([]string, 0, len(stmts))
+	for t := range stmts {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	for _, t := range types {
+		if _, err := conn.Conn().Prepare(ctx, "", stmts[t]); err != nil {
+			out = append(out, StatementProblem{EventType: t, Err: err})
+		}
+	}
+	if s.reset != "" {
+		if _, err := conn.Conn().Prepare(ctx, "", s.reset); err != nil {
+			out = append(out, StatementProblem{EventType: "reset", Err: err})
+		}
+	}
+	return out, nil
+}
