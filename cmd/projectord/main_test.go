@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/store/pgtest"
+)
+
+// binary is projectord built once for the process tests, with version
+// information injected the way `make build` does.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "projectord-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "projectord")
+	build := exec.Command("go", "build", "-o", binary,
+		"-ldflags", "-X main.version=v9.9.9-test -X main.commit=abc123 -X main.date=2026-01-02T03:04:05Z", ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "error building projectord:", err)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m) // an empty template: migrate tests start from nothing
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cli runs the command in-process and returns exit code, stdout and stderr.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := execute(t.Context(), args, strings.NewReader(""), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+	return p
+}
+
+func TestConfigValidateReportsEveryProblemAndExits2(t *testing.T) {
+	t.Parallel()
+	f := writeFile(t, "bad.yaml", `
+database:
+  url: postgres://app:secret@db.example/app
+projectors:
+  - name: orders
+    batchsize: 10
+    sink: {sql: {handlers: {OrderPlaced: "INSERT INTO t VALUES (@data)"}}}
+  - name: Orders Two
+    sink: {sql: {handlers: {A: "SELECT 1"}}}
+  - name: totals
+    batch_size: 20000
+    sink: {sql: {handlers: {A: "SELECT 1"}}}
+`)
+	code, _, stderr := cli(t, "config", "validate", "--config", f)
+	require.Equal(t, exitConfig, code)
+	for _, want := range []string{
+		`projectors[0].batchsize: unknown key`,
+		`projectors[1].name:`,
+		`projectors[2].batch_size: must be between 1 and 10000`,
+	} {
+		require.Contains(t, stderr, want)
+	}
+	require.Contains(t, stderr, "3 problems")
+	require.NotContains(t, stderr, "secret")
+}
+
+func TestConfigPrintRedactsPassword(t *testing.T) {
+	// Not parallel: sets the process environment.
+	t.Setenv("PROJECTORD_DATABASE_URL", "postgres://u:secret@host/db")
+	t.Setenv("PROJECTORD_CONFIG", writeFile(t, "p.yaml", "log: {level: debug}\n"))
+	code, out, stderr := cli(t, "config", "print")
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, out, "postgres://u:")
+	require.Contains(t, out, "@host/db")
+	require.Contains(t, out, "level: debug")
+	require.NotContains(t, out+stderr, "secret")
+
+	t.Setenv("PROJECTORD_DATABASE_URL", "host=db user=u password='secret' dbname=x")
+	code, out, stderr = cli(t, "config", "print")
+	require.Equal(t, exitOK, code, stderr)
+	require.NotContains(t, out+stderr, "secret")
+}
+
+func TestVersionFromLdflags(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(binary, "version").CombinedOutput()
+	require.NoError(t, err)
+	require.Contains(t, string(out), "projectord v9.9.9-test (commit abc123, built 2026-01-02T03:04:05Z, go1.")
+	code, inproc, _ := cli(t, "version", "--json")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, inproc, `"version":"dev"`, "sensible output without ldflags")
+}
+
+func TestUsageErrorsExit2WithOneLine(t *testing.T) {
+	t.Parallel()
+	code, _, stderr := cli(t, "frobnicate")
+	require.Equal(t, exitConfig, code)
+	require.Contains(t, stderr, `unknown command "frobnicate"`)
+	code, _, stderr = cli(t, "run", "--no-such-flag")
+	require.Equal(t, exitConfig, code)
+	require.NotContains(t, stderr, "Usage:")
+	code, _, stderr = cli(t, "run", "--config", "/nonexistent/projectord.yaml")
+	require.Equal(t, exitConfig, code)
+	require.Contains(t, stderr, "/nonexistent/projectord.yaml")
+}
+
+func TestConcurrentMigrateProcessesBothSucceed(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	cfg := writeFile(t, "m.yaml", "database: {url: '"+url+"'}\n")
+	var wg sync.WaitGroup
+	outs := make([][]byte, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = exec.Command(binary, "migrate", "--config", cfg).CombinedOutput()
+		}()
+	}
+	wg.Wait()
+	for i := range 2 {
+		require.NoError(t, errs[i], string(outs[i]))
+	}
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM projectord.schema_migrations`).Scan(&n))
+	require.Equal(t, 1, n, "the schema version is recorded once")
+	applied := strings.Count(string(outs[0])+string(outs[1]), "applied 1)")
+	require.Equal(t, 1, applied, "exactly one process applied the migration:\n%s\n%s", outs[0], outs[1])
+}
+
+// proc is a projectord process under test. exited is closed when it has
+// exited; err is its Wait result from then on.
+type proc struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+// wait returns the exit error, or fails the test after d.
+func (p *proc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(d):
+		t.Fatalf("%v did not exit within %s", p.cmd.Args, d)
+		return nil
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	require.NoError(t, p.cmd.Start())
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("output of %v:\n%s", args, p.out.String())
+		}
+	})
+	return p
+}
+
+func TestRunSIGTERMDuringCatchUpHandsOver(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(ctx, `CREATE TABLE events (
+		global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+		stream_id text NOT NULL, stream_version bigint NOT NULL, event_type text NOT NULL,
+		data jsonb NOT NULL, metadata jsonb, created_at timestamptz NOT NULL DEFAULT now());
+		CREATE INDEX ON events (transaction_id, global_position);
+		CREATE TABLE applied (position bigint NOT NULL, node text NOT NULL);
+		INSERT INTO events (stream_id, stream_version, event_type, data)
+		SELECT 's-' || g, 1, 'A', '{}' FROM generate_series(1, 200000) g`)
+	require.NoError(t, err)
+	cfgFile := func(node string) string {
+		return writeFile(t, node+".yaml", fmt.Sprintf(`
+database: {url: '%s'}
+coordination: {node_id: %s, acquire_interval: 1s}
+http: {listen: ""}
+shutdown_timeout: 5s
+log: {level: info}
+projectors:
+  - name: totals
+    batch_size: 200
+    sink:
+      sql:
+        handlers:
+          A: INSERT INTO applied (position, node) VALUES (@position, '%s')
+`, url, node, node))
+	}
+	a := startProc(t, "run", "--config", cfgFile("node-a"))
+	waitFor(t, 30*time.Second, func() bool {
+		var n int64
+		return pool.QueryRow(ctx, `SELECT events_applied FROM projectord.checkpoints WHERE projector = 'totals' AND leader_node = 'node-a'`).Scan(&n) == nil && n > 5000
+	})
+	b := startProc(t, "run", "--config", cfgFile("node-b"))
+	waitFor(t, 30*time.Second, func() bool {
+		var up bool
+		return pool.QueryRow(ctx, `SELECT count(*) = 2 FROM projectord.nodes`).Scan(&up) == nil && up
+	})
+
+	sent := time.Now()
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGTERM))
+	// The standby's first committed batch ends the handover.
+	var handover time.Duration
+	waitFor(t, 10*time.Second, func() bool {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM applied WHERE node = 'node-b'`).Scan(&n)
+		if err == nil && n > 0 {
+			handover = time.Since(sent)
+			return true
+		}
+		return false
+	})
+	require.NoError(t, a.wait(t, 10*time.Second), "SIGTERM exits 0")
+	require.Less(t, time.Since(sent), 5*time.Second, "within shutdown_timeout")
+	t.Logf("SIGTERM handover: standby's first batch committed %s after the signal", handover)
+	require.Less(t, handover, time.Second)
+	require.Contains(t, a.out.String(), "leadership released")
+
+	waitFor(t, 60*time.Second, func() bool {
+		var n int64
+		return pool.QueryRow(ctx, `SELECT events_applied FROM projectord.checkpoints WHERE projector = 'totals'`).Scan(&n) == nil && n == 200000
+	})
+	var total, distinct, fromA int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT position), count(*) FILTER (WHERE node = 'node-a') FROM applied`).Scan(&total, &distinct, &fromA))
+	require.Equal(t, 200000, total, "nothing missing, nothing twice")
+	require.Equal(t, 200000, distinct)
+	require.Positive(t, fromA)
+	require.NoError(t, b.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, b.wait(t, 10*time.Second))
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("condition not met within %s", d)
+		case <-tick.C:
+		}
+	}
+}
