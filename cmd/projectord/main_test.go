@@ -297,3 +297,67 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		}
 	}
 }
+
+func TestConfigValidateCheckDBNamesProjectorAndEventType(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(t.Context(), `CREATE TABLE events (global_position bigint, transaction_id xid8, stream_id text,
+		stream_version bigint, event_type text, data jsonb, metadata jsonb, created_at timestamptz);
+		CREATE TABLE orders (id text PRIMARY KEY, total numeric)`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf(`
+database: {url: '%s'}
+projectors:
+  - name: totals
+    sink:
+      sql:
+        handlers:
+          OrderPlaced: INSERT INTO orders (id, total) VALUES (@data->>'id', 0)
+          ItemAdded: UPDATE orders SET totl = totl + 1 WHERE id = @data->>'id'
+`, url))
+	code, _, stderr := cli(t, "config", "validate", "--check-db", "--config", f)
+	require.Equal(t, exitConfig, code)
+	require.Contains(t, stderr, "projectors[0].sink.sql.handlers[ItemAdded]: projector totals:")
+	require.Contains(t, stderr, `column "totl"`)
+	require.NotContains(t, stderr, "OrderPlaced")
+
+	code, out, stderr := cli(t, "config", "validate", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, out, "configuration OK: 1 projector")
+}
+
+func TestSourcePrepareApplies(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(t.Context(), `CREATE TABLE events (global_position bigint GENERATED ALWAYS AS IDENTITY, stream_id text,
+		stream_version bigint, event_type text, data jsonb, metadata jsonb, created_at timestamptz DEFAULT now());
+		INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('s', 1, 'A', '{}')`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf("database: {url: '%s'}\n", url))
+
+	code, out, stderr := cli(t, "source", "prepare", "--notify", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, out, "ADD COLUMN IF NOT EXISTS \"transaction_id\" xid8")
+	require.Contains(t, out, "CREATE INDEX CONCURRENTLY")
+	require.Contains(t, out, "CREATE TRIGGER")
+	require.Contains(t, out, "Not applied")
+	var cols int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'transaction_id'`).Scan(&cols))
+	require.Zero(t, cols, "printing changes nothing")
+
+	code, _, stderr = cli(t, "source", "prepare", "--notify", "--apply", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	code, _, stderr = cli(t, "source", "prepare", "--apply", "--config", f)
+	require.Equal(t, exitOK, code, "idempotent: %s", stderr)
+	var oldXID, newXID uint64
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT transaction_id FROM events`).Scan(&oldXID))
+	require.Equal(t, uint64(1), oldXID)
+	require.NoError(t, pool.QueryRow(t.Context(), `INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('s', 2, 'A', '{}') RETURNING transaction_id`).Scan(&newXID))
+	require.Greater(t, newXID, oldXID)
+}

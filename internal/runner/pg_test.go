@@ -423,3 +423,58 @@ func errorsIsAny(err error, targets ...error) bool {
 	}
 	return false
 }
+
+func TestPGNotifyWakesProjectorBeforeThePoll(t *testing.T) {
+	// Not parallel: the NOTIFY arrives at commit, but the event is readable
+	// only once no older transaction anywhere in the cluster holds the
+	// horizon back; another test's open transaction would leave it to the
+	// (here one-minute) poll, which is exactly why polling stays the truth.
+	tb := setupPG(t)
+	src := store.Source{Table: "public.events", Columns: store.NativeColumns}
+	for _, step := range store.PrepareSQL(src, true, "projectord_events") {
+		_, err := tb.pool.Exec(tb.ctx, step.SQL)
+		require.NoError(t, err)
+	}
+	cfg := tb.config(t, config.Projector{Name: "woken"})
+	cfg.Source.Listen = true
+	cfg.Source.PollInterval = time.Minute // only the NOTIFY can wake it in time
+	d := tb.startDaemon(t, cfg, "node-a")
+	require.Eventually(t, func() bool { return d.States()["woken"] == StateLeader }, 10*time.Second, time.Millisecond)
+	// Let the first poll settle, then write.
+	tb.appendEvents(t, 1, 1, "A")
+	tb.waitCaughtUp(t, "woken")
+	tb.appendEvents(t, 3, 3, "A")
+	start := time.Now()
+	tb.waitCaughtUp(t, "woken")
+	require.Less(t, time.Since(start), 10*time.Second)
+	require.Equal(t, 4, tb.checkExactlyOnce(t, "woken"))
+}
+
+func TestPGTargetDatabaseHoldsReadModelAndCheckpoint(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	targetURL := pgtest.NewDatabase(t)
+	target, err := pgxpool.New(tb.ctx, targetURL)
+	require.NoError(t, err)
+	defer target.Close()
+	_, err = target.Exec(tb.ctx, `CREATE TABLE remote (position bigint PRIMARY KEY, stream text)`)
+	require.NoError(t, err)
+	tb.appendEvents(t, 300, 100, "A")
+	cfg := tb.config(t, config.Projector{Name: "remote", Sink: config.Sink{SQL: &config.SQLSink{
+		TargetURL: targetURL,
+		Handlers:  map[string]string{"A": `INSERT INTO remote VALUES (@position, @stream_id)`},
+	}}})
+	tb.startDaemon(t, cfg, "node-a")
+	want := tb.lastEvent(t)
+	remote := store.NewTarget(target, 5*time.Second)
+	require.Eventually(t, func() bool {
+		c, ok, err := remote.Load(tb.ctx, "remote")
+		return err == nil && ok && c.Cursor == want
+	}, 30*time.Second, 5*time.Millisecond)
+	var n int
+	require.NoError(t, target.QueryRow(tb.ctx, `SELECT count(*) FROM remote`).Scan(&n))
+	require.Equal(t, 300, n)
+	_, ok, err := store.NewTarget(tb.pool, time.Second).Load(tb.ctx, "remote")
+	require.NoError(t, err)
+	require.False(t, ok, "the checkpoint lives beside the read model, not in the source")
+}

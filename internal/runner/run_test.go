@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -258,4 +259,26 @@ func TestSupervisorsElectOneLeaderAndHandOver(t *testing.T) {
 	stopB()
 	<-doneA
 	<-doneB
+}
+
+func TestTransientErrorsDoNotConsumePoisonBudget(t *testing.T) {
+	t.Parallel()
+	tb := setupMem(t)
+	tb.p.Policy.MaxAttempts = 2
+	tb.mem.AppendCommitted("s", "A", "{}", "{}", "{}")
+	failures := 0
+	tb.sink.failOn = func(e *store.Event) error {
+		if e.Position == 2 && failures < 10 {
+			failures++
+			return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := start(ctx, tb.p, tb.mem.Node("a"))
+	waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor.Position == 3 })
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, 10, failures, "ten serialization failures, retried although max_attempts is 2")
+	require.Equal(t, 3, tb.sink.count())
 }
