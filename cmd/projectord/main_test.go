@@ -162,6 +162,16 @@ type proc struct {
 	err    error
 }
 
+// exitedNow reports whether the process has exited.
+func (p *proc) exitedNow() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // wait returns the exit error, or fails the test after d.
 func (p *proc) wait(t *testing.T, d time.Duration) error {
 	t.Helper()

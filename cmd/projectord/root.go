@@ -44,6 +44,7 @@ environment variables and flags; precedence is flag > env > file > default.`,
 		newMigrateCmd(e, g),
 		newConfigCmd(e, g),
 		newSourceCmd(e, g),
+		newStatusCmd(e, g),
 		newVersionCmd(e),
 	)
 	return root

@@ -7,10 +7,13 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/projectord/projectord/internal/metrics"
 	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/server"
 )
 
 func newRunCmd(e *env, g *globalFlags) *cobra.Command {
@@ -41,7 +44,24 @@ shutdown_timeout. A second signal exits immediately.`,
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 			defer signal.Stop(sigs)
 
-			d := runner.New(runner.Options{Config: cfg, Logger: log, Version: currentBuild().Version, Migrate: !noMigrate})
+			build := currentBuild()
+			reg := prometheus.NewRegistry()
+			names := make([]string, len(cfg.Projectors))
+			for i, p := range cfg.Projectors {
+				names[i] = p.Name
+			}
+			m := metrics.New(reg, names, metrics.BuildInfo{Version: build.Version, Commit: build.Commit, GoVersion: build.GoVersion})
+			m.UnsafeOrdering(cfg.Source.Ordering == "position")
+			d := runner.New(runner.Options{Config: cfg, Logger: log, Version: build.Version, Migrate: !noMigrate,
+				Observer: m, OnHeartbeatFailure: m.HeartbeatFailed})
+			reg.MustRegister(metrics.NewPoolCollector(d.Pools))
+			var srv *server.Server
+			if cfg.HTTP.Listen != "" {
+				srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))
+				if err := srv.Start(); err != nil {
+					return err
+				}
+			}
 			if err := d.Start(cmd.Context()); err != nil {
 				return err
 			}
@@ -64,6 +84,9 @@ shutdown_timeout. A second signal exits immediately.`,
 				}
 			}()
 			d.Stop(stopCtx)
+			if srv != nil {
+				srv.Stop(stopCtx)
+			}
 			if fatal != nil {
 				return &configError{err: fatal}
 			}

@@ -26,6 +26,8 @@ type Options struct {
 	// version is only checked.
 	Migrate  bool
 	Observer Observer
+	// OnHeartbeatFailure is called when a coordination heartbeat fails.
+	OnHeartbeatFailure func()
 }
 
 // Daemon runs every configured projector of one replica.
@@ -40,8 +42,11 @@ type Daemon struct {
 	pools       map[string]*pgxpool.Pool // target URL -> pool
 	backend     *PGBackend
 	supervisors map[string]*Supervisor
-	ready       bool
 	stopping    bool
+	started     time.Time
+	bootErr     error
+	refreshLoop time.Time
+	snapshot    Snapshot
 
 	cancel    context.CancelFunc // stops the bootstrap and the supervisors
 	bgCancel  context.CancelFunc // stops the watcher after the supervisors
@@ -61,7 +66,7 @@ func New(opts Options) *Daemon {
 	if opts.Observer == nil {
 		opts.Observer = NopObserver{}
 	}
-	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node,
+	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node, started: time.Now(),
 		pools: map[string]*pgxpool.Pool{}, supervisors: map[string]*Supervisor{}, fatal: make(chan error, 1)}
 }
 
@@ -71,13 +76,6 @@ func (d *Daemon) Node() string { return d.node }
 // Fatal reports an error the daemon cannot recover from without an
 // operator (a source without xid8, a schema newer than the binary).
 func (d *Daemon) Fatal() <-chan error { return d.fatal }
-
-// Ready reports whether the daemon is connected and supervising.
-func (d *Daemon) Ready() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.ready && !d.stopping && d.backend != nil && d.backend.Session.Up()
-}
 
 // States returns every projector's supervisor state.
 func (d *Daemon) States() map[string]State {
@@ -100,11 +98,20 @@ func (d *Daemon) Backend() *PGBackend {
 	return d.backend
 }
 
-// SourcePool returns the source pool once bootstrapped, else nil.
-func (d *Daemon) SourcePool() *pgxpool.Pool {
+// Pools returns the daemon's connection pools by name ("source", and
+// "target:<database>" for every other sink database), for metrics.
+func (d *Daemon) Pools() map[string]*pgxpool.Pool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.source
+	out := map[string]*pgxpool.Pool{}
+	for _, p := range d.pools {
+		if p == d.source {
+			out["source"] = p
+			continue
+		}
+		out["target:"+p.Config().ConnConfig.Database] = p
+	}
+	return out
 }
 
 // Start begins bootstrapping in the background and returns at once: an
@@ -142,6 +149,9 @@ func (d *Daemon) bootstrap(ctx, bg context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		d.mu.Lock()
+		d.bootErr = err
+		d.mu.Unlock()
 		delay := bo.delay()
 		d.log.Warn("database not ready, retrying", zap.Error(err), zap.Duration("retry_in", delay))
 		if !sleep(ctx, delay) {
@@ -282,14 +292,17 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		LeaseTimeout: cfg.Coordination.LeaseTimeout, TCPUserTimeout: cfg.Coordination.TCPUserTimeout,
 		KeepaliveIdle: cfg.Coordination.KeepaliveIdle, KeepaliveInterval: cfg.Coordination.KeepaliveInterval,
 		KeepaliveCount: cfg.Coordination.KeepaliveCount,
-		Listen:         listen,
-		OnNotify:       func(string, string) { watcher.Kick() },
-		Logger:         d.log.Named("coord"),
+		Listen:             listen,
+		OnNotify:           func(string, string) { watcher.Kick() },
+		OnHeartbeatFailure: d.opts.OnHeartbeatFailure,
+		Logger:             d.log.Named("coord"),
 	})
 	b := &PGBackend{Node: d.node, Source: source, Reader: store.NewReader(source, src, cfg.Database.QueryTimeout),
 		Watcher: watcher, Session: session, SourceID: sourceID}
-	for name, t := range targets {
-		b.AddProjector(name, t, sinks[name])
+	var statusTargets []StatusTarget
+	for _, p := range cfg.Projectors {
+		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
+		statusTargets = append(statusTargets, StatusTarget{Projector: ProjectorOf(p, cfg, nil, nil), Target: targets[p.Name]})
 	}
 
 	d.mu.Lock()
@@ -297,13 +310,18 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	d.source, d.backend = source, b
+	d.source, d.backend, d.bootErr = source, b, nil
 	d.bgWG.Add(1)
 	go func() {
 		defer d.bgWG.Done()
 		watcher.Run(bg)
 	}()
 	_ = session.Start(bg)
+	d.bgWG.Add(1)
+	go func() {
+		defer d.bgWG.Done()
+		d.refresh(bg, b, statusTargets)
+	}()
 	for _, p := range cfg.Projectors {
 		s := NewSupervisor(ProjectorOf(p, cfg, d.log.Named("projector"), d.opts.Observer), b)
 		d.supervisors[p.Name] = s
@@ -313,7 +331,6 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 			s.Run(ctx)
 		}()
 	}
-	d.ready = true
 	d.log.Info("projectord started", zap.String("node", d.node), zap.Int("projectors", len(cfg.Projectors)))
 	return nil
 }

@@ -35,7 +35,13 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		case <-leaseCtx.Done():
 		}
 	}()
+	leading := false
 	defer func() {
+		// Stop reporting leadership before the lock goes, so no observer
+		// ever sees this replica lead after another one can.
+		if leading {
+			p.Observer.StateChanged(p.Name, StateStandby)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := lease.Release(rctx); err != nil {
@@ -53,6 +59,7 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 	log = log.With(zap.Int64("epoch", cp.Epoch))
 	log.Info("leadership gained", zap.Stringer("cursor", cp.Cursor))
 	p.Observer.StateChanged(p.Name, StateLeader)
+	leading = true
 
 	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now()}
 	err = l.run(ctx, leaseCtx)

@@ -30,6 +30,7 @@ type Watcher struct {
 	head    store.Cursor
 	changed chan struct{}
 	polled  time.Time
+	looped  time.Time
 	err     error
 }
 
@@ -52,6 +53,14 @@ func (w *Watcher) LastPoll() (time.Time, error) {
 	return w.polled, w.err
 }
 
+// LastLoop returns when the poll loop last ran, successful or not: a
+// liveness signal that does not depend on the database.
+func (w *Watcher) LastLoop() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.looped
+}
+
 // Kick asks for a poll now (a NOTIFY arrived). It never blocks.
 func (w *Watcher) Kick() {
 	select {
@@ -72,6 +81,7 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		w.mu.Lock()
 		w.err = err
+		w.looped = time.Now()
 		if err == nil {
 			w.polled = time.Now()
 			if ok && w.head.Less(head) {

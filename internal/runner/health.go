@@ -1,0 +1,164 @@
+package runner
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+// Check is one named health check's outcome.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// SnapshotObserver is an optional Observer extension that receives each
+// periodic snapshot (the metrics use it for head, lag and horizon).
+type SnapshotObserver interface {
+	Snapshot(Snapshot)
+}
+
+// Live reports whether the daemon's loops are ticking. It never touches
+// the database: a database outage makes the daemon unready, not dead.
+func (d *Daemon) Live() (bool, []Check) {
+	now := time.Now()
+	d.mu.Lock()
+	b, started := d.backend, d.started
+	refreshed := d.refreshLoop
+	d.mu.Unlock()
+	checks := []Check{{Name: "process", OK: true}}
+	if b == nil {
+		return true, checks
+	}
+	// A loop that has not run for this long is stuck, whatever the database does.
+	budget := func(interval time.Duration) time.Duration {
+		return max(10*interval, d.cfg.Database.QueryTimeout+10*time.Second)
+	}
+	last := b.Watcher.LastLoop()
+	if last.IsZero() {
+		last = started
+	}
+	w := Check{Name: "source_watcher", OK: now.Sub(last) < budget(d.cfg.Source.PollInterval)}
+	if !w.OK {
+		w.Detail = "no poll loop since " + last.Format(time.RFC3339)
+	}
+	if refreshed.IsZero() {
+		refreshed = started
+	}
+	r := Check{Name: "refresher", OK: now.Sub(refreshed) < budget(d.cfg.Metrics.RefreshInterval)}
+	if !r.OK {
+		r.Detail = "no refresh since " + refreshed.Format(time.RFC3339)
+	}
+	checks = append(checks, w, r)
+	return w.OK && r.OK, checks
+}
+
+// Readiness reports whether this replica can do its work: configuration
+// loaded, database reachable (a recent successful poll and a live
+// coordination session) and not shutting down.
+func (d *Daemon) Readiness() (bool, []Check) {
+	d.mu.Lock()
+	b, stopping, bootErr := d.backend, d.stopping, d.bootErr
+	d.mu.Unlock()
+	checks := []Check{{Name: "config", OK: true}}
+	db := Check{Name: "database", OK: b != nil}
+	switch {
+	case b == nil && bootErr != nil:
+		db.Detail = bootErr.Error()
+	case b == nil:
+		db.Detail = "connecting"
+	default:
+		polled, err := b.Watcher.LastPoll()
+		fresh := max(5*time.Second, 5*d.cfg.Source.PollInterval)
+		switch {
+		case !b.Session.Up():
+			db.OK, db.Detail = false, "coordination session down"
+		case time.Since(polled) > fresh:
+			db.OK = false
+			db.Detail = "no successful source poll since " + polled.Format(time.RFC3339)
+			if err != nil {
+				db.Detail += ": " + err.Error()
+			}
+		}
+	}
+	sd := Check{Name: "shutdown", OK: !stopping}
+	if stopping {
+		sd.Detail = "shutting down"
+	}
+	checks = append(checks, db, sd)
+	return db.OK && sd.OK, checks
+}
+
+// Snapshot returns the latest periodic snapshot (refresh_interval old at most).
+func (d *Daemon) Snapshot() Snapshot {
+	d.mu.Lock()
+	s := d.snapshot
+	d.mu.Unlock()
+	s.Ready, _ = d.Readiness()
+	s.Node = d.node
+	states := d.States()
+	if len(s.Projectors) == 0 {
+		for _, p := range d.cfg.Projectors {
+			s.Projectors = append(s.Projectors, ProjectorStatus{Name: p.Name, Status: "unknown"})
+		}
+	} else {
+		s.Projectors = append([]ProjectorStatus(nil), s.Projectors...)
+	}
+	for i := range s.Projectors {
+		s.Projectors[i].State = states[s.Projectors[i].Name]
+	}
+	return s
+}
+
+// refresh computes a snapshot every metrics.refresh_interval. It costs one
+// checkpoint query per target database, one horizon query, and a lag query
+// only for projectors that are behind.
+func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarget) {
+	t := time.NewTicker(d.cfg.Metrics.RefreshInterval)
+	defer t.Stop()
+	var failing bool
+	for {
+		snap := Snapshot{TakenAt: time.Now()}
+		head, _ := b.Watcher.Head()
+		snap.Head, snap.HeadXID = head.Position, head.XID
+		err := func() error {
+			h, err := store.HorizonHolder(ctx, b.Source, d.cfg.Database.QueryTimeout)
+			if err != nil {
+				return err
+			}
+			snap.Horizon = HorizonStatus{AgeSeconds: h.Age.Seconds(), PID: h.PID, Prepared: h.Prepared}
+			snap.Projectors, err = CollectStatus(ctx, b.Reader, head, targets)
+			return err
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			snap.Error = err.Error()
+			if !failing {
+				d.log.Warn("error refreshing status", zap.Error(err))
+			}
+		}
+		failing = err != nil
+		d.mu.Lock()
+		d.refreshLoop = time.Now()
+		if err == nil {
+			d.snapshot = snap
+		} else {
+			d.snapshot.Error = snap.Error
+		}
+		d.mu.Unlock()
+		if so, ok := d.opts.Observer.(SnapshotObserver); ok && err == nil {
+			so.Snapshot(snap)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
