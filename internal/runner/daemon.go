@@ -291,7 +291,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		HeartbeatInterval: cfg.Coordination.HeartbeatInterval, AcquireInterval: cfg.Coordination.AcquireInterval,
 		LeaseTimeout: cfg.Coordination.LeaseTimeout, TCPUserTimeout: cfg.Coordination.TCPUserTimeout,
 		KeepaliveIdle: cfg.Coordination.KeepaliveIdle, KeepaliveInterval: cfg.Coordination.KeepaliveInterval,
-		KeepaliveCount: cfg.Coordination.KeepaliveCount,
+		KeepaliveCount:     cfg.Coordination.KeepaliveCount,
 		Listen:             listen,
 		OnNotify:           func(string, string) { watcher.Kick() },
 		OnHeartbeatFailure: d.opts.OnHeartbeatFailure,
