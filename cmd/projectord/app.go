@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/metrics"
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/server"
+)
+
+// app is a running daemon with its metrics and HTTP server: what `run` and
+// `dev` share.
+type app struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	daemon  *runner.Daemon
+	metrics *metrics.Metrics
+	srv     *server.Server // nil when http.listen is ""
+}
+
+// startApp wires the registry, metrics, daemon and HTTP server and starts
+// them. The daemon connects in the background.
+func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate bool) (*app, error) {
+	build := currentBuild()
+	reg := prometheus.NewRegistry()
+	names := make([]string, len(cfg.Projectors))
+	for i, p := range cfg.Projectors {
+		names[i] = p.Name
+	}
+	m := metrics.New(reg, names, metrics.BuildInfo{Version: build.Version, Commit: build.Commit, GoVersion: build.GoVersion})
+	m.UnsafeOrdering(cfg.Source.Ordering == "position")
+	d := runner.New(runner.Options{Config: cfg, Logger: log, Version: build.Version, Migrate: migrate,
+		Observer: m, OnHeartbeatFailure: m.HeartbeatFailed})
+	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
+	a := &app{cfg: cfg, log: log, daemon: d, metrics: m}
+	if cfg.HTTP.Listen != "" {
+		a.srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))
+		if err := a.srv.Start(); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.Start(ctx); err != nil {
+		a.stop(ctx)
+		return nil, err
+	}
+	return a, nil
+}
+
+// stop stops the daemon gracefully within ctx, then the HTTP server (which
+// answers /readyz with 503 meanwhile).
+func (a *app) stop(ctx context.Context) {
+	a.daemon.Stop(ctx)
+	if a.srv != nil {
+		a.srv.Stop(ctx)
+	}
+}
+
+// runUntilSignal runs a until SIGINT/SIGTERM, ctx ends or the daemon hits a
+// fatal error, then stops it within shutdown_timeout. A second signal exits
+// at once.
+func runUntilSignal(ctx context.Context, a *app) error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var fatal error
+	select {
+	case sig := <-sigs:
+		a.log.Info("signal received; stopping", zap.String("signal", sig.String()), zap.Duration("budget", a.cfg.ShutdownTimeout))
+	case fatal = <-a.daemon.Fatal():
+	case <-ctx.Done():
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-sigs:
+			a.log.Warn("second signal; exiting now", zap.String("signal", sig.String()))
+			_ = a.log.Sync()
+			os.Exit(exitRuntime)
+		case <-stopCtx.Done():
+		}
+	}()
+	a.stop(stopCtx)
+	if fatal != nil {
+		return &configError{err: fatal}
+	}
+	return nil
+}
