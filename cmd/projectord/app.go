@@ -39,6 +39,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 	d := runner.New(runner.Options{Config: cfg, Logger: log, Version: build.Version, Migrate: migrate,
 		Observer: m, OnHeartbeatFailure: m.HeartbeatFailed})
 	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
+	m.SetFreshness(d.LeasesFresh)
 	a := &app{cfg: cfg, log: log, daemon: d, metrics: m}
 	if cfg.HTTP.Listen != "" {
 		a.srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))

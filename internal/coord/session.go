@@ -84,6 +84,7 @@ type Session struct {
 	turn    chan struct{}
 	up      bool
 	pid     uint32
+	lastHB  time.Time // last successful heartbeat (or connect)
 	lastErr error
 
 	cancel    context.CancelCauseFunc
@@ -128,6 +129,16 @@ func (s *Session) Up() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.up
+}
+
+// Fresh reports whether the session is up and its last successful
+// heartbeat is recent enough (lease_timeout/2) that no other replica can
+// have declared this one stalled. A leader that is not fresh must not
+// claim leadership to anyone, including metrics.
+func (s *Session) Fresh() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up && time.Since(s.lastHB) < s.cfg.LeaseTimeout/2
 }
 
 // PID is the coordination backend's pid, 0 while down.
@@ -312,11 +323,21 @@ func (s *Session) setup(ctx context.Context, conn *pgx.Conn) error {
 
 // serve runs the connected session until ctx ends or the connection fails.
 func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
+	// An operation cut short by Stop is a stop, not a failure: release and
+	// say so.
+	fail := func(err error) error {
+		if ctx.Err() != nil {
+			s.shutdown(conn)
+			return context.Cause(ctx)
+		}
+		return err
+	}
 	now := time.Now()
 	lastHB := now
 	s.mu.Lock()
 	s.up = true
 	s.pid = conn.PgConn().PID()
+	s.lastHB = now
 	s.mu.Unlock()
 	s.log.Info("coordination session up", zap.Uint32("backend_pid", conn.PgConn().PID()))
 	s.broadcastTurn()
@@ -335,18 +356,21 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		}
 		if reqs := s.take(); len(reqs) > 0 {
 			if err := s.handle(ctx, conn, reqs); err != nil {
-				return err
+				return fail(err)
 			}
 		}
 		now = time.Now()
 		if !now.Before(hbNext) {
 			if err := s.heartbeat(ctx, conn); err != nil {
-				if s.cfg.OnHeartbeatFailure != nil {
+				if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
 					s.cfg.OnHeartbeatFailure()
 				}
-				return err
+				return fail(err)
 			}
 			lastHB = time.Now()
+			s.mu.Lock()
+			s.lastHB = lastHB
+			s.mu.Unlock()
 			hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
 		}
 		if !now.Before(turnNext) {
@@ -376,7 +400,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 				s.cfg.OnNotify(n.Channel, n.Payload)
 			}
 		case conn.IsClosed() || waitCtx.Err() == nil:
-			return fmt.Errorf("coordination connection failed: %w", err)
+			return fail(fmt.Errorf("coordination connection failed: %w", err))
 		}
 	}
 }
@@ -445,6 +469,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 		return fmt.Errorf("error acquiring locks: %w", err)
 	}
 	var orphans []*request
+	var refused []int32
 	s.mu.Lock()
 	for _, r := range acq {
 		ok, asked := got[r.id]
@@ -452,6 +477,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 			continue // answered above
 		}
 		if !ok {
+			refused = append(refused, r.id)
 			r.reply <- result{err: ErrNotLeader}
 			continue
 		}
@@ -465,7 +491,12 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	}
 	s.mu.Unlock()
 	if len(orphans) > 0 {
-		return s.unlock(ctx, conn, orphans)
+		if err := s.unlock(ctx, conn, orphans); err != nil {
+			return err
+		}
+	}
+	if len(refused) > 0 {
+		return s.takeOver(ctx, conn, refused)
 	}
 	return nil
 }
@@ -477,6 +508,76 @@ func (s *Session) failAll(reqs []*request, err error) {
 		default:
 		}
 	}
+}
+
+// takeOver terminates the sessions of nodes that hold one of the refused
+// locks but have not heartbeated for lease_timeout: a frozen or cut-off
+// leader. Its coordination backend dies and its lock with it; its pool
+// connections die too, so no transaction of it stays open holding row
+// locks; fencing rejects anything it still tries to commit. Terminating
+// needs superuser or membership in pg_signal_backend; without it the
+// stalled leader keeps its lock until PostgreSQL drops its connection.
+func (s *Session) takeOver(ctx context.Context, conn *pgx.Conn, ids []int32) error {
+	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	defer cancel()
+	// The backend must have started before the node's last heartbeat, so a
+	// dead node's pid reused by a newer session is never mistaken for it.
+	rows, err := conn.Query(qctx, `
+		WITH stale AS (
+			SELECT DISTINCT n.node_id, l.pid, extract(epoch FROM now() - n.heartbeat_at)::float8 AS silent
+			FROM pg_locks l
+			JOIN projectord.nodes n ON n.backend_pid = l.pid
+			JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start <= n.heartbeat_at
+			WHERE l.locktype = 'advisory' AND l.classid = $1::int4::oid AND l.objsubid = 2 AND l.granted
+			  AND l.objid::int8 = ANY($2::int8[]) AND n.node_id <> $3
+			  AND n.heartbeat_at < now() - make_interval(secs => $4))
+		SELECT s.node_id, s.silent, a.pid, pg_terminate_backend(a.pid)
+		FROM stale s JOIN pg_stat_activity a
+		  ON a.pid = s.pid OR a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)`,
+		s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout.Seconds())
+	if err != nil {
+		s.log.Warn("error checking for stalled leaders", zap.Error(err))
+		if conn.IsClosed() {
+			return err
+		}
+		return nil
+	}
+	terminated := 0
+	for rows.Next() {
+		var node string
+		var silent float64
+		var pid int32
+		var ok bool
+		if err := rows.Scan(&node, &silent, &pid, &ok); err != nil {
+			rows.Close()
+			return err
+		}
+		if ok {
+			terminated++
+		}
+		s.log.Warn("terminated a session of a stalled leader", zap.String("stalled_node", node),
+			zap.Duration("silent_for", time.Duration(silent*float64(time.Second))), zap.Int32("pid", pid), zap.Bool("terminated", ok))
+	}
+	if err := rows.Err(); err != nil {
+		s.log.Warn("error taking over from a stalled leader (terminating needs superuser or pg_signal_backend)", zap.Error(err))
+		if conn.IsClosed() {
+			return err
+		}
+		return nil
+	}
+	if terminated > 0 {
+		// The locks go as the backends exit; try again at once.
+		s.broadcastTurn()
+	}
+	return nil
+}
+
+func toInt64s(ids []int32) []int64 {
+	out := make([]int64, len(ids))
+	for i, id := range ids {
+		out[i] = int64(id)
+	}
+	return out
 }
 
 // unlock releases the requests' locks and announces each release.

@@ -46,11 +46,17 @@ func setup(t *testing.T) *testBundle {
 
 func (tb *testBundle) session(t *testing.T, node string) *coord.Session {
 	t.Helper()
+	return tb.sessionWith(t, node, 100*time.Millisecond, 5*time.Second)
+}
+
+func (tb *testBundle) sessionWith(t *testing.T, node string, heartbeat, lease time.Duration) *coord.Session {
+	t.Helper()
 	cc, err := pgx.ParseConfig(tb.url)
 	require.NoError(t, err)
+	cc.RuntimeParams["application_name"] = "projectord-coord " + node
 	s := coord.New(coord.Config{
 		ConnConfig: cc, Namespace: 42, NodeID: node, Hostname: "host", Version: "test",
-		HeartbeatInterval: 100 * time.Millisecond, AcquireInterval: 10 * time.Second, LeaseTimeout: 5 * time.Second,
+		HeartbeatInterval: heartbeat, AcquireInterval: 10 * time.Second, LeaseTimeout: lease,
 		TCPUserTimeout: 5 * time.Second, KeepaliveIdle: time.Second, KeepaliveInterval: time.Second, KeepaliveCount: 3,
 		Logger: zaptest.NewLogger(t).Named(node),
 	})
@@ -179,4 +185,54 @@ func TestHeartbeatRefreshesNodeRow(t *testing.T) {
 		return err == nil && hb.After(first)
 	}, 5*time.Second, 10*time.Millisecond)
 	require.True(t, a.Up())
+}
+
+func TestStandbyTerminatesStalledLeader(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	ctx := t.Context()
+	// A heartbeats so rarely that after B's two-second lease_timeout it
+	// looks frozen to B, while its own watchdog (half of an hour-long
+	// lease) stays quiet: a frozen leader, as seen from the database.
+	a := tb.sessionWith(t, "a", time.Hour, 2*time.Hour)
+	b := tb.sessionWith(t, "b", 100*time.Millisecond, 2*time.Second)
+	// A pool connection of A's, as a leader's batch would hold.
+	cfg, err := pgxpool.ParseConfig(tb.url)
+	require.NoError(t, err)
+	cfg.ConnConfig.RuntimeParams["application_name"] = "projectord a"
+	aPool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer aPool.Close()
+	aConn, err := aPool.Acquire(ctx)
+	require.NoError(t, err)
+	defer aConn.Release()
+	var aPoolPID int
+	require.NoError(t, aConn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&aPoolPID))
+
+	la, err := a.TryAcquire(ctx, "p", 1)
+	require.NoError(t, err)
+	_, err = b.TryAcquire(ctx, "p", 1)
+	require.ErrorIs(t, err, coord.ErrNotLeader, "a fresh leader is left alone")
+	select {
+	case <-la.Done():
+		t.Fatal("a fresh leader lost its lease")
+	default:
+	}
+
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		l, err := b.TryAcquire(ctx, "p", 1)
+		return err == nil && l != nil
+	}, 10*time.Second, 10*time.Millisecond)
+	took := time.Since(start)
+	require.Greater(t, took, time.Second, "not before the lease timed out")
+	select {
+	case <-la.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stalled leader's lease did not end")
+	}
+	t.Logf("took over %s after the last heartbeat check (lease_timeout 2s)", took.Round(time.Millisecond))
+	var alive int
+	require.NoError(t, tb.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, aPoolPID).Scan(&alive))
+	require.Zero(t, alive, "the stalled node's pool connections are terminated too")
 }

@@ -28,14 +28,18 @@ type BuildInfo struct{ Version, Commit, GoVersion string }
 
 // Metrics implements runner.Observer and records what projectors do.
 type Metrics struct {
-	leader, state, checkpoint, lagEvents, lagSeconds *prometheus.GaugeVec
+	state, checkpoint, lagEvents, lagSeconds *prometheus.GaugeVec
 	processed, batches, errors, leaderChanges        *prometheus.CounterVec
 	batchDuration                                    *prometheus.HistogramVec
 	head, horizonAge, unsafeOrdering                 prometheus.Gauge
 	hbFailures                                       prometheus.Counter
 
+	projectors []string
+	leaderDesc *prometheus.Desc
+
 	mu      sync.Mutex
 	leading map[string]bool
+	fresh   func() bool
 }
 
 var _ runner.Observer = (*Metrics)(nil)
@@ -50,7 +54,6 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 	}
 	m := &Metrics{
-		leader:     g("projector_leader", "1 if this replica leads the projector, else 0.", "projector"),
 		state:      g("projector_state", "1 for the supervisor's current state on this replica.", "projector", "state"),
 		checkpoint: g("projector_checkpoint_position", "Position of the projector's checkpoint (exported by its leader only).", "projector"),
 		lagEvents:  g("projector_lag_events", "Committed events the projector has not applied yet (leader only; capped at 1e6).", "projector"),
@@ -72,15 +75,18 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 			Help: "1 when source.ordering is position: events committed out of order can be skipped."}),
 		hbFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "coordination_heartbeat_failures_total",
 			Help: "Heartbeats of the coordination session that failed (every lease was dropped)."}),
-		leading: map[string]bool{},
+		leading:    map[string]bool{},
+		projectors: projectors,
+		leaderDesc: prometheus.NewDesc(namespace+"_projector_leader",
+			"1 if this replica leads the projector (holds its lock with a fresh heartbeat), else 0.", []string{"projector"}, nil),
+		fresh: func() bool { return true },
 	}
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
-	reg.MustRegister(m.leader, m.state, m.checkpoint, m.lagEvents, m.lagSeconds, m.processed, m.batches, m.errors,
+	reg.MustRegister(leaderCollector{m}, m.state, m.checkpoint, m.lagEvents, m.lagSeconds, m.processed, m.batches, m.errors,
 		m.leaderChanges, m.batchDuration, m.head, m.horizonAge, m.unsafeOrdering, m.hbFailures, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
 	for _, p := range projectors {
-		m.leader.WithLabelValues(p).Set(0)
 		for _, s := range runner.States {
 			m.state.WithLabelValues(p, string(s)).Set(0)
 		}
@@ -117,10 +123,8 @@ func (m *Metrics) StateChanged(projector string, s runner.State) {
 	}
 	m.leaderChanges.WithLabelValues(projector).Inc()
 	if leads {
-		m.leader.WithLabelValues(projector).Set(1)
 		return
 	}
-	m.leader.WithLabelValues(projector).Set(0)
 	// Only the leader exports positions and lag: a standby's would be stale.
 	m.checkpoint.DeleteLabelValues(projector)
 	m.lagEvents.DeleteLabelValues(projector)
@@ -153,6 +157,38 @@ func (m *Metrics) Error(projector, reason string, err error) {
 		m.batches.WithLabelValues(projector, "failed").Inc()
 	case "fenced":
 		m.batches.WithLabelValues(projector, "fenced").Inc()
+	}
+}
+
+// SetFreshness makes projector_leader report 1 only while fresh() holds:
+// a replica that wakes from a freeze serves no scrape claiming leadership
+// before its coordination session has noticed it may have been replaced.
+func (m *Metrics) SetFreshness(fresh func() bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fresh = fresh
+}
+
+// Leader reports what projector_leader exports for projector.
+func (m *Metrics) Leader(projector string) bool {
+	m.mu.Lock()
+	leads, fresh := m.leading[projector], m.fresh
+	m.mu.Unlock()
+	return leads && fresh()
+}
+
+// leaderCollector computes projector_leader at scrape time.
+type leaderCollector struct{ m *Metrics }
+
+func (c leaderCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.leaderDesc }
+
+func (c leaderCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.m.projectors {
+		v := 0.0
+		if c.m.Leader(p) {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.m.leaderDesc, prometheus.GaugeValue, v, p)
 	}
 }
 

@@ -42,7 +42,10 @@ func TestOnlyTheLeaderExportsPositionsAndLag(t *testing.T) {
 	m.BatchCommitted("p", 10, store.Cursor{XID: 5, Position: 42}, 3*time.Millisecond)
 	m.Snapshot(runner.Snapshot{Head: 50, Horizon: runner.HorizonStatus{AgeSeconds: 2},
 		Projectors: []runner.ProjectorStatus{{Name: "p", Position: 42, LagEvents: 8, LagSeconds: 1.5}}})
-	require.Equal(t, 1.0, testutil.ToFloat64(m.leader.WithLabelValues("p")))
+	require.True(t, m.Leader("p"))
+	m.SetFreshness(func() bool { return false })
+	require.False(t, m.Leader("p"), "a stale session reports no leadership")
+	m.SetFreshness(func() bool { return true })
 	require.Equal(t, 1.0, testutil.ToFloat64(m.state.WithLabelValues("p", "leader")))
 	require.Equal(t, 0.0, testutil.ToFloat64(m.state.WithLabelValues("p", "standby")))
 	require.Equal(t, 42.0, testutil.ToFloat64(m.checkpoint.WithLabelValues("p")))
@@ -52,7 +55,7 @@ func TestOnlyTheLeaderExportsPositionsAndLag(t *testing.T) {
 	require.Equal(t, 2.0, testutil.ToFloat64(m.horizonAge))
 
 	m.StateChanged("p", runner.StateStandby)
-	require.Equal(t, 0.0, testutil.ToFloat64(m.leader.WithLabelValues("p")))
+	require.False(t, m.Leader("p"))
 	require.Zero(t, countSeries(t, reg, "projectord_projector_checkpoint_position"), "a standby exports no position")
 	require.Zero(t, countSeries(t, reg, "projectord_projector_lag_events"))
 	m.Snapshot(runner.Snapshot{Projectors: []runner.ProjectorStatus{{Name: "p", Position: 42, LagEvents: 8}}})

@@ -162,3 +162,10 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 		}
 	}
 }
+
+// LeasesFresh reports whether this replica's coordination session has
+// heartbeated recently enough for its leases to be trusted.
+func (d *Daemon) LeasesFresh() bool {
+	b := d.Backend()
+	return b != nil && b.Session.Fresh()
+}
