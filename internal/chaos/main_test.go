@@ -1,0 +1,81 @@
+package chaos
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var full = flag.Bool("chaos.full", false, "run every scenario several times (make chaos)")
+
+// binary is projectord, built once per test binary.
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "projectord-chaos-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "projectord")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/projectord")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "error building projectord:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	printFailovers()
+	os.Exit(code)
+}
+
+func rounds() int {
+	if *full {
+		return 5
+	}
+	return 1
+}
+
+var (
+	failMu    sync.Mutex
+	failovers = map[string][]time.Duration{}
+)
+
+func recordFailover(scenario string, d time.Duration) {
+	failMu.Lock()
+	defer failMu.Unlock()
+	failovers[scenario] = append(failovers[scenario], d)
+}
+
+// printFailovers prints p50 and max per scenario: the figures the
+// reliability targets are stated in.
+func printFailovers() {
+	failMu.Lock()
+	defer failMu.Unlock()
+	if len(failovers) == 0 {
+		return
+	}
+	names := make([]string, 0, len(failovers))
+	for n := range failovers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nfailover (fault -> new leader's first committed batch)\n")
+	fmt.Fprintf(&b, "| scenario | runs | p50 | max |\n|---|---|---|---|\n")
+	for _, n := range names {
+		ds := append([]time.Duration(nil), failovers[n]...)
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", n, len(ds), ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+	}
+	fmt.Print(b.String())
+}
