@@ -12,6 +12,7 @@ import (
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/metrics"
 	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/sdnotify"
 	"github.com/projectord/projectord/internal/server"
 )
 
@@ -23,6 +24,9 @@ type app struct {
 	daemon  *runner.Daemon
 	metrics *metrics.Metrics
 	srv     *server.Server // nil when http.listen is ""
+	// sd notifies systemd when it supervises the process (a no-op otherwise).
+	sd       sdnotify.Notifier
+	watchdog *sdnotify.WatchdogLoop // nil unless systemd's watchdog is on
 }
 
 // startApp wires the registry, metrics, daemon and HTTP server and starts
@@ -40,7 +44,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 		Observer: m, OnHeartbeatFailure: m.HeartbeatFailed})
 	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
 	m.SetFreshness(d.LeasesFresh)
-	a := &app{cfg: cfg, log: log, daemon: d, metrics: m}
+	a := &app{cfg: cfg, log: log, daemon: d, metrics: m, sd: sdnotify.FromEnv()}
 	if cfg.HTTP.Listen != "" {
 		a.srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))
 		if err := a.srv.Start(); err != nil {
@@ -51,13 +55,48 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 		a.stop(ctx)
 		return nil, err
 	}
+	a.notifyStarted()
 	return a, nil
+}
+
+// notifyStarted sends READY=1 to systemd and starts the watchdog loop.
+//
+// READY=1 goes out as soon as the process is up (HTTP server listening,
+// daemon bootstrapping), not once the database answers: to the supervisor,
+// ready means started, and database readiness is /readyz's job. Waiting for
+// the database would turn an outage into a failed start job
+// (TimeoutStartSec), kill and restart: the crash loop the design rules out.
+func (a *app) notifyStarted() {
+	if _, err := a.sd.Notify(sdnotify.MsgReady + "\nSTATUS=running; database readiness: /readyz"); err != nil {
+		a.log.Warn("error notifying systemd", zap.Error(err))
+	}
+	timeout, ok := a.sd.WatchdogInterval()
+	if !ok {
+		return
+	}
+	a.log.Info("systemd watchdog enabled", zap.Duration("timeout", timeout))
+	// Ping only while the daemon's loops tick (never checks the database),
+	// so a stuck process is restarted but a database outage is not.
+	a.watchdog = a.sd.StartWatchdog(timeout/2, func() bool {
+		live, checks := a.daemon.Live()
+		if !live {
+			a.log.Warn("not live; withholding the systemd watchdog ping", zap.Any("checks", checks))
+		}
+		return live
+	}, func(err error) { a.log.Warn("error pinging the systemd watchdog", zap.Error(err)) })
 }
 
 // stop stops the daemon gracefully within ctx, then the HTTP server (which
 // answers /readyz with 503 meanwhile).
 func (a *app) stop(ctx context.Context) {
+	// STOPPING=1 also moves systemd from the watchdog to TimeoutStopSec.
+	if _, err := a.sd.Notify(sdnotify.MsgStopping + "\nSTATUS=stopping: finishing batches in flight"); err != nil {
+		a.log.Warn("error notifying systemd", zap.Error(err))
+	}
 	a.daemon.Stop(ctx)
+	if a.watchdog != nil {
+		a.watchdog.Stop()
+	}
 	if a.srv != nil {
 		a.srv.Stop(ctx)
 	}

@@ -9,7 +9,7 @@
 //
 //	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./internal/bench/
 //
-// Flags (after the package): -bench.rounds (default 3), -bench.events
+// Flags (after the package): -bench.rounds (default 5), -bench.events
 // (catch-up size, default 1,000,000), -bench.orders (SQL sink, default
 // 50,000 orders ≈ 250,000 events), -bench.live (duration of each live run,
 // default 10s), -bench.summary FILE (also write the summary there).

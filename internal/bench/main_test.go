@@ -19,7 +19,7 @@ import (
 )
 
 var (
-	flagRounds  = flag.Int("bench.rounds", 3, "rounds per benchmark; each round runs the baseline and projectord once, alternating which goes first")
+	flagRounds  = flag.Int("bench.rounds", 5, "rounds per benchmark; each round runs the baseline and projectord once, alternating which goes first")
 	flagEvents  = flag.Int("bench.events", 1_000_000, "events in the catch-up benchmark (a multiple of 5)")
 	flagOrders  = flag.Int("bench.orders", 50_000, "orders in the SQL sink benchmark (about 5 events each)")
 	flagLive    = flag.Duration("bench.live", 10*time.Second, "duration of each live-latency run")

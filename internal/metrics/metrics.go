@@ -28,11 +28,11 @@ type BuildInfo struct{ Version, Commit, GoVersion string }
 
 // Metrics implements runner.Observer and records what projectors do.
 type Metrics struct {
-	state, checkpoint, lagEvents, lagSeconds *prometheus.GaugeVec
-	processed, batches, errors, leaderChanges        *prometheus.CounterVec
-	batchDuration                                    *prometheus.HistogramVec
-	head, horizonAge, unsafeOrdering                 prometheus.Gauge
-	hbFailures                                       prometheus.Counter
+	state, checkpoint, lagEvents, lagSeconds  *prometheus.GaugeVec
+	processed, batches, errors, leaderChanges *prometheus.CounterVec
+	batchDuration                             *prometheus.HistogramVec
+	head, horizonAge, unsafeOrdering          prometheus.Gauge
+	hbFailures                                prometheus.Counter
 
 	projectors []string
 	leaderDesc *prometheus.Desc
