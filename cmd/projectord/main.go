@@ -50,7 +50,7 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(stderr, "projectord: %s\n", oneLine(err.Error()))
 		return exitConfig
 	default:
-		fmt.Fprintf(stderr, "projectord: error: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "projectord: %s\n", oneLine(err.Error()))
 		return exitRuntime
 	}
 }
@@ -84,7 +84,13 @@ func isCobraUsageError(err error) bool {
 	return false
 }
 
-func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+// oneLine folds a multi-line error (pgx lists every address it tried) into
+// one line with single spaces.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
+	s = strings.Join(strings.Fields(s), " ")
+	return strings.ReplaceAll(s, ":;", ":")
+}
 
 func plural(n int) string {
 	if n == 1 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -370,4 +371,36 @@ func TestSourcePrepareApplies(t *testing.T) {
 	require.Equal(t, uint64(1), oldXID)
 	require.NoError(t, pool.QueryRow(t.Context(), `INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('s', 2, 'A', '{}') RETURNING transaction_id`).Scan(&newXID))
 	require.Greater(t, newXID, oldXID)
+}
+
+func TestPasswordNeverReachesLogsOrErrors(t *testing.T) {
+	t.Parallel()
+	port := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}()
+	// Nothing listens there: every connection attempt fails and is reported.
+	url := fmt.Sprintf("postgres://app:s3cr3t-pw@127.0.0.1:%d/app?connect_timeout=1", port)
+	f := writeFile(t, "c.yaml", fmt.Sprintf(`
+database: {url: '%s'}
+http: {listen: ""}
+log: {level: debug}
+projectors:
+  - name: p
+    sink: {sql: {handlers: {A: "SELECT 1"}}}
+`, url))
+	p := startProc(t, "run", "--config", f)
+	waitFor(t, 30*time.Second, func() bool { return strings.Count(p.out.String(), "database not ready") >= 2 })
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.wait(t, 10*time.Second))
+	require.NotContains(t, p.out.String(), "s3cr3t-pw")
+
+	for _, args := range [][]string{{"migrate"}, {"status"}, {"config", "validate", "--check-db"}, {"source", "prepare", "--apply"}} {
+		out, err := exec.Command(binary, append(args, "--config", f)...).CombinedOutput()
+		require.Error(t, err, "%v must fail without a database", args)
+		require.NotContains(t, string(out), "s3cr3t-pw", "%v", args)
+		require.Contains(t, string(out), "projectord: ", "%v prints one clear line", args)
+	}
 }
