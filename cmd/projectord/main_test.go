@@ -404,3 +404,14 @@ projectors:
 		require.Contains(t, string(out), "projectord: ", "%v prints one clear line", args)
 	}
 }
+
+func TestResetNeedsConfirmationAndAKnownProjector(t *testing.T) {
+	t.Parallel()
+	f := writeFile(t, "r.yaml", "database: {url: 'postgres://u@127.0.0.1:1/x'}\nprojectors:\n  - name: p\n    sink: {sql: {handlers: {A: 'SELECT 1'}, reset: 'TRUNCATE t'}}\n")
+	code, _, stderr := cli(t, "reset", "p", "--config", f)
+	require.Equal(t, exitConfig, code)
+	require.Contains(t, stderr, "--yes")
+	code, _, stderr = cli(t, "reset", "nope", "--yes", "--config", f)
+	require.Equal(t, exitConfig, code)
+	require.Contains(t, stderr, `no projector named "nope"`)
+}

@@ -45,6 +45,7 @@ environment variables and flags; precedence is flag > env > file > default.`,
 		newConfigCmd(e, g),
 		newSourceCmd(e, g),
 		newStatusCmd(e, g),
+		newResetCmd(e, g),
 		newVersionCmd(e),
 	)
 	return root

@@ -280,9 +280,9 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	}
 	cc.ConnectTimeout = cfg.Database.ConnectTimeout
 	watcher := NewWatcher(store.NewReader(source, src, cfg.Database.QueryTimeout), cfg.Source.PollInterval, d.log.Named("watcher"))
-	var listen []string
+	listen := []string{store.ResetChannel}
 	if cfg.Source.Listen {
-		listen = []string{cfg.Source.NotifyChannel}
+		listen = append(listen, cfg.Source.NotifyChannel)
 	}
 	host, _ := os.Hostname()
 	session := coord.New(coord.Config{
@@ -293,7 +293,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		KeepaliveIdle: cfg.Coordination.KeepaliveIdle, KeepaliveInterval: cfg.Coordination.KeepaliveInterval,
 		KeepaliveCount:     cfg.Coordination.KeepaliveCount,
 		Listen:             listen,
-		OnNotify:           func(string, string) { watcher.Kick() },
+		OnNotify:           d.onNotify(watcher),
 		OnHeartbeatFailure: d.opts.OnHeartbeatFailure,
 		Logger:             d.log.Named("coord"),
 	})
@@ -333,6 +333,24 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	}
 	d.log.Info("projectord started", zap.String("node", d.node), zap.Int("projectors", len(cfg.Projectors)))
 	return nil
+}
+
+// onNotify routes notifications: a reset restarts that projector's run, a
+// source NOTIFY wakes the watcher.
+func (d *Daemon) onNotify(w *Watcher) func(channel, payload string) {
+	return func(channel, payload string) {
+		if channel != store.ResetChannel {
+			w.Kick()
+			return
+		}
+		d.mu.Lock()
+		s := d.supervisors[payload]
+		d.mu.Unlock()
+		if s != nil {
+			d.log.Info("projector reset; restarting it from its new checkpoint", zap.String("projector", payload))
+			s.Restart()
+		}
+	}
 }
 
 // Stop stops gracefully: leaders finish the batch in flight, commit and

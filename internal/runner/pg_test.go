@@ -478,3 +478,30 @@ func TestPGTargetDatabaseHoldsReadModelAndCheckpoint(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok, "the checkpoint lives beside the read model, not in the source")
 }
+
+func TestPGResetReplaysIntoEmptiedReadModel(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE rm (position bigint PRIMARY KEY)`)
+	require.NoError(t, err)
+	tb.appendEvents(t, 200, 100, "A")
+	cfg := tb.config(t, config.Projector{Name: "rebuilt", Sink: config.Sink{SQL: &config.SQLSink{
+		Handlers: map[string]string{"A": `INSERT INTO rm VALUES (@position)`},
+		Reset:    `TRUNCATE rm`,
+	}}})
+	tb.startDaemon(t, cfg, "node-a")
+	tb.waitCaughtUp(t, "rebuilt")
+	before := tb.checkpoint(t, "rebuilt")
+
+	epoch, err := store.NewTarget(tb.pool, 5*time.Second).Reset(tb.ctx, "rebuilt", "TRUNCATE rm")
+	require.NoError(t, err)
+	require.Greater(t, epoch, before.Epoch)
+	// No new event arrives: only the reset notification can restart the idle leader.
+	require.Eventually(t, func() bool {
+		c := tb.checkpoint(t, "rebuilt")
+		return c.Epoch > epoch && c.EventsApplied == 200 && c.Cursor == tb.lastEvent(t)
+	}, 30*time.Second, 5*time.Millisecond)
+	var n int
+	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm`).Scan(&n))
+	require.Equal(t, 200, n)
+}

@@ -19,8 +19,20 @@ type Supervisor struct {
 	b     Backend
 	inner Observer
 
-	mu    sync.Mutex
-	state State
+	mu        sync.Mutex
+	state     State
+	cancelRun context.CancelFunc // stops the current run, if any
+}
+
+// Restart ends the current leadership gracefully, if this replica leads;
+// the supervisor then competes again and the next leader claims afresh
+// (after a reset, from the new checkpoint).
+func (s *Supervisor) Restart() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancelRun != nil {
+		s.cancelRun()
+	}
 }
 
 // NewSupervisor returns a supervisor of p on b.
@@ -73,7 +85,15 @@ func (s *Supervisor) Run(ctx context.Context) {
 		// Take the turn channel before trying, so a release that happens
 		// during the attempt still wakes us.
 		turn := s.b.Turn()
-		err := Run(ctx, s.p, s.b)
+		runCtx, cancel := context.WithCancel(ctx)
+		s.mu.Lock()
+		s.cancelRun = cancel
+		s.mu.Unlock()
+		err := Run(runCtx, s.p, s.b)
+		s.mu.Lock()
+		s.cancelRun = nil
+		s.mu.Unlock()
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}

@@ -241,3 +241,43 @@ func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string) (int32, e
 	}
 	return id, nil
 }
+
+// ResetChannel carries the name of a projector that was reset, so its
+// leader restarts from the new checkpoint at once.
+const ResetChannel = "projectord_reset"
+
+// Reset rebuilds a projector from the start, in one transaction: it runs
+// the sink's reset SQL (emptying the read model), moves the checkpoint back
+// to the beginning, clears a halted status and bumps the epoch. The bump
+// fences the current leader, wherever it runs: its next commit fails, it
+// steps down, and whoever leads next replays every event into the emptied
+// read model. It returns the new epoch.
+func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	var epoch int64
+	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
+			SET epoch = epoch + 1, last_xid = '0', last_position = 0, events_applied = 0,
+				status = 'running', last_error = NULL, updated_at = now()
+			WHERE projector = $1 RETURNING epoch`, projector).Scan(&epoch)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("projector %s has no checkpoint in this database: nothing to reset", projector)
+		}
+		if err != nil {
+			return err
+		}
+		if resetSQL != "" {
+			if _, err := tx.Exec(ctx, resetSQL); err != nil {
+				return fmt.Errorf("reset SQL failed: %w", err)
+			}
+		}
+		// An idle leader commits nothing that could be fenced: tell it.
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ResetChannel, projector)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("error resetting %s: %w", projector, err)
+	}
+	return epoch, nil
+}

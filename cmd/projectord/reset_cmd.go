@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+func newResetCmd(e *env, g *globalFlags) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "reset PROJECTOR",
+		Short: "Rebuild a projector's read model from the first event",
+		Long: `Run the projector's sink.sql.reset SQL and move its checkpoint back to the
+start, in one transaction that also bumps the leader epoch. Running replicas
+need no restart: the current leader is fenced at its next commit, steps down,
+and the next leader replays every event into the emptied read model. A halted
+projector's status is cleared, but replicas that halted it keep it halted
+until they restart.
+
+Without reset SQL only the checkpoint moves, so handlers must be idempotent
+(upserts) for the replay to be correct.`,
+		Example: "  projectord reset order_totals --yes --config /etc/projectord/projectord.yaml",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd, g)
+			if err != nil {
+				return err
+			}
+			p, ok := cfg.Projector(args[0])
+			if !ok {
+				return &usageError{msg: fmt.Sprintf("no projector named %q in the configuration", args[0])}
+			}
+			if !yes {
+				return &usageError{msg: fmt.Sprintf("reset empties the read model of %s: add --yes to confirm", p.Name)}
+			}
+			url := p.Sink.SQL.TargetURL
+			if url == "" {
+				url = cfg.Database.URL
+			}
+			return withPool(cmd.Context(), cfg, url, func(pool *pgxpool.Pool) error {
+				epoch, err := store.NewTarget(pool, cfg.Database.QueryTimeout).Reset(cmd.Context(), p.Name, p.Sink.SQL.Reset)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s reset (epoch %d); the leader replays it from the first event\n", p.Name, epoch)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm emptying the read model")
+	return cmd
+}
