@@ -100,7 +100,10 @@ func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int
 		ON CONFLICT (projector) DO UPDATE SET
 			epoch = c.epoch + 1, leader_node = excluded.leader_node, leader_since = now(),
 			status = 'running', updated_at = now(),
-			system_identifier = coalesce(c.system_identifier, excluded.system_identifier)
+			-- a projector at the start (new, or reset) adopts the source's cluster
+			system_identifier = CASE WHEN c.last_xid = '0' AND c.last_position = 0
+				THEN coalesce(excluded.system_identifier, c.system_identifier)
+				ELSE coalesce(c.system_identifier, excluded.system_identifier) END
 		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID)
 	err := row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
 		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &stored)

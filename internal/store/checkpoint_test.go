@@ -5,9 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/store"
+	"github.com/projectord/projectord/internal/store/pgtest"
 )
 
 func TestClaimBumpsEpochAndFencesOlderLeader(t *testing.T) {
@@ -98,4 +100,32 @@ func TestProjectorIDIsStable(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, a, a2)
 	require.NotEqual(t, a, b)
+}
+
+func TestCheckpointFromAnotherClusterIsRefusedUntilReset(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	ctx := t.Context()
+	_, err = store.Migrate(ctx, pool, "test")
+	require.NoError(t, err)
+	target := store.NewTarget(pool, 5*time.Second)
+	c, err := target.Claim(ctx, "p", "n", 111)
+	require.NoError(t, err)
+	require.NoError(t, target.Commit(ctx, store.CommitRequest{Projector: "p", Epoch: c.Epoch, To: store.Cursor{XID: 900, Position: 5}}, nil))
+
+	_, err = target.Claim(ctx, "p", "n", 222)
+	require.ErrorIs(t, err, store.ErrClusterChanged, "xids of another cluster mean nothing here")
+	_, err = target.Claim(ctx, "p", "n", 111)
+	require.NoError(t, err)
+
+	_, err = target.Reset(ctx, "p", "")
+	require.NoError(t, err)
+	c, err = target.Claim(ctx, "p", "n", 222)
+	require.NoError(t, err, "a reset projector adopts the new cluster")
+	require.NoError(t, target.Commit(ctx, store.CommitRequest{Projector: "p", Epoch: c.Epoch, To: store.Cursor{XID: 10, Position: 1}}, nil))
+	_, err = target.Claim(ctx, "p", "n", 222)
+	require.NoError(t, err)
 }
