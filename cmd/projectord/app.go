@@ -71,7 +71,7 @@ func (a *app) notifyStarted() {
 		a.log.Warn("error notifying systemd", zap.Error(err))
 	}
 	timeout, ok := a.sd.WatchdogInterval()
-	if !ok {
+	if !ok || a.sd.Socket == "" {
 		return
 	}
 	a.log.Info("systemd watchdog enabled", zap.Duration("timeout", timeout))
