@@ -3,7 +3,8 @@
 #   make test    vet, gofmt check and the whole test suite under -race against
 #                an ephemeral PostgreSQL the tests start themselves
 #   make bench   benchmarks, each against a plain-pgx baseline in the same run
-#   make demo    see projectord work (dev mode)
+#   make demo    see projectord work: throw-away PostgreSQL, a live event
+#                stream and three projectors (projectord dev); Ctrl-C stops it
 
 GO       ?= go
 BIN      ?= bin/projectord
@@ -46,8 +47,9 @@ bench:
 chaos:
 	$(GO) test -race -run 'Chaos' -timeout 60m ./internal/chaos/ -chaos.full
 
+# DEMO_FLAGS are passed to `projectord dev`, e.g. DEMO_FLAGS='--rate 2000 --notify'.
 demo: build
-	@echo "dev mode (projectord dev) is not built yet; see README.md"
+	$(BIN) dev $(DEMO_FLAGS)
 
 docker:
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) -t $(IMAGE) .

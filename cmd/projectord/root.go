@@ -47,6 +47,7 @@ environment variables and flags; precedence is flag > env > file > default.`,
 		newStatusCmd(e, g),
 		newResetCmd(e, g),
 		newVersionCmd(e),
+		newDevCmd(e, g),
 	)
 	return root
 }
