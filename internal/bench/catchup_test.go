@@ -70,8 +70,8 @@ func BenchmarkCatchUpNoopSink(b *testing.B) {
 				}
 				return m
 			}
-			pgxRes, projRes := rounds(b, "pgx", "projectord", baseline, proj)
-			reportRatio(b, "catch-up, no-op sink", fmt.Sprintf("(%d events)", events), batch, 0.85, pgxRes, projRes)
+			res := rounds(b, "pgx", "projectord", baseline, proj)
+			reportRatio(b, "catch-up, no-op sink", fmt.Sprintf("(%d events)", events), batch, 0.85, res)
 		})
 	}
 }

@@ -18,15 +18,18 @@ const clockTick = 10 * time.Millisecond
 // each process of the ephemeral PostgreSQL cluster (the postmaster and its
 // children), by pid.
 type cpuSample struct {
-	client   time.Duration
-	server   map[int]int64 // pid -> utime+stime in ticks
-	clientOK bool
+	client    time.Duration
+	server    map[int]int64 // pid -> utime+stime in ticks
+	machine   time.Duration // busy time of all CPUs, everyone's
+	clientOK  bool
+	machineOK bool
 }
 
 func sampleCPU() cpuSample {
 	var s cpuSample
 	s.client, s.clientOK = clientCPU()
 	s.server = serverCPU()
+	s.machine, s.machineOK = machineBusy()
 	return s
 }
 
@@ -34,6 +37,10 @@ func sampleCPU() cpuSample {
 type cpuUse struct {
 	client, server time.Duration
 	ok             bool // both measured
+	// foreign is CPU time other processes used meanwhile (other tests,
+	// builds): what makes wall times on a shared machine noise.
+	foreign   time.Duration
+	foreignOK bool
 }
 
 // since returns the CPU used from start to s. A server process that exited
@@ -51,7 +58,34 @@ func (s cpuSample) since(start cpuSample) cpuUse {
 		}
 	}
 	u.server = time.Duration(ticks) * clockTick
+	if u.ok && s.machineOK && start.machineOK {
+		u.foreign = max(0, s.machine-start.machine-u.client-u.server)
+		u.foreignOK = true
+	}
 	return u
+}
+
+// machineBusy is the non-idle time of all CPUs from /proc/stat.
+func machineBusy() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return 0, false
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseInt(string(f[i]), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		busy += v
+	}
+	return time.Duration(busy) * clockTick, true
 }
 
 // serverCPU returns user+system ticks of the test cluster's processes, or

@@ -36,6 +36,7 @@ var nativeSource = store.Source{Table: "public.events", Columns: store.NativeCol
 var (
 	labelPGX        = pprof.Labels("side", "pgx")
 	labelProjectord = pprof.Labels("side", "projectord")
+	labelWriters    = pprof.Labels("side", "writers")
 )
 
 // benchDB is one benchmark's database.
@@ -204,9 +205,8 @@ func (db *benchDB) startProjectord(b *testing.B, opts projectordOptions) *projec
 
 // phaseStats is where a projectord run spent its time.
 type phaseStats struct {
-	reads, commits     int64
-	readNs, commitNs   int64 // summed over calls (reads overlap commits)
-	firstRead, lastEnd time.Time
+	reads, commits   int64
+	readNs, commitNs int64 // summed over calls (reads overlap commits)
 }
 
 // timedBackend wraps PGBackend to time Read and Commit and to report each
@@ -330,6 +330,9 @@ func (p *projectord) measureCatchUp(b *testing.B, name string, batch int, sink *
 		return events, nil
 	})
 	m.took, m.phases = took, phases
+	b.Logf("%s: %d events in %s; %d reads (%s), %d commits (%s); CPU client %s, server %s", name, events, took.Round(time.Millisecond),
+		phases.reads, time.Duration(phases.readNs).Round(time.Millisecond), phases.commits, time.Duration(phases.commitNs).Round(time.Millisecond),
+		m.cpu.client.Round(time.Millisecond), m.cpu.server.Round(time.Millisecond))
 	return m
 }
 
@@ -399,6 +402,8 @@ func median(xs []float64) float64 {
 func measure(ctx context.Context, label pprof.LabelSet, f func(ctx context.Context) (int, error)) (measurement, error) {
 	var m measurement
 	var err error
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
 	pprof.Do(ctx, label, func(ctx context.Context) {
 		c0 := sampleCPU()
 		start := time.Now()
@@ -409,36 +414,96 @@ func measure(ctx context.Context, label pprof.LabelSet, f func(ctx context.Conte
 	return m, err
 }
 
-// rounds runs both sides *flagRounds times, alternating which goes first.
-func rounds(b *testing.B, baseName, projName string, baseline, proj func(round int) measurement) (pgxRes, projRes sideResults) {
-	b.Helper()
-	n := max(*flagRounds, 1)
-	for r := range n {
-		if r%2 == 0 {
-			pgxRes = append(pgxRes, baseline(r))
-			projRes = append(projRes, proj(r))
-		} else {
-			projRes = append(projRes, proj(r))
-			pgxRes = append(pgxRes, baseline(r))
-		}
-		b.Logf("round %d: %s %.0f/s, %s %.0f/s", r, baseName, pgxRes[r].rate(), projName, projRes[r].rate())
+func (m measurement) foreignCores() float64 {
+	if !m.cpu.foreignOK || m.took <= 0 {
+		return 0
 	}
-	return pgxRes, projRes
+	return m.cpu.foreign.Seconds() / m.took.Seconds()
+}
+
+// roundResults are both sides' measurements over the rounds kept.
+type roundResults struct {
+	base, proj sideResults
+	run        int       // rounds run, kept or not
+	noisy      bool      // too few quiet rounds: all were kept
+	foreign    []float64 // other processes' load in each kept round, in cores
+}
+
+// pairedRatio is the median over the rounds of proj/base within a round:
+// the two sides of a round run back to back, so this cancels slow drifts
+// in machine load, and the median drops outliers.
+func (r roundResults) pairedRatio() float64 {
+	paired := make([]float64, len(r.base))
+	for i := range paired {
+		paired[i] = r.proj[i].rate() / r.base[i].rate()
+	}
+	return median(paired)
+}
+
+func (r roundResults) roundsNote() string {
+	s := fmt.Sprintf("%d of %d", len(r.base), r.run)
+	if r.noisy {
+		s += " (noisy)"
+	}
+	return s
+}
+
+func (r roundResults) foreignNote() string {
+	if len(r.foreign) == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", median(r.foreign))
+}
+
+// rounds runs both sides, alternating which goes first, until
+// -bench.rounds rounds were quiet (other processes used at most
+// -bench.quiet cores during both sides) or three times as many ran; with
+// too few quiet rounds it keeps them all and says so.
+func rounds(b *testing.B, baseName, projName string, baseline, proj func(round int) measurement) roundResults {
+	b.Helper()
+	want := max(*flagRounds, 1)
+	var all, quiet roundResults
+	for r := 0; len(quiet.base) < want && r < 3*want; r++ {
+		var bm, pm measurement
+		if r%2 == 0 {
+			bm = baseline(r)
+			pm = proj(r)
+		} else {
+			pm = proj(r)
+			bm = baseline(r)
+		}
+		foreign := max(bm.foreignCores(), pm.foreignCores())
+		ok := !bm.cpu.foreignOK || foreign <= *flagQuiet
+		b.Logf("round %d: %s %.0f/s (CPU client %s, server %s), %s %.0f/s (CPU client %s, server %s); other processes %.2f cores%s", r,
+			baseName, bm.rate(), bm.cpu.client.Round(time.Millisecond), bm.cpu.server.Round(time.Millisecond),
+			projName, pm.rate(), pm.cpu.client.Round(time.Millisecond), pm.cpu.server.Round(time.Millisecond),
+			foreign, map[bool]string{true: "", false: ": noisy, not kept"}[ok])
+		for _, rr := range []*roundResults{&all, &quiet} {
+			if rr == &quiet && !ok {
+				continue
+			}
+			rr.base, rr.proj = append(rr.base, bm), append(rr.proj, pm)
+			if bm.cpu.foreignOK {
+				rr.foreign = append(rr.foreign, foreign)
+			}
+		}
+		all.run, quiet.run = r+1, r+1
+	}
+	if len(quiet.base) < want {
+		all.noisy = true
+		return all
+	}
+	return quiet
 }
 
 const ratioTitle = "Catch-up throughput, projectord vs plain pgx"
 
 // reportRatio reports metrics on b and adds the summary rows.
-func reportRatio(b *testing.B, bench, variant string, batch int, target float64, pgxRes, projRes sideResults) {
+func reportRatio(b *testing.B, bench, variant string, batch int, target float64, res roundResults) {
 	b.Helper()
+	pgxRes, projRes := res.base, res.proj
 	pgxRate, projRate := pgxRes.medianRate(), projRes.medianRate()
-	// Each round ran both sides back to back, so the ratio within a round
-	// cancels slow drifts in machine load; the median drops outliers.
-	paired := make([]float64, len(pgxRes))
-	for i := range paired {
-		paired[i] = projRes[i].rate() / pgxRes[i].rate()
-	}
-	ratio := median(paired)
+	ratio := res.pairedRatio()
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(pgxRate, "pgx_events/s")
 	b.ReportMetric(projRate, "projectord_events/s")
@@ -448,11 +513,12 @@ func reportRatio(b *testing.B, bench, variant string, batch int, target float64,
 		verdict = "**misses**"
 	}
 	summary.add(ratioTitle,
-		"Events per second, median over the rounds. Ratio = median over the rounds of projectord/pgx within the round "+
-			"(the two sides of a round run back to back, alternating which goes first). Both sides process the same rows with the same batch size.",
-		[]string{"benchmark", "batch", "events", "pgx events/s", "projectord events/s", "ratio", "target", "verdict"},
+		"Events per second, median over the rounds kept. Ratio = median over the rounds of projectord/pgx within the round "+
+			"(the two sides of a round run back to back, alternating which goes first). Both sides process the same rows with the same batch size. "+
+			"A round is kept when other processes on the machine used at most -bench.quiet cores during it; \"other load\" is their median use in the rounds kept.",
+		[]string{"benchmark", "batch", "events", "pgx events/s", "projectord events/s", "ratio", "target", "verdict", "rounds kept", "other load (cores)"},
 		bench+" "+variant, fmt.Sprint(batch), fmt.Sprint(pgxRes[0].events), fmt.Sprintf("%.0f", pgxRate), fmt.Sprintf("%.0f", projRate),
-		fmt.Sprintf("%.2f", ratio), fmt.Sprintf("≥ %.2f", target), verdict)
+		fmt.Sprintf("%.2f", ratio), fmt.Sprintf("≥ %.2f", target), verdict, res.roundsNote(), res.foreignNote())
 
 	pc, ps, pok := pgxRes.cpuPerEvent()
 	jc, js, jok := projRes.cpuPerEvent()

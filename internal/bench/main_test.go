@@ -23,6 +23,7 @@ var (
 	flagEvents  = flag.Int("bench.events", 1_000_000, "events in the catch-up benchmark (a multiple of 5)")
 	flagOrders  = flag.Int("bench.orders", 50_000, "orders in the SQL sink benchmark (about 5 events each)")
 	flagLive    = flag.Duration("bench.live", 10*time.Second, "duration of each live-latency run")
+	flagQuiet   = flag.Float64("bench.quiet", 0.2, "a round counts only if other processes used at most this many cores meanwhile")
 	flagSummary = flag.String("bench.summary", "", "also write the markdown summary to this file")
 )
 
@@ -112,7 +113,7 @@ func (r *report) write(w io.Writer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fmt.Fprintf(w, "\n## projectord benchmarks\n\n")
-	fmt.Fprintf(w, "%s; nproc %d, GOMAXPROCS %d, %s %s/%s; %s; %d rounds per figure (median)\n",
+	fmt.Fprintf(w, "%s; nproc %d, GOMAXPROCS %d, %s %s/%s; %s; medians of %d quiet rounds per figure (see \"rounds kept\")\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOMAXPROCS(0),
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, r.pgVersion, *flagRounds)
 	if cpu := cpuModel(); cpu != "" {
