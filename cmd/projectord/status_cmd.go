@@ -103,7 +103,11 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		return runner.Snapshot{}, err
 	}
 	reader := store.NewReader(src, runner.SourceOf(cfg.Source), cfg.Database.QueryTimeout)
-	head, _, err := reader.Head(ctx)
+	head, _, err := reader.Newest(ctx)
+	if err != nil {
+		return runner.Snapshot{}, err
+	}
+	readable, _, err := reader.Head(ctx)
 	if err != nil {
 		return runner.Snapshot{}, err
 	}
@@ -133,7 +137,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 	if err != nil {
 		return runner.Snapshot{}, err
 	}
-	return runner.Snapshot{TakenAt: time.Now(), Head: head.Position, HeadXID: head.XID,
+	return runner.Snapshot{TakenAt: time.Now(), Head: head.Position, HeadXID: head.XID, ReadableHead: readable.Position,
 		Horizon: runner.HorizonStatus{AgeSeconds: h.Age.Seconds(), PID: h.PID, Prepared: h.Prepared}, Projectors: ps}, nil
 }
 

@@ -68,7 +68,7 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"projector"}),
 		head: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_head_position",
-			Help: "Position of the newest readable event, as this replica's source watcher last saw it."}),
+			Help: "Position of the newest committed event (refreshed every metrics.refresh_interval)."}),
 		horizonAge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_horizon_age_seconds",
 			Help: "Age of the oldest transaction holding the xmin horizon back; events committed after it started wait for it."}),
 		unsafeOrdering: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unsafe_ordering",

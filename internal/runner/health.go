@@ -123,9 +123,14 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 	var failing bool
 	for {
 		snap := Snapshot{TakenAt: time.Now()}
-		head, _ := b.Watcher.Head()
-		snap.Head, snap.HeadXID = head.Position, head.XID
+		readable, _ := b.Watcher.Head()
+		snap.ReadableHead = readable.Position
 		err := func() error {
+			head, _, err := b.Reader.Newest(ctx)
+			if err != nil {
+				return err
+			}
+			snap.Head, snap.HeadXID = head.Position, head.XID
 			h, err := store.HorizonHolder(ctx, b.Source, d.cfg.Database.QueryTimeout)
 			if err != nil {
 				return err

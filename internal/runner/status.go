@@ -33,8 +33,13 @@ type Snapshot struct {
 	TakenAt    time.Time         `json:"taken_at"`
 	Node       string            `json:"node,omitempty"`
 	Ready      bool              `json:"ready"`
-	HeadXID    uint64            `json:"head_xid"`
-	Head       int64             `json:"head"`
+	// Head is the newest committed event; lag is measured against it.
+	HeadXID uint64 `json:"head_xid"`
+	Head    int64  `json:"head"`
+	// ReadableHead is the newest event below the xmin horizon, as far as
+	// projectors can read now; it trails Head while a transaction holds
+	// the horizon back.
+	ReadableHead int64             `json:"readable_head"`
 	Horizon    HorizonStatus     `json:"horizon"`
 	Projectors []ProjectorStatus `json:"projectors"`
 	Error      string            `json:"error,omitempty"`
@@ -54,8 +59,8 @@ type StatusTarget struct {
 }
 
 // CollectStatus reads every projector's checkpoint (one query per target
-// database) and measures lag only for those behind head, so caught-up
-// projectors cost nothing.
+// database) and measures lag only for those behind head (the newest
+// committed event), so caught-up projectors cost nothing.
 func CollectStatus(ctx context.Context, reader *store.Reader, head store.Cursor, ps []StatusTarget) ([]ProjectorStatus, error) {
 	lists := map[*store.Target]map[string]store.Checkpoint{}
 	out := make([]ProjectorStatus, 0, len(ps))

@@ -18,7 +18,8 @@ type Reader struct {
 	pool    *pgxpool.Pool
 	src     Source
 	timeout time.Duration
-	headSQL string
+	headSQL   string
+	newestSQL string
 
 	mu  sync.Mutex
 	sql map[string]string // filter key -> statement
@@ -26,7 +27,7 @@ type Reader struct {
 
 // NewReader returns a reader of src through pool. Every query is bounded by timeout.
 func NewReader(pool *pgxpool.Pool, src Source, timeout time.Duration) *Reader {
-	return &Reader{pool: pool, src: src, timeout: timeout, headSQL: src.headSQL(), sql: map[string]string{}}
+	return &Reader{pool: pool, src: src, timeout: timeout, headSQL: src.headSQL(), newestSQL: src.newestSQL(), sql: map[string]string{}}
 }
 
 func (r *Reader) statement(f Filter) string {
@@ -71,9 +72,19 @@ func (r *Reader) Read(ctx context.Context, after Cursor, f Filter, limit int, bu
 // Head returns the newest cursor a reader can see now; ok is false for an
 // empty (or wholly invisible) table.
 func (r *Reader) Head(ctx context.Context) (c Cursor, ok bool, err error) {
+	return r.top(ctx, r.headSQL)
+}
+
+// Newest returns the newest committed cursor, including events the horizon
+// still holds back; ok is false for an empty table.
+func (r *Reader) Newest(ctx context.Context) (c Cursor, ok bool, err error) {
+	return r.top(ctx, r.newestSQL)
+}
+
+func (r *Reader) top(ctx context.Context, sql string) (c Cursor, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	err = r.pool.QueryRow(ctx, r.headSQL).Scan(&c.XID, &c.Position)
+	err = r.pool.QueryRow(ctx, sql).Scan(&c.XID, &c.Position)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Cursor{}, false, nil
 	}

@@ -173,6 +173,17 @@ func readArgs(after Cursor, f Filter, limit int) []any {
 	return args
 }
 
+// newestSQL is the newest committed cursor, readable or not yet (held back
+// by the horizon): what lag is measured against.
+func (s Source) newestSQL() string {
+	pos := quoteCol(s.Columns.Position)
+	if s.Ordering == OrderPosition {
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos)
+	}
+	xid := quoteCol(s.Columns.TransactionID)
+	return fmt.Sprintf("SELECT %s, %s FROM %s ORDER BY %s DESC, %s DESC LIMIT 1", xid, pos, quoteTable(s.Table), xid, pos)
+}
+
 // headSQL is the newest readable cursor: an index-only walk from the top.
 func (s Source) headSQL() string {
 	pos := quoteCol(s.Columns.Position)
