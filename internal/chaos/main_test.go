@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 
 func rounds() int {
 	if *full {
-		return 5
+		return 10
 	}
 	return 1
 }
