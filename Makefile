@@ -42,7 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoadBytes -fuzztime $(FUZZTIME) ./internal/config/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/bench/ ./internal/chaos/
 
 chaos:
 	$(GO) test -race -run 'Chaos' -timeout 60m ./internal/chaos/ -chaos.full

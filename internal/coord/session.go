@@ -87,6 +87,8 @@ type Session struct {
 	lastHB  time.Time // last successful heartbeat (or connect)
 	lastErr error
 
+	lastTakeOverCheck time.Time // session goroutine only
+
 	cancel    context.CancelCauseFunc
 	done      chan struct{}
 	startOnce sync.Once
@@ -354,6 +356,17 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		if stale := time.Since(lastHB); stale > s.cfg.LeaseTimeout/2 {
 			return fmt.Errorf("no successful heartbeat for %s (lease_timeout %s)", stale.Round(time.Millisecond), s.cfg.LeaseTimeout)
 		}
+		if s.pendingAcquire() {
+			// Standbys wake together at a turn; give the rest of them a
+			// moment to queue, so one query serves them all and idle load
+			// does not grow with the number of projectors.
+			t := time.NewTimer(coalesceWindow)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
 		if reqs := s.take(); len(reqs) > 0 {
 			if err := s.handle(ctx, conn, reqs); err != nil {
 				return fail(err)
@@ -403,6 +416,20 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 			return fail(fmt.Errorf("coordination connection failed: %w", err))
 		}
 	}
+}
+
+// coalesceWindow is how long acquire attempts are gathered into one query.
+const coalesceWindow = 3 * time.Millisecond
+
+func (s *Session) pendingAcquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.queue {
+		if r.kind == reqAcquire {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Session) take() []*request {
@@ -495,7 +522,10 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 			return err
 		}
 	}
-	if len(refused) > 0 {
+	// Looking for stalled holders once per heartbeat interval is enough:
+	// they are only declared stalled after lease_timeout.
+	if len(refused) > 0 && time.Since(s.lastTakeOverCheck) >= s.cfg.HeartbeatInterval {
+		s.lastTakeOverCheck = time.Now()
 		return s.takeOver(ctx, conn, refused)
 	}
 	return nil

@@ -249,6 +249,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	}
 	sinks := map[string]*store.SQLSink{}
 	targets := map[string]*store.Target{}
+	byURL := map[string]*store.Target{}
 	for _, p := range cfg.Projectors {
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		if err != nil {
@@ -267,7 +268,14 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 				return err
 			}
 		}
-		sinks[p.Name], targets[p.Name] = sink, store.NewTarget(pool, cfg.Database.QueryTimeout)
+		t, ok := byURL[url]
+		if !ok {
+			// One Target per database: status reads each database's
+			// checkpoints in one query, however many projectors it holds.
+			t = store.NewTarget(pool, cfg.Database.QueryTimeout)
+			byURL[url] = t
+		}
+		sinks[p.Name], targets[p.Name] = sink, t
 	}
 
 	coordURL := cfg.Coordination.URL
@@ -322,8 +330,13 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		defer d.bgWG.Done()
 		d.refresh(bg, b, statusTargets)
 	}()
+	// Two batches per pooled connection: enough to keep every connection
+	// busy (one reading, one committing) and no more.
+	budget := NewBudget(2 * int(cfg.Database.MaxConns))
 	for _, p := range cfg.Projectors {
-		s := NewSupervisor(ProjectorOf(p, cfg, d.log.Named("projector"), d.opts.Observer), b)
+		proj := ProjectorOf(p, cfg, d.log.Named("projector"), d.opts.Observer)
+		proj.Budget = budget
+		s := NewSupervisor(proj, b)
 		d.supervisors[p.Name] = s
 		d.wg.Add(1)
 		go func() {

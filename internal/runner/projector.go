@@ -39,6 +39,9 @@ type Projector struct {
 	CommitTimeout time.Duration
 	Logger        *zap.Logger
 	Observer      Observer
+	// Budget, shared by a replica's projectors, bounds the batches held in
+	// memory at once; nil is unlimited.
+	Budget *Budget
 }
 
 func (p *Projector) defaults() {

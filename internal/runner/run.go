@@ -110,9 +110,15 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(leaseCtx, cancel)()
 	readBackoff := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
-	bufs := [2][]store.Event{make([]store.Event, 0, l.p.BatchSize), make([]store.Event, 0, l.p.BatchSize)}
-	cur := 0
+	budget := l.p.Budget
 	var next chan readResult // prefetch of the following batch, if any
+	defer func() {
+		if next != nil {
+			r := <-next
+			putBuf(r.events)
+			budget.release()
+		}
+	}()
 	for {
 		if ctx.Err() != nil || leaseCtx.Err() != nil {
 			return l.flush(leaseCtx)
@@ -122,9 +128,16 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			r = <-next
 			next = nil
 		} else {
-			r = l.read(ctx, l.scanned, bufs[cur])
+			// Every batch held in memory holds a token, so a replica's memory
+			// is bounded by its budget, not by its number of projectors.
+			if !budget.acquire(ctx) {
+				return l.flush(leaseCtx)
+			}
+			r = l.read(ctx, l.scanned, getBuf(l.p.BatchSize))
 		}
 		if r.err != nil {
+			putBuf(r.events)
+			budget.release()
 			if ctx.Err() != nil || leaseCtx.Err() != nil {
 				return l.flush(leaseCtx)
 			}
@@ -137,7 +150,6 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 		}
 		readBackoff.reset()
 		events := r.events
-		bufs[cur] = events[:0]
 
 		to := l.scanned
 		if len(events) > 0 {
@@ -148,6 +160,8 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			to = r.head
 		}
 		if len(events) == 0 {
+			putBuf(events)
+			budget.release()
 			if l.scanned.Less(to) {
 				l.scanned = to
 			}
@@ -159,18 +173,16 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			}
 			continue
 		}
-		if full {
+		if full && budget.tryAcquire() {
 			// Overlap reading the next batch with committing this one.
-			cur ^= 1
 			next = make(chan readResult, 1)
-			go func(after store.Cursor, buf []store.Event) { next <- l.read(ctx, after, buf) }(to, bufs[cur])
+			go func(after store.Cursor) { next <- l.read(ctx, after, getBuf(l.p.BatchSize)) }(to)
 		}
-		if err := l.commit(leaseCtx, events, to); err != nil {
-			if next != nil {
-				<-next // the prefetch read past a batch that did not commit
-				next = nil
-			}
-			return err
+		err := l.commit(leaseCtx, events, to)
+		putBuf(events)
+		budget.release()
+		if err != nil {
+			return err // the deferred drain discards a prefetch past this batch
 		}
 	}
 }

@@ -30,9 +30,9 @@ type ProjectorStatus struct {
 
 // Snapshot is the state of every projector and of the source at one moment.
 type Snapshot struct {
-	TakenAt    time.Time         `json:"taken_at"`
-	Node       string            `json:"node,omitempty"`
-	Ready      bool              `json:"ready"`
+	TakenAt time.Time `json:"taken_at"`
+	Node    string    `json:"node,omitempty"`
+	Ready   bool      `json:"ready"`
 	// Head is the newest committed event; lag is measured against it.
 	HeadXID uint64 `json:"head_xid"`
 	Head    int64  `json:"head"`
@@ -40,9 +40,9 @@ type Snapshot struct {
 	// projectors can read now; it trails Head while a transaction holds
 	// the horizon back.
 	ReadableHead int64             `json:"readable_head"`
-	Horizon    HorizonStatus     `json:"horizon"`
-	Projectors []ProjectorStatus `json:"projectors"`
-	Error      string            `json:"error,omitempty"`
+	Horizon      HorizonStatus     `json:"horizon"`
+	Projectors   []ProjectorStatus `json:"projectors"`
+	Error        string            `json:"error,omitempty"`
 }
 
 // HorizonStatus names what holds the xmin horizon back.

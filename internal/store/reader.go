@@ -15,9 +15,9 @@ import (
 
 // Reader reads events from the source table, gap-safely.
 type Reader struct {
-	pool    *pgxpool.Pool
-	src     Source
-	timeout time.Duration
+	pool      *pgxpool.Pool
+	src       Source
+	timeout   time.Duration
 	headSQL   string
 	newestSQL string
 

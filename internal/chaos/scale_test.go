@@ -1,0 +1,169 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/store"
+	"github.com/projectord/projectord/internal/store/pgcluster"
+)
+
+// BenchmarkScale runs N projectors on 3 replica processes over 100k events
+// and, once everything is caught up, measures what idling costs: connections
+// and RSS per replica, CPU per replica and database transactions per second.
+// 5 projectors run as the baseline in the same run, so the figures show
+// whether idle cost grows with the number of projectors (it must not).
+func BenchmarkScale(b *testing.B) {
+	small := measureScale(b, 5)
+	large := measureScale(b, 500)
+	b.ReportMetric(large.connsPerReplica, "conns/replica")
+	b.ReportMetric(large.rssMB, "max-RSS-MB/replica")
+	b.ReportMetric(large.cpuPct, "idle-CPU-%/replica")
+	b.ReportMetric(large.qps, "idle-db-xact/s")
+	b.ReportMetric(large.qps/small.qps, "idle-db-xact-ratio-500vs5")
+	fmt.Printf("\nscale (3 replicas, 100k events, default pool max_conns 8)\n")
+	fmt.Printf("| projectors | caught up in | conns/replica | max RSS/replica | idle CPU/replica | idle db xact/s (all replicas) |\n|---|---|---|---|---|---|\n")
+	for _, s := range []scaleResult{small, large} {
+		fmt.Printf("| %d | %s | %.0f | %.1f MB | %.2f %% | %.1f |\n", s.projectors, s.catchUp.Round(time.Millisecond), s.connsPerReplica, s.rssMB, s.cpuPct, s.qps)
+	}
+}
+
+type scaleResult struct {
+	projectors      int
+	catchUp         time.Duration
+	connsPerReplica float64
+	rssMB           float64
+	cpuPct          float64
+	qps             float64
+}
+
+func measureScale(b *testing.B, n int) scaleResult {
+	ctx := context.Background()
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cluster, err := pgcluster.Start(cctx, pgcluster.Options{Settings: map[string]string{"max_connections": "100"}})
+	require.NoError(b, err)
+	defer cluster.Close()
+	url := cluster.URL("postgres")
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(b, err)
+	defer pool.Close()
+	for _, q := range store.NativeTableSQL("public.events") {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(b, err)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+		SELECT 's-' || g, 1, 'T' || (g % 10), '{}' FROM generate_series(1, 100000) g`)
+	require.NoError(b, err)
+
+	var ps strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&ps, "  - {name: p%03d, event_types: [T%d], batch_size: 1000, sink: {sql: {handlers: {T%d: 'SELECT 1'}}}}\n", i, i%10, i%10)
+	}
+	dir := b.TempDir()
+	type proc struct {
+		cmd *exec.Cmd
+		out bytes.Buffer
+	}
+	var procs []*proc
+	start := time.Now()
+	for r := 1; r <= 3; r++ {
+		cfg := filepath.Join(dir, fmt.Sprintf("r%d.yaml", r))
+		require.NoError(b, os.WriteFile(cfg, []byte(fmt.Sprintf(`
+database: {url: '%s'}
+coordination: {node_id: scale-%d}
+http: {listen: ""}
+log: {level: warn}
+projectors:
+%s`, url, r, ps.String())), 0o600))
+		p := &proc{cmd: exec.Command(binary, "run", "--config", cfg)}
+		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+		require.NoError(b, p.cmd.Start())
+		procs = append(procs, p)
+	}
+	defer func() {
+		var wg sync.WaitGroup
+		for _, p := range procs {
+			_ = p.cmd.Process.Signal(os.Interrupt)
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = p.cmd.Wait() }()
+		}
+		wg.Wait()
+	}()
+	var last store.Cursor
+	require.NoError(b, pool.QueryRow(ctx, `SELECT transaction_id, global_position FROM events ORDER BY 1 DESC, 2 DESC LIMIT 1`).Scan(&last.XID, &last.Position))
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		var done int
+		// Fails until the first replica has migrated the schema.
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM projectord.checkpoints WHERE last_xid = $1 AND last_position = $2`, last.XID, last.Position).Scan(&done)
+		if err == nil && done == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d projectors caught up after 10 minutes", done, n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
+	res := scaleResult{projectors: n, catchUp: time.Since(start)}
+
+	// Let the last flushes and the refreshers settle, then measure 10 s of idling.
+	time.Sleep(2 * time.Second)
+	xacts := func() int64 {
+		var x int64
+		require.NoError(b, pool.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'postgres'`).Scan(&x))
+		return x
+	}
+	cpu := make([]float64, len(procs))
+	for i, p := range procs {
+		cpu[i] = cpuSeconds(b, p.cmd.Process.Pid)
+	}
+	x0, t0 := xacts(), time.Now()
+	time.Sleep(10 * time.Second)
+	x1, elapsed := xacts(), time.Since(t0)
+	// pg_stat_database counts our own two probes too; they are negligible.
+	res.qps = float64(x1-x0) / elapsed.Seconds()
+	for i, p := range procs {
+		pct := (cpuSeconds(b, p.cmd.Process.Pid) - cpu[i]) / elapsed.Seconds() * 100
+		res.cpuPct = max(res.cpuPct, pct)
+		res.rssMB = max(res.rssMB, rssMB(b, p.cmd.Process.Pid))
+	}
+	var conns int
+	require.NoError(b, pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'projectord%scale-%'`).Scan(&conns))
+	res.connsPerReplica = float64(conns) / 3
+	return res
+}
+
+// cpuSeconds is the process's user+system CPU time from /proc.
+func cpuSeconds(b *testing.B, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(b, err)
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func rssMB(b *testing.B, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(b, err)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
