@@ -505,3 +505,18 @@ func TestPGResetReplaysIntoEmptiedReadModel(t *testing.T) {
 	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm`).Scan(&n))
 	require.Equal(t, 200, n)
 }
+
+func TestPGEventsWithoutHandlerArePassedOver(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	tb.appendEvents(t, 450, 150, "B")
+	tb.appendEvents(t, 10, 10, "A")
+	tb.appendEvents(t, 250, 250, "B")
+	cfg := tb.config(t, config.Projector{Name: "onlya", BatchSize: 100, Sink: config.Sink{SQL: &config.SQLSink{
+		Handlers: map[string]string{"A": `INSERT INTO applied (projector, position) VALUES ('onlya', @position)`},
+	}}})
+	tb.startDaemon(t, cfg, "node-a")
+	tb.waitCaughtUp(t, "onlya")
+	require.Equal(t, 10, tb.checkExactlyOnce(t, "onlya", "A"))
+	require.Equal(t, int64(10), tb.checkpoint(t, "onlya").EventsApplied, "only events a handler ran for count as applied")
+}

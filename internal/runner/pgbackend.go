@@ -92,6 +92,12 @@ func (b *PGBackend) SetStatus(ctx context.Context, projector string, epoch int64
 	return t.SetStatus(ctx, projector, epoch, status, lastErr)
 }
 
+// Handles implements SinkFilter.
+func (b *PGBackend) Handles(projector, eventType string) bool {
+	_, s, err := b.target(projector)
+	return err == nil && s != nil && s.Handles(eventType)
+}
+
 // TryAcquire implements Coordinator.
 func (b *PGBackend) TryAcquire(ctx context.Context, projector string) (Lease, error) {
 	id, err := b.lockID(ctx, projector)

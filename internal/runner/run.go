@@ -159,7 +159,9 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 		if !full && to.Less(r.head) {
 			to = r.head
 		}
-		if len(events) == 0 {
+		// Events the sink has no handler for are passed over like
+		// filtered-out ones: a batch of only those commits nothing.
+		if events = l.handled(events); len(events) == 0 {
 			putBuf(events)
 			budget.release()
 			if l.scanned.Less(to) {
@@ -167,6 +169,9 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			}
 			if err := l.maybeFlush(leaseCtx); err != nil {
 				return err
+			}
+			if full {
+				continue // more may follow at once
 			}
 			if err := l.wait(ctx, leaseCtx); err != nil {
 				return err
@@ -185,6 +190,21 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			return err // the deferred drain discards a prefetch past this batch
 		}
 	}
+}
+
+// handled compacts events, in place, to those the sink acts on.
+func (l *loop) handled(events []store.Event) []store.Event {
+	f, ok := l.b.(SinkFilter)
+	if !ok {
+		return events
+	}
+	out := events[:0]
+	for i := range events {
+		if f.Handles(l.p.Name, events[i].Type) {
+			out = append(out, events[i])
+		}
+	}
+	return out
 }
 
 // wait blocks until the head moves past what this projector has scanned,

@@ -43,6 +43,14 @@ type CheckpointStore interface {
 	SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error
 }
 
+// SinkFilter is optional. A backend that knows which event types a
+// projector's sink acts on lets the loop pass over the others like
+// filtered-out events: no commit for a batch that would write nothing, and
+// only events a handler ran for count as applied.
+type SinkFilter interface {
+	Handles(projector, eventType string) bool
+}
+
 // Lease is leadership of one projector.
 type Lease interface {
 	Done() <-chan struct{}

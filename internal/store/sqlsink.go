@@ -124,6 +124,9 @@ func (s *SQLSink) handler(eventType string) *statement {
 	return s.fallback
 }
 
+// Handles reports whether an event of this type runs a statement.
+func (s *SQLSink) Handles(eventType string) bool { return s.handler(eventType) != nil }
+
 // queue adds each event's statement to b and returns, for every queued
 // query, the index of the event it belongs to. Events with no handler are
 // skipped (the checkpoint still moves past them).
