@@ -88,6 +88,8 @@ type loop struct {
 	// it by a range that held no events for this projector's filter.
 	persisted, scanned store.Cursor
 	lastFlush          time.Time
+	// passedOver counts events read but not applied since the last commit.
+	passedOver int
 }
 
 type readResult struct {
@@ -161,17 +163,28 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 		}
 		// Events the sink has no handler for are passed over like
 		// filtered-out ones: a batch of only those commits nothing.
+		read := len(events)
 		if events = l.handled(events); len(events) == 0 {
 			putBuf(events)
 			budget.release()
 			if l.scanned.Less(to) {
 				l.scanned = to
 			}
+			l.passedOver += read
 			if err := l.maybeFlush(leaseCtx); err != nil {
 				return err
 			}
 			if full {
 				continue // more may follow at once
+			}
+			// Caught up after passing over at least a batch's worth: persist
+			// now rather than at the next flush tick, so a restart does not
+			// re-read them. Smaller advances wait for the tick, so a busy
+			// source does not cost a commit per poll.
+			if l.passedOver >= l.p.BatchSize {
+				if err := l.flush(leaseCtx); err != nil {
+					return err
+				}
 			}
 			if err := l.wait(ctx, leaseCtx); err != nil {
 				return err
@@ -288,7 +301,7 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 }
 
 func (l *loop) advanced(to store.Cursor, n int, took time.Duration) {
-	l.persisted, l.lastFlush = to, time.Now()
+	l.persisted, l.lastFlush, l.passedOver = to, time.Now(), 0
 	if l.scanned.Less(to) {
 		l.scanned = to
 	}
