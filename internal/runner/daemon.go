@@ -306,7 +306,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		Logger:             d.log.Named("coord"),
 	})
 	b := &PGBackend{Node: d.node, Source: source, Reader: store.NewReader(source, src, cfg.Database.QueryTimeout),
-		Watcher: watcher, Session: session, SourceID: sourceID}
+		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout}
 	var statusTargets []StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])

@@ -520,3 +520,37 @@ func TestPGEventsWithoutHandlerArePassedOver(t *testing.T) {
 	require.Equal(t, 10, tb.checkExactlyOnce(t, "onlya", "A"))
 	require.Equal(t, int64(10), tb.checkpoint(t, "onlya").EventsApplied, "only events a handler ran for count as applied")
 }
+
+func TestPGDatabaseErrorsAreNotBlamedOnEvents(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	// A read model that fails as a read-only database would (SQLSTATE
+	// 25006) until the flag is cleared: not the events' fault.
+	_, err := tb.pool.Exec(tb.ctx, `
+		CREATE TABLE rm (position bigint PRIMARY KEY);
+		CREATE TABLE outage (on_ boolean NOT NULL);
+		INSERT INTO outage VALUES (true);
+		CREATE FUNCTION rm_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF (SELECT on_ FROM outage) THEN
+				RAISE EXCEPTION 'cannot execute INSERT in a read-only transaction' USING ERRCODE = 'read_only_sql_transaction';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER rm_guard BEFORE INSERT ON rm FOR EACH ROW EXECUTE FUNCTION rm_guard();`)
+	require.NoError(t, err)
+	tb.appendEvents(t, 20, 20, "A")
+	cfg := tb.config(t, config.Projector{Name: "ro", OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 20 * time.Millisecond, Then: "skip"},
+		Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO rm VALUES (@position)`}}}})
+	d := tb.startDaemon(t, cfg, "node-a")
+	require.Eventually(t, func() bool { return d.States()["ro"] == StateLeader }, 10*time.Second, time.Millisecond)
+	// Far more failures than max_attempts, yet nothing may be skipped.
+	require.Never(t, func() bool { return tb.checkpoint(t, "ro").Cursor.Position > 0 }, 500*time.Millisecond, 10*time.Millisecond)
+	_, err = tb.pool.Exec(tb.ctx, `UPDATE outage SET on_ = false`)
+	require.NoError(t, err)
+	tb.waitCaughtUp(t, "ro")
+	var n int
+	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm`).Scan(&n))
+	require.Equal(t, 20, n, "nothing skipped")
+	require.Empty(t, tb.checkpoint(t, "ro").LastError)
+}

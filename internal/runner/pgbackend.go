@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -21,6 +22,8 @@ type PGBackend struct {
 	Watcher  *Watcher
 	Session  *coord.Session
 	SourceID int64 // source cluster's system identifier, 0 if unknown
+	// QueryTimeout bounds the lock-id lookup. Default 30s.
+	QueryTimeout time.Duration
 
 	mu      sync.RWMutex
 	targets map[string]*store.Target
@@ -121,7 +124,11 @@ func (b *PGBackend) lockID(ctx context.Context, projector string) (int32, error)
 	if ok {
 		return id, nil
 	}
-	id, err := store.ProjectorID(ctx, b.Source, projector)
+	timeout := b.QueryTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	id, err := store.ProjectorID(ctx, b.Source, projector, timeout)
 	if err != nil {
 		return 0, err
 	}

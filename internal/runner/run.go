@@ -61,7 +61,8 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 	p.Observer.StateChanged(p.Name, StateLeader)
 	leading = true
 
-	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now()}
+	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now(),
+		retry: newBackoff(p.Policy.Initial, p.Policy.Max)}
 	err = l.run(ctx, leaseCtx)
 	if cause := context.Cause(leaseCtx); cause != nil && errors.Is(cause, ErrLeaseLost) {
 		err = cause
@@ -90,6 +91,8 @@ type loop struct {
 	lastFlush          time.Time
 	// passedOver counts events read but not applied since the last commit.
 	passedOver int
+	// retry paces re-reads after database failures.
+	retry *backoff
 }
 
 type readResult struct {
@@ -123,7 +126,7 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 	}()
 	for {
 		if ctx.Err() != nil || leaseCtx.Err() != nil {
-			return l.flush(leaseCtx)
+			return l.stopped(ctx, l.flush(leaseCtx))
 		}
 		var r readResult
 		if next != nil {
@@ -133,7 +136,7 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			// Every batch held in memory holds a token, so a replica's memory
 			// is bounded by its budget, not by its number of projectors.
 			if !budget.acquire(ctx) {
-				return l.flush(leaseCtx)
+				return l.stopped(ctx, l.flush(leaseCtx))
 			}
 			r = l.read(ctx, l.scanned, getBuf(l.p.BatchSize))
 		}
@@ -141,12 +144,12 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			putBuf(r.events)
 			budget.release()
 			if ctx.Err() != nil || leaseCtx.Err() != nil {
-				return l.flush(leaseCtx)
+				return l.stopped(ctx, l.flush(leaseCtx))
 			}
 			l.p.Observer.Error(l.p.Name, "read", r.err)
 			l.log.Warn("error reading events", zap.Stringer("cursor", l.scanned), zap.Error(r.err))
 			if !sleep(ctx, readBackoff.delay()) {
-				return l.flush(leaseCtx)
+				return l.stopped(ctx, l.flush(leaseCtx))
 			}
 			continue
 		}
@@ -172,7 +175,10 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			}
 			l.passedOver += read
 			if err := l.maybeFlush(leaseCtx); err != nil {
-				return err
+				if l.recover(ctx, err) {
+					continue
+				}
+				return l.stopped(ctx, err)
 			}
 			if full {
 				continue // more may follow at once
@@ -183,11 +189,17 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			// source does not cost a commit per poll.
 			if l.passedOver >= l.p.BatchSize {
 				if err := l.flush(leaseCtx); err != nil {
-					return err
+					if l.recover(ctx, err) {
+						continue
+					}
+					return l.stopped(ctx, err)
 				}
 			}
 			if err := l.wait(ctx, leaseCtx); err != nil {
-				return err
+				if l.recover(ctx, err) {
+					continue
+				}
+				return l.stopped(ctx, err)
 			}
 			continue
 		}
@@ -200,9 +212,31 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 		putBuf(events)
 		budget.release()
 		if err != nil {
-			return err // the deferred drain discards a prefetch past this batch
+			if next != nil {
+				// The prefetch read past a batch that did not commit.
+				r := <-next
+				next = nil
+				putBuf(r.events)
+				budget.release()
+			}
+			if l.recover(ctx, err) {
+				continue
+			}
+			return l.stopped(ctx, err) // the deferred drain discards a prefetch past this batch
 		}
+		l.retry.reset()
 	}
+}
+
+// stopped turns an error met while stopping into the run's result: a
+// database failure during a graceful stop is not the run's failure (the
+// next leader re-reads from the checkpoint).
+func (l *loop) stopped(ctx context.Context, err error) error {
+	var re *retryError
+	if errors.As(err, &re) && ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // handled compacts events, in place, to those the sink acts on.
@@ -270,34 +304,49 @@ func (l *loop) flush(ctx context.Context) error {
 // commit applies events and moves the checkpoint to `to`, retrying
 // transient failures and handing sink failures to the error policy.
 func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor) error {
-	bo := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
-	for {
-		start := time.Now()
-		cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
-		err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events})
-		cancel()
-		if err == nil {
-			l.advanced(to, len(events), time.Since(start))
-			return nil
-		}
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		var applyErr *store.ApplyError
-		switch {
-		case errors.Is(err, store.ErrFenced):
-			l.p.Observer.Error(l.p.Name, "fenced", err)
-			return fmt.Errorf("%w: %v", ErrDeposed, err)
-		case errors.As(err, &applyErr) && !store.IsTransient(applyErr.Err):
-			return l.poison(ctx, events, to, applyErr)
-		default:
-			l.p.Observer.Error(l.p.Name, "commit", err)
-			l.log.Warn("error committing batch, retrying", zap.Stringer("cursor", l.persisted), zap.Stringer("to", to), zap.Error(err))
-			if !sleep(ctx, bo.delay()) {
-				return context.Cause(ctx)
-			}
-		}
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
+	err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events})
+	cancel()
+	if err == nil {
+		l.advanced(to, len(events), time.Since(start))
+		return nil
 	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	var applyErr *store.ApplyError
+	switch {
+	case errors.Is(err, store.ErrFenced):
+		l.p.Observer.Error(l.p.Name, "fenced", err)
+		return fmt.Errorf("%w: %v", ErrDeposed, err)
+	case errors.As(err, &applyErr) && !store.IsTransient(applyErr.Err):
+		return l.poison(ctx, events, to, applyErr)
+	default:
+		l.p.Observer.Error(l.p.Name, "commit", err)
+		l.log.Warn("error committing batch; will re-read it", zap.Stringer("cursor", l.persisted), zap.Stringer("to", to), zap.Error(err))
+		return &retryError{err}
+	}
+}
+
+// retryError is a failure of the database, not of an event: the loop drops
+// the batch (and its share of the memory budget, so one sick target does
+// not starve the replica's other projectors), backs off, and re-reads from
+// the checkpoint. It never counts against an event.
+type retryError struct{ err error }
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// recover handles a retryError: back to the checkpoint, after a backoff.
+// It reports false when err is something else or ctx ended meanwhile.
+func (l *loop) recover(ctx context.Context, err error) bool {
+	var re *retryError
+	if !errors.As(err, &re) {
+		return false
+	}
+	l.scanned, l.passedOver = l.persisted, 0
+	return sleep(ctx, l.retry.delay())
 }
 
 func (l *loop) advanced(to store.Cursor, n int, took time.Duration) {
@@ -345,10 +394,10 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
-			lastErr = err
-			if store.IsTransient(err) {
-				attempt-- // the database failed, not the event
-			}
+			// The database failed, not the event: start over from the
+			// checkpoint later; this event's attempts start again too.
+			l.p.Observer.Error(l.p.Name, "commit", err)
+			return &retryError{err}
 		}
 	}
 	l.p.Observer.Error(l.p.Name, "poison", lastErr)
@@ -368,7 +417,8 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			if errors.Is(err, store.ErrFenced) {
 				return fmt.Errorf("%w: %v", ErrDeposed, err)
 			}
-			return fmt.Errorf("error recording dead letter: %w", err)
+			l.p.Observer.Error(l.p.Name, "commit", err)
+			return &retryError{fmt.Errorf("error recording dead letter: %w", err)}
 		}
 		l.advanced(bad.Cursor, 0, 0)
 		l.setStatus(ctx, store.StatusRunning, "dead-lettered "+msg)

@@ -193,7 +193,7 @@ func classifyCommitError(i int, owner []int, err error) error {
 	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
 		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
 	}
-	if i < len(owner) && !IsTransient(err) {
+	if i < len(owner) && IsEventError(err) {
 		return &ApplyError{Index: owner[i], Err: err}
 	}
 	return fmt.Errorf("error committing batch: %w", err)
@@ -234,7 +234,9 @@ func SystemIdentifier(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 }
 
 // ProjectorID returns the projector's stable lock id, registering it on first use.
-func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string) (int32, error) {
+func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string, timeout time.Duration) (int32, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var id int32
 	err := pool.QueryRow(ctx, `WITH ins AS (
 			INSERT INTO projectord.projectors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
@@ -260,6 +262,14 @@ func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, 
 	defer cancel()
 	var epoch int64
 	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		// The reset SQL goes first: a TRUNCATE taken after the checkpoint
+		// row could deadlock with a leader's batch that wrote rows and now
+		// waits for that row in advance().
+		if resetSQL != "" {
+			if _, err := tx.Exec(ctx, resetSQL); err != nil {
+				return fmt.Errorf("reset SQL failed: %w", err)
+			}
+		}
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
 			SET epoch = epoch + 1, last_xid = '0', last_position = 0, events_applied = 0,
 				status = 'running', last_error = NULL, updated_at = now()
@@ -269,11 +279,6 @@ func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, 
 		}
 		if err != nil {
 			return err
-		}
-		if resetSQL != "" {
-			if _, err := tx.Exec(ctx, resetSQL); err != nil {
-				return fmt.Errorf("reset SQL failed: %w", err)
-			}
 		}
 		// An idle leader commits nothing that could be fenced: tell it.
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ResetChannel, projector)

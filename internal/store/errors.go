@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -21,6 +22,24 @@ var (
 	// cluster (a dump/restore resets xids), so its cursor is meaningless here.
 	ErrClusterChanged = errors.New("checkpoint belongs to another PostgreSQL cluster (system_identifier changed)")
 )
+
+// IsEventError reports whether err is the event's own fault: a data error
+// (class 22), a constraint violation (class 23) or an exception raised by
+// the handler's own code (P0001). Only these count against the event and
+// can end in skip or dead_letter. Anything else (a read-only or missing
+// table, a permission problem, a server in trouble) would fail for every
+// event alike, so it is retried, never blamed on an event.
+func IsEventError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), pgErr.Code == "P0001":
+		return true
+	}
+	return false
+}
 
 // IsTransient reports whether err is worth retrying without counting it
 // against an event: lost connections, serialization failures, deadlocks,

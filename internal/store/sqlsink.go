@@ -152,11 +152,13 @@ func compileHandler(src string) (*statement, error) {
 	if trimmed == "" {
 		return nil, fmt.Errorf("empty statement")
 	}
+	// Comments first: "/* c */ COMMIT" is still a COMMIT.
+	bare := strings.TrimSpace(stripComments(trimmed))
 	k := 0
-	for k < len(trimmed) && isIdent(trimmed[k]) {
+	for k < len(bare) && isIdent(bare[k]) {
 		k++
 	}
-	first := strings.ToLower(trimmed[:k])
+	first := strings.ToLower(bare[:k])
 	for _, kw := range txControl {
 		if first == kw {
 			return nil, fmt.Errorf("%q statements are not allowed: the batch's transaction is projectord's", strings.ToUpper(kw))
