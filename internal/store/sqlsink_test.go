@@ -31,8 +31,8 @@ func TestCompileHandlerRejects(t *testing.T) {
 		`INSERT INTO t VALUES (@nope)`:     "unknown parameter @nope",
 		`COMMIT`:                           "not allowed",
 		`  begin; insert into t values(1)`: "not allowed",
-		"/* c */ COMMIT":                  "not allowed",
-		"-- c\nROLLBACK":                  "not allowed",
+		"/* c */ COMMIT":                   "not allowed",
+		"-- c\nROLLBACK":                   "not allowed",
 		`SELECT 1; SELECT 2`:               "one statement",
 		`   `:                              "empty",
 	} {
