@@ -41,13 +41,29 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 			if url == "" {
 				url = cfg.Database.URL
 			}
-			return withPool(cmd.Context(), cfg, url, func(pool *pgxpool.Pool) error {
+			err = withPool(cmd.Context(), cfg, url, func(pool *pgxpool.Pool) error {
 				epoch, err := store.NewTarget(pool, cfg.Database.QueryTimeout).Reset(cmd.Context(), p.Name, p.Sink.SQL.Reset)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(e.stdout, "%s reset (epoch %d); the leader replays it from the first event\n", p.Name, epoch)
 				return nil
+			})
+			if err != nil {
+				return err
+			}
+			// NOTIFY is per database: when the read model lives elsewhere,
+			// tell the replicas where their coordination sessions listen.
+			coordURL := cfg.Coordination.URL
+			if coordURL == "" {
+				coordURL = cfg.Database.URL
+			}
+			if coordURL == url {
+				return nil
+			}
+			return withPool(cmd.Context(), cfg, coordURL, func(pool *pgxpool.Pool) error {
+				_, err := pool.Exec(cmd.Context(), `SELECT pg_notify($1, $2)`, store.ResetChannel, p.Name)
+				return err
 			})
 		},
 	}

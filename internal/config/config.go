@@ -91,7 +91,7 @@ type Columns struct {
 // Coordination configures leader election.
 type Coordination struct {
 	// NodeID names this replica in checkpoints and the node registry.
-	// Default: hostname-pid.
+	// Default: hostname-pid-<4 random hex digits>; must be unique per running replica.
 	NodeID string `mapstructure:"node_id"`
 	// URL is an optional separate DSN for the coordination session; it must
 	// reach PostgreSQL directly, never through a transaction pooler.

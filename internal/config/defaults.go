@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"time"
 )
@@ -93,13 +94,16 @@ func DefaultLookPaths() []string {
 }
 
 // DefaultNodeID is the node id to use when coordination.node_id is empty:
-// "hostname-pid", unique per process on a host and readable in pg_stat_activity.
+// "hostname-pid-xxxx": readable in pg_stat_activity, and unique even for containers that share a hostname.
 func DefaultNodeID() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	return fmt.Sprintf("%s-%d", host, os.Getpid())
+	// A random suffix: containers that share a hostname all run as pid 1,
+	// and two replicas with one node id could not tell each other apart
+	// (neither could take over from the other).
+	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.N(0x10000))
 }
 
 // applyProjectorDefaults fills every projector field left at its zero value

@@ -169,6 +169,9 @@ func (s *Session) broadcastTurn() {
 // never waits for the lock: it returns ErrNotLeader when another session
 // holds it and ErrUnavailable while the session is down.
 func (s *Session) TryAcquire(ctx context.Context, name string, id int32) (*Lease, error) {
+	// Never wait longer than the session itself may take to answer.
+	ctx, cancel := context.WithTimeout(ctx, 2*s.opTimeout()+coalesceWindow)
+	defer cancel()
 	r := &request{kind: reqAcquire, name: name, id: id, reply: make(chan result, 1)}
 	if err := s.enqueue(r); err != nil {
 		return nil, err
@@ -453,6 +456,9 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	}
 	if len(rel) > 0 {
 		if err := s.unlock(ctx, conn, rel); err != nil {
+			// take() removed them from the queue: answer them here, or
+			// their callers would wait for ever.
+			s.failAll(acq, err)
 			return err
 		}
 	}
@@ -645,10 +651,15 @@ func (s *Session) heartbeat(ctx context.Context, conn *pgx.Conn) error {
 	defer cancel()
 	var pid uint32
 	var granted []int64
+	// An upsert, so a row deleted by someone else comes back: a node without
+	// a row could never be declared stalled.
 	err := conn.QueryRow(qctx, `WITH hb AS (
-			UPDATE projectord.nodes SET heartbeat_at = now(), backend_pid = pg_backend_pid() WHERE node_id = $2 RETURNING 1)
+			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at)
+			VALUES ($2, $3, pg_backend_pid(), $4, now(), now())
+			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid() RETURNING 1)
 		SELECT pg_backend_pid(), coalesce(array_agg(objid::int8), '{}') FROM pg_locks
-		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`, s.cfg.Namespace, s.cfg.NodeID).Scan(&pid, &granted)
+		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`,
+		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version).Scan(&pid, &granted)
 	if err != nil {
 		return fmt.Errorf("heartbeat failed: %w", err)
 	}

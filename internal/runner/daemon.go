@@ -146,7 +146,8 @@ func (d *Daemon) bootstrap(ctx, bg context.Context) {
 			}
 			return
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errStopping) {
+			d.closePools()
 			return
 		}
 		d.mu.Lock()
@@ -160,10 +161,16 @@ func (d *Daemon) bootstrap(ctx, bg context.Context) {
 	}
 }
 
-var errFatal = errors.New("fatal configuration error")
+var (
+	errFatal    = errors.New("fatal configuration error")
+	errStopping = errors.New("stopping")
+)
 
 func (d *Daemon) pool(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	if p, ok := d.pools[url]; ok {
+	d.mu.Lock()
+	p, ok := d.pools[url]
+	d.mu.Unlock()
+	if ok {
 		return p, nil
 	}
 	pc, err := pgxpool.ParseConfig(url)
@@ -175,7 +182,7 @@ func (d *Daemon) pool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pc.ConnConfig.RuntimeParams["application_name"] = "projectord " + d.node
 	}
-	p, err := pgxpool.NewWithConfig(ctx, pc)
+	p, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +192,9 @@ func (d *Daemon) pool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 		p.Close()
 		return nil, fmt.Errorf("error connecting to %s: %w", config.RedactURL(url), err)
 	}
+	d.mu.Lock()
 	d.pools[url] = p
+	d.mu.Unlock()
 	return p, nil
 }
 
@@ -229,21 +238,26 @@ func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs Ob
 
 func (d *Daemon) connect(ctx, bg context.Context) error {
 	cfg := d.cfg
-	source, err := d.pool(ctx, cfg.Database.URL)
+	// Every database step of the bootstrap is bounded; a step that times
+	// out is retried by bootstrap with backoff. Long-lived goroutines get
+	// ctx and bg, never this.
+	steps, cancelSteps := context.WithTimeout(ctx, 2*cfg.Database.QueryTimeout+cfg.Database.ConnectTimeout)
+	defer cancelSteps()
+	source, err := d.pool(steps, cfg.Database.URL)
 	if err != nil {
 		return err
 	}
-	if err := d.prepareSchema(ctx, source); err != nil {
+	if err := d.prepareSchema(steps, source); err != nil {
 		return err
 	}
 	src := SourceOf(cfg.Source)
-	if err := src.Check(ctx, source); err != nil {
+	if err := src.Check(steps, source); err != nil {
 		return err
 	}
 	if src.Ordering == store.OrderPosition {
 		d.log.Warn("source.ordering is position: events committed out of order WILL be skipped; run `projectord source prepare` and use xid8")
 	}
-	sourceID, err := store.SystemIdentifier(ctx, source)
+	sourceID, err := store.SystemIdentifier(steps, source)
 	if err != nil {
 		return err
 	}
@@ -259,12 +273,12 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		if url == "" {
 			url = cfg.Database.URL
 		}
-		pool, err := d.pool(ctx, url)
+		pool, err := d.pool(steps, url)
 		if err != nil {
 			return err
 		}
 		if pool != source {
-			if err := d.prepareSchema(ctx, pool); err != nil {
+			if err := d.prepareSchema(steps, pool); err != nil {
 				return err
 			}
 		}
@@ -315,8 +329,8 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if ctx.Err() != nil {
-		return ctx.Err()
+	if ctx.Err() != nil || d.stopping {
+		return errors.Join(ctx.Err(), errStopping)
 	}
 	d.source, d.backend, d.bootErr = source, b, nil
 	d.bgWG.Add(1)
@@ -348,6 +362,16 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	return nil
 }
 
+func (d *Daemon) closePools() {
+	d.mu.Lock()
+	pools := d.pools
+	d.pools = map[string]*pgxpool.Pool{}
+	d.mu.Unlock()
+	for _, p := range pools {
+		p.Close()
+	}
+}
+
 // onNotify routes notifications: a reset restarts that projector's run, a
 // source NOTIFY wakes the watcher.
 func (d *Daemon) onNotify(w *Watcher) func(channel, payload string) {
@@ -373,13 +397,17 @@ func (d *Daemon) onNotify(w *Watcher) func(channel, payload string) {
 // unfinished commit from landing. Safe to call twice.
 func (d *Daemon) Stop(ctx context.Context) {
 	d.stopOnce.Do(func() {
+		// Under the lock, so a bootstrap finishing now either sees
+		// stopping and starts nothing, or has started everything already.
 		d.mu.Lock()
 		d.stopping = true
+		if d.cancel != nil {
+			d.cancel()
+		}
 		d.mu.Unlock()
 		if d.cancel == nil {
 			return
 		}
-		d.cancel()
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); close(done) }()
 		select {
@@ -395,11 +423,7 @@ func (d *Daemon) Stop(ctx context.Context) {
 		}
 		d.bgCancel()
 		d.bgWG.Wait()
-		d.mu.Lock()
-		for _, p := range d.pools {
-			p.Close()
-		}
-		d.mu.Unlock()
+		d.closePools()
 		d.log.Info("projectord stopped")
 	})
 }

@@ -74,6 +74,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	failing := false
+	bo := newBackoff(w.interval, 2*time.Second)
 	for {
 		head, ok, err := w.r.Head(ctx)
 		if ctx.Err() != nil {
@@ -95,6 +96,15 @@ func (w *Watcher) Run(ctx context.Context) {
 			w.log.Warn("error polling source head", zap.Error(err))
 		}
 		failing = err != nil
+		if failing {
+			// The database is down: back off (capped) instead of trying
+			// every poll interval; a NOTIFY cannot arrive meanwhile anyway.
+			if !sleep(ctx, bo.delay()) {
+				return
+			}
+			continue
+		}
+		bo.reset()
 		select {
 		case <-t.C:
 		case <-w.kick:
