@@ -59,15 +59,20 @@ func databaseURLs(cfg *config.Config) []string {
 	return urls
 }
 
-// withPool runs f with a small pool on url, bounded by the connect timeout.
-func withPool(ctx context.Context, cfg *config.Config, url string, f func(*pgxpool.Pool) error) error {
+// newPool opens a small pool on url for a one-off command.
+func newPool(ctx context.Context, cfg *config.Config, url string) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return &configError{err: fmt.Errorf("invalid database URL %s", config.RedactURL(url))}
+		return nil, &configError{err: fmt.Errorf("invalid database URL %s", config.RedactURL(url))}
 	}
 	pc.MaxConns = 2
 	pc.ConnConfig.ConnectTimeout = cfg.Database.ConnectTimeout
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// withPool runs f with a small pool on url, bounded by the connect timeout.
+func withPool(ctx context.Context, cfg *config.Config, url string, f func(*pgxpool.Pool) error) error {
+	pool, err := newPool(ctx, cfg, url)
 	if err != nil {
 		return err
 	}

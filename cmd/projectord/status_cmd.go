@@ -85,13 +85,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		if p, ok := pools[url]; ok {
 			return p, nil
 		}
-		pc, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			return nil, &configError{err: fmt.Errorf("invalid database URL %s", config.RedactURL(url))}
-		}
-		pc.MaxConns = 2
-		pc.ConnConfig.ConnectTimeout = cfg.Database.ConnectTimeout
-		p, err := pgxpool.NewWithConfig(ctx, pc)
+		p, err := newPool(ctx, cfg, url)
 		if err != nil {
 			return nil, err
 		}
