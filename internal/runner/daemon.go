@@ -320,7 +320,14 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		Logger:             d.log.Named("coord"),
 	})
 	b := &PGBackend{Node: d.node, Source: source, Reader: store.NewReader(source, src, cfg.Database.QueryTimeout),
-		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout}
+		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout,
+		OnClusterChange: func(err error) {
+			d.log.Error("source cluster changed under a running daemon", zap.Error(err))
+			select {
+			case d.fatal <- fmt.Errorf("%w: %v", errFatal, err):
+			default:
+			}
+		}}
 	var statusTargets []StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])

@@ -554,3 +554,24 @@ func TestPGDatabaseErrorsAreNotBlamedOnEvents(t *testing.T) {
 	require.Equal(t, 20, n, "nothing skipped")
 	require.Empty(t, tb.checkpoint(t, "ro").LastError)
 }
+
+func TestPGClaimRefusesASwappedSourceCluster(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	cfg := tb.config(t, config.Projector{Name: "swap"})
+	b := tb.backend(t, cfg, "node-a")
+	real, err := store.SystemIdentifier(tb.ctx, tb.pool)
+	require.NoError(t, err)
+	require.NotZero(t, real)
+	b.SourceID = real
+	_, err = b.Claim(tb.ctx, "swap")
+	require.NoError(t, err)
+
+	// As if projectord had started against another cluster behind this URL.
+	b.SourceID = real + 1
+	var told error
+	b.OnClusterChange = func(err error) { told = err }
+	_, err = b.Claim(tb.ctx, "swap")
+	require.ErrorIs(t, err, store.ErrClusterChanged)
+	require.ErrorIs(t, told, store.ErrClusterChanged)
+}

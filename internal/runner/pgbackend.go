@@ -24,6 +24,9 @@ type PGBackend struct {
 	SourceID int64 // source cluster's system identifier, 0 if unknown
 	// QueryTimeout bounds the lock-id lookup. Default 30s.
 	QueryTimeout time.Duration
+	// OnClusterChange is told when the source turns out to be another
+	// PostgreSQL cluster than at start-up; the daemon stops on it.
+	OnClusterChange func(error)
 
 	mu      sync.RWMutex
 	targets map[string]*store.Target
@@ -68,11 +71,27 @@ func (b *PGBackend) Read(ctx context.Context, after store.Cursor, f store.Filter
 // Head implements EventReader from the watcher's last poll.
 func (b *PGBackend) Head() (store.Cursor, <-chan struct{}) { return b.Watcher.Head() }
 
-// Claim implements CheckpointStore.
+// Claim implements CheckpointStore. It re-reads the source cluster's
+// identity first: a database swapped behind the same URL (a restore into a
+// new cluster) makes every cursor, and the watcher's head, meaningless.
 func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
 	t, _, err := b.target(projector)
 	if err != nil {
 		return store.Checkpoint{}, err
+	}
+	if b.SourceID != 0 {
+		id, err := store.SystemIdentifier(ctx, b.Source)
+		if err != nil {
+			return store.Checkpoint{}, err
+		}
+		if id != 0 && id != b.SourceID {
+			err := fmt.Errorf("%w: the source database is now cluster %d, it was %d when projectord started; restart projectord (and reset projectors whose checkpoints predate the change)",
+				store.ErrClusterChanged, id, b.SourceID)
+			if b.OnClusterChange != nil {
+				b.OnClusterChange(err)
+			}
+			return store.Checkpoint{}, err
+		}
 	}
 	return t.Claim(ctx, projector, b.Node, b.SourceID)
 }
