@@ -32,7 +32,7 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 test: vet fmt-check
-	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 lint: vet fmt-check
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
