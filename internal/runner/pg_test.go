@@ -124,6 +124,13 @@ func (tb *pgBundle) checkpoint(t *testing.T, projector string) store.Checkpoint 
 	return c
 }
 
+// peek loads a checkpoint without failing the test: for polled conditions,
+// which testify may still run on its own goroutine after the wait is over.
+func (tb *pgBundle) peek(projector string) store.Checkpoint {
+	c, _, _ := store.NewTarget(tb.pool, 5*time.Second).Load(context.Background(), projector)
+	return c
+}
+
 // lastEvent is the cursor of the newest committed event, regardless of the
 // horizon: other tests' open transactions share this cluster's horizon, so
 // the reader's head can trail it for a while; a caught-up projector ends
@@ -140,7 +147,7 @@ func (tb *pgBundle) waitCaughtUp(t *testing.T, projectors ...string) {
 	t.Helper()
 	want := tb.lastEvent(t)
 	for _, p := range projectors {
-		require.Eventually(t, func() bool { return tb.checkpoint(t, p).Cursor == want }, 30*time.Second, 5*time.Millisecond,
+		require.Eventually(t, func() bool { return tb.peek(p).Cursor == want }, 30*time.Second, 5*time.Millisecond,
 			"projector %s never reached %s", p, want)
 	}
 }
@@ -261,7 +268,7 @@ func TestPGResumeAfterRestartAppliesNothingTwice(t *testing.T) {
 	tb.appendEvents(t, 3000, 500, "A")
 	cfg := tb.config(t, config.Projector{Name: "resume", BatchSize: 50})
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return tb.checkpoint(t, "resume").EventsApplied >= 500 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return tb.peek("resume").EventsApplied >= 500 }, 30*time.Second, time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	d.Stop(ctx)
 	cancel()
@@ -497,9 +504,10 @@ func TestPGResetReplaysIntoEmptiedReadModel(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, epoch, before.Epoch)
 	// No new event arrives: only the reset notification can restart the idle leader.
+	last := tb.lastEvent(t)
 	require.Eventually(t, func() bool {
-		c := tb.checkpoint(t, "rebuilt")
-		return c.Epoch > epoch && c.EventsApplied == 200 && c.Cursor == tb.lastEvent(t)
+		c := tb.peek("rebuilt")
+		return c.Epoch > epoch && c.EventsApplied == 200 && c.Cursor == last
 	}, 30*time.Second, 5*time.Millisecond)
 	var n int
 	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm`).Scan(&n))
@@ -545,7 +553,7 @@ func TestPGDatabaseErrorsAreNotBlamedOnEvents(t *testing.T) {
 	d := tb.startDaemon(t, cfg, "node-a")
 	require.Eventually(t, func() bool { return d.States()["ro"] == StateLeader }, 10*time.Second, time.Millisecond)
 	// Far more failures than max_attempts, yet nothing may be skipped.
-	require.Never(t, func() bool { return tb.checkpoint(t, "ro").Cursor.Position > 0 }, 500*time.Millisecond, 10*time.Millisecond)
+	require.Never(t, func() bool { return tb.peek("ro").Cursor.Position > 0 }, 500*time.Millisecond, 10*time.Millisecond)
 	_, err = tb.pool.Exec(tb.ctx, `UPDATE outage SET on_ = false`)
 	require.NoError(t, err)
 	tb.waitCaughtUp(t, "ro")
