@@ -105,6 +105,8 @@ projectors:
 	var last store.Cursor
 	require.NoError(b, pool.QueryRow(ctx, `SELECT transaction_id, global_position FROM events ORDER BY 1 DESC, 2 DESC LIMIT 1`).Scan(&last.XID, &last.Position))
 	deadline := time.Now().Add(10 * time.Minute)
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		var done int
 		// Fails until the first replica has migrated the schema.
@@ -115,11 +117,12 @@ projectors:
 		if time.Now().After(deadline) {
 			b.Fatalf("%d of %d projectors caught up after 10 minutes", done, n)
 		}
-		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+		<-poll.C
 	}
 	res := scaleResult{projectors: n, catchUp: time.Since(start)}
 
-	// Let the last flushes and the refreshers settle, then measure 10 s of idling.
+	// Let the last flushes and the refreshers settle, then measure 10 s of
+	// idling. These sleeps are the measurement windows, not synchronisation.
 	time.Sleep(2 * time.Second)
 	xacts := func() int64 {
 		var x int64

@@ -301,7 +301,8 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return fmt.Errorf("%w: invalid coordination URL: %s", errFatal, config.RedactURL(err.Error()))
 	}
 	cc.ConnectTimeout = cfg.Database.ConnectTimeout
-	watcher := NewWatcher(store.NewReader(source, src, cfg.Database.QueryTimeout), cfg.Source.PollInterval, d.log.Named("watcher"))
+	reader := store.NewReader(source, src, cfg.Database.QueryTimeout)
+	watcher := NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
 	listen := []string{store.ResetChannel}
 	if cfg.Source.Listen {
 		listen = append(listen, cfg.Source.NotifyChannel)
@@ -319,7 +320,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		OnHeartbeatFailure: d.opts.OnHeartbeatFailure,
 		Logger:             d.log.Named("coord"),
 	})
-	b := &PGBackend{Node: d.node, Source: source, Reader: store.NewReader(source, src, cfg.Database.QueryTimeout),
+	b := &PGBackend{Node: d.node, Source: source, Reader: reader,
 		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout,
 		OnClusterChange: func(err error) {
 			d.log.Error("source cluster changed under a running daemon", zap.Error(err))
