@@ -119,6 +119,7 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 	var next chan readResult // prefetch of the following batch, if any
 	defer func() {
 		if next != nil {
+			cancel() // nothing will use it: do not wait for it to finish
 			r := <-next
 			putBuf(r.events)
 			budget.release()
