@@ -32,7 +32,16 @@ type Checkpoint struct {
 	LastError     string
 	EventsApplied int64
 	UpdatedAt     time.Time
+	// Ordering is the source.ordering that wrote Cursor; "" at the start.
+	Ordering Ordering
+	// PositionFloor: every event at or below this position is done, whatever
+	// its xid (a position checkpoint converted to xid8); 0 for none.
+	PositionFloor int64
 }
+
+// AtStart reports whether the checkpoint has no progress at all: such a
+// checkpoint fits any ordering and any source cluster.
+func (c Checkpoint) AtStart() bool { return c.Cursor.IsZero() && c.PositionFloor == 0 }
 
 // DeadLetter is a poison event recorded with the batch that skips it.
 type DeadLetter struct {
@@ -77,40 +86,53 @@ func NewTarget(pool *pgxpool.Pool, timeout time.Duration) *Target {
 func (t *Target) Pool() *pgxpool.Pool { return t.pool }
 
 const checkpointCols = `projector, last_xid, last_position, epoch, coalesce(leader_node, ''),
-	coalesce(leader_since, 'epoch'::timestamptz), status, coalesce(last_error, ''), events_applied, updated_at`
+	coalesce(leader_since, 'epoch'::timestamptz), status, coalesce(last_error, ''), events_applied, updated_at,
+	coalesce(ordering, ''), position_floor`
+
+func checkpointDest(c *Checkpoint) []any {
+	return []any{&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
+		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &c.Ordering, &c.PositionFloor}
+}
 
 func scanCheckpoint(row pgx.Row, c *Checkpoint) error {
-	return row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
-		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt)
+	return row.Scan(checkpointDest(c)...)
 }
+
+// atStartSQL is Checkpoint.AtStart for the row aliased c.
+const atStartSQL = `(c.last_xid = '0' AND c.last_position = 0 AND c.position_floor = 0)`
 
 // Claim makes node the projector's leader: it bumps the epoch, so every
 // commit by an earlier leader fails from now on, and returns the cursor to
 // resume from. sourceID is the source cluster's system identifier (0 when
 // unknown); a checkpoint written against another cluster yields
-// ErrClusterChanged.
-func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int64) (Checkpoint, error) {
+// ErrClusterChanged. ord is the reader's ordering: a checkpoint at the start
+// adopts it; any other keeps the ordering that wrote its cursor, which the
+// caller must then convert (Convert) if it differs.
+func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int64, ord Ordering) (Checkpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	var c Checkpoint
 	var stored *int64
 	row := t.pool.QueryRow(ctx, `INSERT INTO projectord.checkpoints AS c
-			(projector, epoch, leader_node, leader_since, status, system_identifier)
-		VALUES ($1, 1, $2, now(), 'running', nullif($3::bigint, 0))
+			(projector, epoch, leader_node, leader_since, status, system_identifier, ordering)
+		VALUES ($1, 1, $2, now(), 'running', nullif($3::bigint, 0), $4)
 		ON CONFLICT (projector) DO UPDATE SET
 			epoch = c.epoch + 1, leader_node = excluded.leader_node, leader_since = now(),
 			status = 'running', updated_at = now(),
 			-- a projector at the start (new, or reset) adopts the source's cluster
-			system_identifier = CASE WHEN c.last_xid = '0' AND c.last_position = 0
+			system_identifier = CASE WHEN `+atStartSQL+`
 				THEN coalesce(excluded.system_identifier, c.system_identifier)
-				ELSE coalesce(c.system_identifier, excluded.system_identifier) END
-		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID)
-	err := row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
-		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &stored)
+				ELSE coalesce(c.system_identifier, excluded.system_identifier) END,
+			-- and the reader's ordering; a row an older binary wrote has none
+			-- recorded, and its cursor tells (0/P only comes from position)
+			ordering = CASE WHEN `+atStartSQL+` THEN excluded.ordering
+				ELSE coalesce(c.ordering, CASE WHEN c.last_xid <> '0' THEN 'xid8' ELSE 'position' END) END
+		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()))
+	err := row.Scan(append(checkpointDest(&c), &stored)...)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: %w", projector, err)
 	}
-	if sourceID != 0 && stored != nil && *stored != sourceID && !c.Cursor.IsZero() {
+	if sourceID != 0 && stored != nil && *stored != sourceID && !c.AtStart() {
 		return c, fmt.Errorf("%w: projector %s has cursor %s from cluster %d, the source is cluster %d; reset the projector (see README, Operations)",
 			ErrClusterChanged, projector, c.Cursor, *stored, sourceID)
 	}
@@ -271,7 +293,7 @@ func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, 
 			}
 		}
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
-			SET epoch = epoch + 1, last_xid = '0', last_position = 0, events_applied = 0,
+			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL, events_applied = 0,
 				status = 'running', last_error = NULL, updated_at = now()
 			WHERE projector = $1 RETURNING epoch`, projector).Scan(&epoch)
 		if errors.Is(err, pgx.ErrNoRows) {
