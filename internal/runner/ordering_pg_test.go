@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,4 +180,62 @@ func TestPGSwitchFromPositionToXID8AfterSourcePrepare(t *testing.T) {
 	ord, floor := tb.ordering(t, "mig")
 	require.Equal(t, "xid8", ord)
 	require.Equal(t, int64(400), floor, "the position checkpoint became the floor")
+}
+
+func TestPGResetWhileTheLeaderCommitsStaysExact(t *testing.T) {
+	t.Parallel()
+	for _, resetSQL := range []string{
+		`DELETE FROM applied WHERE projector = 'rs'`,
+		`TRUNCATE applied`,
+	} {
+		t.Run(resetSQL[:strings.IndexByte(resetSQL, ' ')], func(t *testing.T) {
+			t.Parallel()
+			tb := setupPG(t)
+			tb.appendEvents(t, 500, 100, "A")
+			cfg := tb.config(t, config.Projector{Name: "rs", BatchSize: 10, Sink: config.Sink{SQL: &config.SQLSink{
+				Handlers: recordHandler("rs"), Reset: resetSQL,
+			}}})
+			tb.startDaemon(t, cfg, "node-a")
+			tb.startDaemon(t, cfg, "node-b")
+
+			// A writer keeps the leader committing small batches throughout.
+			// (Stopped between inserts, never mid-insert: a cancelled insert
+			// may still commit after the test has read the last event.)
+			stop := make(chan struct{})
+			writerDone := make(chan error, 1)
+			go func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						writerDone <- nil
+						return
+					default:
+					}
+					_, err := tb.pool.Exec(tb.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+						SELECT $1 || g, 1, 'A', '{}' FROM generate_series(1, 3) g`, fmt.Sprintf("rw-%d-", i))
+					if err != nil {
+						writerDone <- err
+						return
+					}
+				}
+			}()
+			require.Eventually(t, func() bool { return tb.peek("rs").EventsApplied >= 50 }, 30*time.Second, 2*time.Millisecond)
+			target := store.NewTarget(tb.pool, 30*time.Second)
+			for range 25 {
+				epoch, err := target.Reset(tb.ctx, "rs", resetSQL)
+				require.NoError(t, err)
+				// Reset again only once a new leader is replaying: each reset
+				// meets a leader committing.
+				require.Eventually(t, func() bool {
+					c := tb.peek("rs")
+					return c.Epoch > epoch && c.EventsApplied >= 50
+				}, 30*time.Second, 2*time.Millisecond, "no leader replayed after the reset")
+			}
+			close(stop)
+			require.NoError(t, <-writerDone)
+			tb.waitCaughtUp(t, "rs")
+			n := tb.checkExactlyOnce(t, "rs")
+			require.Equal(t, int64(n), tb.checkpoint(t, "rs").EventsApplied)
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -273,28 +274,62 @@ func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string, timeout t
 // leader restarts from the new checkpoint at once.
 const ResetChannel = "projectord_reset"
 
-// Reset rebuilds a projector from the start, in one transaction: it runs
-// the sink's reset SQL (emptying the read model), moves the checkpoint back
-// to the beginning, clears a halted status and bumps the epoch. The bump
-// fences the current leader, wherever it runs: its next commit fails, it
-// steps down, and whoever leads next replays every event into the emptied
-// read model. It returns the new epoch.
+// resetAttempts bounds how often Reset retries after PostgreSQL's deadlock
+// detector chose it as the victim.
+const resetAttempts = 8
+
+// Reset rebuilds a projector from the start, in one transaction: it first
+// fences the current leader (bumping the epoch locks the checkpoint row),
+// then runs the sink's reset SQL (emptying the read model) and moves the
+// checkpoint back to the beginning, clearing a halted status. The fence
+// comes first so that no batch can commit after the reset SQL has looked at
+// the read model: a batch still in flight waits for the row in advance() and
+// then finds the epoch moved, so it rolls back; its leader steps down, and
+// whoever leads next replays every event into the emptied read model. (With
+// the reset SQL first, a DELETE would keep the rows of a batch committing
+// after its snapshot, and the replay would apply them again.)
+//
+// A reset SQL that waits for the read model's locks (TRUNCATE) can deadlock
+// with such a batch: the batch holds the read model and waits for the row,
+// the reset holds the row and waits for the read model. PostgreSQL aborts
+// one of them; when it is the reset, Reset tries again, up to resetAttempts
+// times. It returns the new epoch.
 func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, error) {
+	bo := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		epoch, err := t.resetOnce(ctx, projector, resetSQL)
+		if err == nil {
+			return epoch, nil
+		}
+		var pgErr *pgconn.PgError
+		if attempt == resetAttempts || !errors.As(err, &pgErr) || pgErr.Code != "40P01" || ctx.Err() != nil {
+			if attempt > 1 {
+				err = fmt.Errorf("%w (attempt %d)", err, attempt)
+			}
+			return 0, fmt.Errorf("error resetting %s: %w", projector, err)
+		}
+		// Jittered, so that a leader batch retrying at the same pace does
+		// not meet this reset the same way every time.
+		d := bo/2 + time.Duration(rand.Int64N(int64(bo)))
+		bo = min(2*bo, time.Second)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return 0, fmt.Errorf("error resetting %s: %w", projector, ctx.Err())
+		}
+	}
+}
+
+func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	var epoch int64
 	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		// The reset SQL goes first: a TRUNCATE taken after the checkpoint
-		// row could deadlock with a leader's batch that wrote rows and now
-		// waits for that row in advance().
-		if resetSQL != "" {
-			if _, err := tx.Exec(ctx, resetSQL); err != nil {
-				return fmt.Errorf("reset SQL failed: %w", err)
-			}
-		}
+		// The fence, and the move to the start: no cursor, so no ordering
+		// (the next claim records its own) and no position floor.
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
-			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL, events_applied = 0,
-				status = 'running', last_error = NULL, updated_at = now()
+			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
+				events_applied = 0, status = 'running', last_error = NULL, updated_at = now()
 			WHERE projector = $1 RETURNING epoch`, projector).Scan(&epoch)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("projector %s has no checkpoint in this database: nothing to reset", projector)
@@ -302,12 +337,14 @@ func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, 
 		if err != nil {
 			return err
 		}
+		if resetSQL != "" {
+			if _, err := tx.Exec(ctx, resetSQL); err != nil {
+				return fmt.Errorf("reset SQL failed: %w", err)
+			}
+		}
 		// An idle leader commits nothing that could be fenced: tell it.
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ResetChannel, projector)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("error resetting %s: %w", projector, err)
-	}
-	return epoch, nil
+	return epoch, err
 }

@@ -187,3 +187,72 @@ func TestClaimInfersTheOrderingOfLegacyCheckpoints(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.OrderPosition, cp.Ordering, "a new checkpoint records the reader's ordering")
 }
+
+func TestResetFencesTheLeaderBeforeItsResetSQLRuns(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE rm (position bigint NOT NULL)`)
+	require.NoError(t, err)
+	sink, err := store.CompileSQLSink(map[string]string{"A": `INSERT INTO rm VALUES (@position)`}, "")
+	require.NoError(t, err)
+	target := store.NewTarget(tb.pool, 30*time.Second)
+	cp, err := target.Claim(tb.ctx, "p", "node", 0, store.OrderXID8)
+	require.NoError(t, err)
+
+	// The test holds this lock, so the reset pauses right after its DELETE,
+	// as a longer reset would.
+	const pause = 4242
+	gate, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	defer gate.Rollback(tb.ctx)
+	_, err = gate.Exec(tb.ctx, `SELECT pg_advisory_xact_lock($1)`, pause)
+	require.NoError(t, err)
+	resetDone := make(chan error, 1)
+	go func() {
+		_, err := target.Reset(context.WithoutCancel(tb.ctx), "p", `DELETE FROM rm; SELECT pg_advisory_xact_lock(4242)`)
+		resetDone <- err
+	}()
+	require.Eventually(t, func() bool { return waitingFor(tb, "pg_advisory_xact_lock(4242)") }, 30*time.Second, 5*time.Millisecond,
+		"the reset never reached its pause")
+
+	// A leader batch commits while the reset is between its DELETE and its end.
+	ev := store.Event{Cursor: store.Cursor{XID: 5, Position: 1}, StreamID: "s", Type: "A", Data: []byte(`{}`)}
+	commitDone := make(chan error, 1)
+	go func() {
+		commitDone <- target.Commit(context.WithoutCancel(tb.ctx), store.CommitRequest{Projector: "p", Epoch: cp.Epoch, To: ev.Cursor, Events: []store.Event{ev}}, sink)
+	}()
+	var commitErr error
+	committed := false
+	require.Eventually(t, func() bool {
+		select {
+		case commitErr = <-commitDone:
+			committed = true
+			return true
+		default:
+			return waitingFor(tb, "projectord.advance")
+		}
+	}, 30*time.Second, 5*time.Millisecond, "the batch neither committed nor waited for the checkpoint")
+
+	require.NoError(t, gate.Rollback(tb.ctx))
+	require.NoError(t, <-resetDone)
+	if !committed {
+		commitErr = <-commitDone
+	}
+	var rows int
+	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm`).Scan(&rows))
+	require.Zero(t, rows, "a batch that committed during the reset kept its rows, and the replay will apply them again")
+	require.ErrorIs(t, commitErr, store.ErrFenced, "the batch in flight during the reset is fenced")
+	after, _, err := target.Load(tb.ctx, "p")
+	require.NoError(t, err)
+	require.True(t, after.AtStart())
+	require.Empty(t, after.Ordering)
+}
+
+// waitingFor reports whether a backend of tb's database waits on a lock
+// while running a query containing fragment.
+func waitingFor(tb *testBundle, fragment string) bool {
+	var n int
+	err := tb.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, fragment).Scan(&n)
+	return err == nil && n > 0
+}
