@@ -132,6 +132,7 @@ func TestPGSwitchFromXID8ToPositionRefusesWhenNotExact(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the daemon never refused the checkpoint")
 	}
+	stopDaemon(d) // its supervisor would claim (and refuse) again
 	c := tb.checkpoint(t, "sw")
 	require.Equal(t, smaller, c.Cursor, "the checkpoint is left as it was")
 	require.Equal(t, store.OrderXID8, c.Ordering)
