@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgtest"
 )
 
@@ -149,9 +150,9 @@ func TestConcurrentMigrateProcessesBothSucceed(t *testing.T) {
 	defer pool.Close()
 	var n int
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM projectord.schema_migrations`).Scan(&n))
-	require.Equal(t, 1, n, "the schema version is recorded once")
-	applied := strings.Count(string(outs[0])+string(outs[1]), "applied 1)")
-	require.Equal(t, 1, applied, "exactly one process applied the migration:\n%s\n%s", outs[0], outs[1])
+	require.Equal(t, store.SchemaVersion(), n, "each schema version is recorded once")
+	applied := strings.Count(string(outs[0])+string(outs[1]), fmt.Sprintf("applied %d)", n))
+	require.Equal(t, 1, applied, "exactly one process applied the migrations:\n%s\n%s", outs[0], outs[1])
 }
 
 // proc is a projectord process under test. exited is closed when it has
@@ -414,4 +415,53 @@ func TestResetNeedsConfirmationAndAKnownProjector(t *testing.T) {
 	code, _, stderr = cli(t, "reset", "nope", "--yes", "--config", f)
 	require.Equal(t, exitConfig, code)
 	require.Contains(t, stderr, `no projector named "nope"`)
+}
+
+func TestRunExits2WhenAnOrderingSwitchCannotBeConverted(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = store.Migrate(ctx, pool, "test")
+	require.NoError(t, err)
+	for _, q := range store.NativeTableSQL("public.events") {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	// Position 2 has the smaller xid, so an xid8 leader applies it before 1:
+	// a checkpoint there covers 2 and not 1, which no position cursor says.
+	early, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer early.Rollback(ctx)
+	_, err = early.Exec(ctx, `SELECT pg_current_xact_id()`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('late', 1, 'A', '{}')`)
+	require.NoError(t, err)
+	var c store.Cursor
+	require.NoError(t, early.QueryRow(ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+		VALUES ('early', 1, 'A', '{}') RETURNING transaction_id, global_position`).Scan(&c.XID, &c.Position))
+	require.NoError(t, early.Commit(ctx))
+	target := store.NewTarget(pool, 5*time.Second)
+	cp, err := target.Claim(ctx, "totals", "old", 0, store.OrderXID8)
+	require.NoError(t, err)
+	require.NoError(t, target.Commit(ctx, store.CommitRequest{Projector: "totals", Epoch: cp.Epoch, To: c}, nil))
+
+	f := writeFile(t, "c.yaml", fmt.Sprintf(`
+database: {url: '%s'}
+source: {ordering: position}
+coordination: {acquire_interval: 100ms}
+http: {listen: ""}
+projectors:
+  - name: totals
+    sink: {sql: {handlers: {A: "SELECT 1"}}}
+`, url))
+	p := startProc(t, "run", "--config", f)
+	err = p.wait(t, 60*time.Second)
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, p.out.String())
+	require.Equal(t, exitConfig, exit.ExitCode(), p.out.String())
+	require.Contains(t, p.out.String(), "cannot be converted exactly")
+	require.Contains(t, p.out.String(), "projectord reset totals --yes")
 }

@@ -15,9 +15,10 @@ func newResetCmd(e *env, g *globalFlags) *cobra.Command {
 		Use:   "reset PROJECTOR",
 		Short: "Rebuild a projector's read model from the first event",
 		Long: `Run the projector's sink.sql.reset SQL and move its checkpoint back to the
-start, in one transaction that also bumps the leader epoch. Running replicas
-need no restart: the current leader is fenced at its next commit, steps down,
-and the next leader replays every event into the emptied read model. A halted
+start, in one transaction that first bumps the leader epoch. Running replicas
+need no restart: the current leader is fenced at its next commit (a batch in
+flight cannot commit after the reset SQL), steps down, and the next leader
+replays every event into the emptied read model. A halted
 projector's status is cleared, but replicas that halted it keep it halted
 until they restart.
 

@@ -328,7 +328,15 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 			case d.fatal <- fmt.Errorf("%w: %v", errFatal, err):
 			default:
 			}
-		}}
+		},
+		OnOrderingRefused: func(err error) {
+			d.log.Error("cannot resume a checkpoint under the configured source.ordering", zap.Error(err))
+			select {
+			case d.fatal <- err:
+			default:
+			}
+		},
+		Logger: d.log.Named("checkpoint")}
 	var statusTargets []StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])

@@ -2,11 +2,13 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 
 	"github.com/projectord/projectord/internal/coord"
 	"github.com/projectord/projectord/internal/store"
@@ -27,6 +29,12 @@ type PGBackend struct {
 	// OnClusterChange is told when the source turns out to be another
 	// PostgreSQL cluster than at start-up; the daemon stops on it.
 	OnClusterChange func(error)
+	// OnOrderingRefused is told when a checkpoint written under another
+	// source.ordering cannot be converted exactly (store.ErrOrderingChanged):
+	// only an operator can decide; the daemon stops on it.
+	OnOrderingRefused func(error)
+	// Logger, if set, records checkpoint conversions between orderings.
+	Logger *zap.Logger
 
 	mu      sync.RWMutex
 	targets map[string]*store.Target
@@ -74,6 +82,8 @@ func (b *PGBackend) Head() (store.Cursor, <-chan struct{}) { return b.Watcher.He
 // Claim implements CheckpointStore. It re-reads the source cluster's
 // identity first: a database swapped behind the same URL (a restore into a
 // new cluster) makes every cursor, and the watcher's head, meaningless.
+// A checkpoint written under another source.ordering is converted to the
+// reader's, or refused with store.ErrOrderingChanged (see store.Target.Convert).
 func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
 	t, _, err := b.target(projector)
 	if err != nil {
@@ -93,7 +103,32 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 			return store.Checkpoint{}, err
 		}
 	}
-	return t.Claim(ctx, projector, b.Node, b.SourceID)
+	cp, err := t.Claim(ctx, projector, b.Node, b.SourceID, b.Reader.Ordering())
+	if err != nil {
+		return cp, err
+	}
+	from := cp
+	cp, err = t.Convert(ctx, cp, b.Reader)
+	if errors.Is(err, store.ErrOrderingChanged) {
+		// Recorded where `projectord status` shows it; a leader with a
+		// matching configuration clears it when it claims.
+		if serr := t.SetStatus(ctx, projector, from.Epoch, store.StatusHalted, err.Error()); serr != nil && b.Logger != nil {
+			b.Logger.Warn("error recording projector status", zap.String("projector", projector), zap.Error(serr))
+		}
+		if b.OnOrderingRefused != nil {
+			b.OnOrderingRefused(err)
+		}
+		return store.Checkpoint{}, err
+	}
+	if err != nil {
+		return store.Checkpoint{}, err
+	}
+	if cp.Ordering != from.Ordering && b.Logger != nil {
+		b.Logger.Info("checkpoint converted to the configured source.ordering",
+			zap.String("projector", projector), zap.String("from", string(from.Ordering)), zap.Stringer("from_cursor", from.Cursor),
+			zap.String("to", string(cp.Ordering)), zap.Stringer("cursor", cp.Cursor), zap.Int64("position_floor", cp.PositionFloor))
+	}
+	return cp, nil
 }
 
 // Commit implements CheckpointStore.

@@ -57,12 +57,14 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		return fmt.Errorf("error claiming %s: %w", p.Name, err)
 	}
 	log = log.With(zap.Int64("epoch", cp.Epoch))
-	log.Info("leadership gained", zap.Stringer("cursor", cp.Cursor))
+	log.Info("leadership gained", zap.Stringer("cursor", cp.Cursor), zap.Int64("position_floor", cp.PositionFloor))
 	p.Observer.StateChanged(p.Name, StateLeader)
 	leading = true
 
 	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now(),
-		retry: newBackoff(p.Policy.Initial, p.Policy.Max)}
+		retry: newBackoff(p.Policy.Initial, p.Policy.Max), filter: p.Filter}
+	// The floor belongs to this checkpoint: it holds until a reset.
+	l.filter.PositionFloor = cp.PositionFloor
 	err = l.run(ctx, leaseCtx)
 	if cause := context.Cause(leaseCtx); cause != nil && errors.Is(cause, ErrLeaseLost) {
 		err = cause
@@ -84,6 +86,8 @@ type loop struct {
 	b     Backend
 	log   *zap.Logger
 	epoch int64
+	// filter is the projector's, with the claimed checkpoint's position floor.
+	filter store.Filter
 
 	// persisted is the checkpoint in the database; scanned may be ahead of
 	// it by a range that held no events for this projector's filter.
@@ -105,7 +109,7 @@ type readResult struct {
 // if the batch is short, every matching event up to that head was in it.
 func (l *loop) read(ctx context.Context, after store.Cursor, buf []store.Event) readResult {
 	head, _ := l.b.Head()
-	events, err := l.b.Read(ctx, after, l.p.Filter, l.p.BatchSize, buf)
+	events, err := l.b.Read(ctx, after, l.filter, l.p.BatchSize, buf)
 	return readResult{events: events, head: head, err: err}
 }
 

@@ -80,6 +80,7 @@ func CollectStatus(ctx context.Context, reader *store.Reader, head store.Cursor,
 		}
 		st := ProjectorStatus{Name: p.Projector.Name, Status: "new", Head: head.Position}
 		var cursor store.Cursor
+		filter := p.Projector.Filter
 		if c, ok := cps[p.Projector.Name]; ok {
 			st.Status, st.LeaderNode, st.Epoch = c.Status, c.LeaderNode, c.Epoch
 			st.XID, st.Position, st.EventsApplied, st.LastError = c.Cursor.XID, c.Cursor.Position, c.EventsApplied, c.LastError
@@ -89,10 +90,10 @@ func CollectStatus(ctx context.Context, reader *store.Reader, head store.Cursor,
 			}
 			updated := c.UpdatedAt
 			st.UpdatedAt = &updated
-			cursor = c.Cursor
+			cursor, filter.PositionFloor = c.Cursor, c.PositionFloor
 		}
 		if cursor.Less(head) {
-			n, oldest, err := reader.Lag(ctx, cursor, p.Projector.Filter)
+			n, oldest, err := reader.Lag(ctx, cursor, filter)
 			if err != nil {
 				return nil, fmt.Errorf("projector %s: %w", p.Projector.Name, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,7 +33,16 @@ type Checkpoint struct {
 	LastError     string
 	EventsApplied int64
 	UpdatedAt     time.Time
+	// Ordering is the source.ordering that wrote Cursor; "" at the start.
+	Ordering Ordering
+	// PositionFloor: every event at or below this position is done, whatever
+	// its xid (a position checkpoint converted to xid8); 0 for none.
+	PositionFloor int64
 }
+
+// AtStart reports whether the checkpoint has no progress at all: such a
+// checkpoint fits any ordering and any source cluster.
+func (c Checkpoint) AtStart() bool { return c.Cursor.IsZero() && c.PositionFloor == 0 }
 
 // DeadLetter is a poison event recorded with the batch that skips it.
 type DeadLetter struct {
@@ -77,40 +87,53 @@ func NewTarget(pool *pgxpool.Pool, timeout time.Duration) *Target {
 func (t *Target) Pool() *pgxpool.Pool { return t.pool }
 
 const checkpointCols = `projector, last_xid, last_position, epoch, coalesce(leader_node, ''),
-	coalesce(leader_since, 'epoch'::timestamptz), status, coalesce(last_error, ''), events_applied, updated_at`
+	coalesce(leader_since, 'epoch'::timestamptz), status, coalesce(last_error, ''), events_applied, updated_at,
+	coalesce(ordering, ''), position_floor`
+
+func checkpointDest(c *Checkpoint) []any {
+	return []any{&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
+		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &c.Ordering, &c.PositionFloor}
+}
 
 func scanCheckpoint(row pgx.Row, c *Checkpoint) error {
-	return row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
-		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt)
+	return row.Scan(checkpointDest(c)...)
 }
+
+// atStartSQL is Checkpoint.AtStart for the row aliased c.
+const atStartSQL = `(c.last_xid = '0' AND c.last_position = 0 AND c.position_floor = 0)`
 
 // Claim makes node the projector's leader: it bumps the epoch, so every
 // commit by an earlier leader fails from now on, and returns the cursor to
 // resume from. sourceID is the source cluster's system identifier (0 when
 // unknown); a checkpoint written against another cluster yields
-// ErrClusterChanged.
-func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int64) (Checkpoint, error) {
+// ErrClusterChanged. ord is the reader's ordering: a checkpoint at the start
+// adopts it; any other keeps the ordering that wrote its cursor, which the
+// caller must then convert (Convert) if it differs.
+func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int64, ord Ordering) (Checkpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	var c Checkpoint
 	var stored *int64
 	row := t.pool.QueryRow(ctx, `INSERT INTO projectord.checkpoints AS c
-			(projector, epoch, leader_node, leader_since, status, system_identifier)
-		VALUES ($1, 1, $2, now(), 'running', nullif($3::bigint, 0))
+			(projector, epoch, leader_node, leader_since, status, system_identifier, ordering)
+		VALUES ($1, 1, $2, now(), 'running', nullif($3::bigint, 0), $4)
 		ON CONFLICT (projector) DO UPDATE SET
 			epoch = c.epoch + 1, leader_node = excluded.leader_node, leader_since = now(),
 			status = 'running', updated_at = now(),
 			-- a projector at the start (new, or reset) adopts the source's cluster
-			system_identifier = CASE WHEN c.last_xid = '0' AND c.last_position = 0
+			system_identifier = CASE WHEN `+atStartSQL+`
 				THEN coalesce(excluded.system_identifier, c.system_identifier)
-				ELSE coalesce(c.system_identifier, excluded.system_identifier) END
-		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID)
-	err := row.Scan(&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
-		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &stored)
+				ELSE coalesce(c.system_identifier, excluded.system_identifier) END,
+			-- and the reader's ordering; a row an older binary wrote has none
+			-- recorded, and its cursor tells (0/P only comes from position)
+			ordering = CASE WHEN `+atStartSQL+` THEN excluded.ordering
+				ELSE coalesce(c.ordering, CASE WHEN c.last_xid <> '0' THEN 'xid8' ELSE 'position' END) END
+		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()))
+	err := row.Scan(append(checkpointDest(&c), &stored)...)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: %w", projector, err)
 	}
-	if sourceID != 0 && stored != nil && *stored != sourceID && !c.Cursor.IsZero() {
+	if sourceID != 0 && stored != nil && *stored != sourceID && !c.AtStart() {
 		return c, fmt.Errorf("%w: projector %s has cursor %s from cluster %d, the source is cluster %d; reset the projector (see README, Operations)",
 			ErrClusterChanged, projector, c.Cursor, *stored, sourceID)
 	}
@@ -251,28 +274,62 @@ func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string, timeout t
 // leader restarts from the new checkpoint at once.
 const ResetChannel = "projectord_reset"
 
-// Reset rebuilds a projector from the start, in one transaction: it runs
-// the sink's reset SQL (emptying the read model), moves the checkpoint back
-// to the beginning, clears a halted status and bumps the epoch. The bump
-// fences the current leader, wherever it runs: its next commit fails, it
-// steps down, and whoever leads next replays every event into the emptied
-// read model. It returns the new epoch.
+// resetAttempts bounds how often Reset retries after PostgreSQL's deadlock
+// detector chose it as the victim.
+const resetAttempts = 8
+
+// Reset rebuilds a projector from the start, in one transaction: it first
+// fences the current leader (bumping the epoch locks the checkpoint row),
+// then runs the sink's reset SQL (emptying the read model) and moves the
+// checkpoint back to the beginning, clearing a halted status. The fence
+// comes first so that no batch can commit after the reset SQL has looked at
+// the read model: a batch still in flight waits for the row in advance() and
+// then finds the epoch moved, so it rolls back; its leader steps down, and
+// whoever leads next replays every event into the emptied read model. (With
+// the reset SQL first, a DELETE would keep the rows of a batch committing
+// after its snapshot, and the replay would apply them again.)
+//
+// A reset SQL that waits for the read model's locks (TRUNCATE) can deadlock
+// with such a batch: the batch holds the read model and waits for the row,
+// the reset holds the row and waits for the read model. PostgreSQL aborts
+// one of them; when it is the reset, Reset tries again, up to resetAttempts
+// times. It returns the new epoch.
 func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, error) {
+	bo := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		epoch, err := t.resetOnce(ctx, projector, resetSQL)
+		if err == nil {
+			return epoch, nil
+		}
+		var pgErr *pgconn.PgError
+		if attempt == resetAttempts || !errors.As(err, &pgErr) || pgErr.Code != "40P01" || ctx.Err() != nil {
+			if attempt > 1 {
+				err = fmt.Errorf("%w (attempt %d)", err, attempt)
+			}
+			return 0, fmt.Errorf("error resetting %s: %w", projector, err)
+		}
+		// Jittered, so that a leader batch retrying at the same pace does
+		// not meet this reset the same way every time.
+		d := bo/2 + time.Duration(rand.Int64N(int64(bo)))
+		bo = min(2*bo, time.Second)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return 0, fmt.Errorf("error resetting %s: %w", projector, ctx.Err())
+		}
+	}
+}
+
+func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	var epoch int64
 	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		// The reset SQL goes first: a TRUNCATE taken after the checkpoint
-		// row could deadlock with a leader's batch that wrote rows and now
-		// waits for that row in advance().
-		if resetSQL != "" {
-			if _, err := tx.Exec(ctx, resetSQL); err != nil {
-				return fmt.Errorf("reset SQL failed: %w", err)
-			}
-		}
+		// The fence, and the move to the start: no cursor, so no ordering
+		// (the next claim records its own) and no position floor.
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
-			SET epoch = epoch + 1, last_xid = '0', last_position = 0, events_applied = 0,
-				status = 'running', last_error = NULL, updated_at = now()
+			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
+				events_applied = 0, status = 'running', last_error = NULL, updated_at = now()
 			WHERE projector = $1 RETURNING epoch`, projector).Scan(&epoch)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("projector %s has no checkpoint in this database: nothing to reset", projector)
@@ -280,12 +337,14 @@ func (t *Target) Reset(ctx context.Context, projector, resetSQL string) (int64, 
 		if err != nil {
 			return err
 		}
+		if resetSQL != "" {
+			if _, err := tx.Exec(ctx, resetSQL); err != nil {
+				return fmt.Errorf("reset SQL failed: %w", err)
+			}
+		}
 		// An idle leader commits nothing that could be fenced: tell it.
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ResetChannel, projector)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("error resetting %s: %w", projector, err)
-	}
-	return epoch, nil
+	return epoch, err
 }

@@ -21,6 +21,10 @@ var (
 	// ErrClusterChanged means the checkpoint was written on another PostgreSQL
 	// cluster (a dump/restore resets xids), so its cursor is meaningless here.
 	ErrClusterChanged = errors.New("checkpoint belongs to another PostgreSQL cluster (system_identifier changed)")
+	// ErrOrderingChanged means a checkpoint was written under another
+	// source.ordering and its cursor cannot be converted exactly: resuming
+	// would replay or skip events.
+	ErrOrderingChanged = errors.New("checkpoint was written under another source.ordering and cannot be converted exactly")
 )
 
 // IsEventError reports whether err is the event's own fault: a data error

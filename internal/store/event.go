@@ -42,10 +42,17 @@ type Event struct {
 type Filter struct {
 	EventTypes   []string
 	StreamPrefix string
+	// PositionFloor excludes every event at or below it: the checkpoint
+	// counts them done whatever their xid (it was converted from position
+	// ordering). Set from the claimed checkpoint, never from configuration.
+	PositionFloor int64
 }
 
 // Matches reports whether e passes f; used by the in-memory reader.
 func (f Filter) Matches(e *Event) bool {
+	if f.PositionFloor > 0 && e.Position <= f.PositionFloor {
+		return false
+	}
 	if f.StreamPrefix != "" && (len(e.StreamID) < len(f.StreamPrefix) || e.StreamID[:len(f.StreamPrefix)] != f.StreamPrefix) {
 		return false
 	}

@@ -31,15 +31,7 @@ func (r *Reader) Lag(ctx context.Context, after Cursor, f Filter) (events int64,
 	} else {
 		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint)", quoteCol(c.TransactionID), pos)
 	}
-	n := 3
-	if len(f.EventTypes) > 0 {
-		n++
-		fmt.Fprintf(&b, " AND %s = ANY($%d::text[])", quoteCol(c.EventType), n)
-	}
-	if f.StreamPrefix != "" {
-		n++
-		fmt.Fprintf(&b, " AND starts_with(%s::text, $%d::text)", quoteCol(c.StreamID), n)
-	}
+	r.src.filterSQL(&b, f)
 	fmt.Fprintf(&b, " LIMIT $3) s")
 	var min *time.Time
 	if err := r.pool.QueryRow(ctx, b.String(), readArgs(after, f, LagCap)...).Scan(&events, &min); err != nil {

@@ -32,6 +32,9 @@ func NewReader(pool *pgxpool.Pool, src Source, timeout time.Duration) *Reader {
 
 func (r *Reader) statement(f Filter) string {
 	key := strings.Join(f.EventTypes, "\x00") + "\x01" + f.StreamPrefix
+	if f.PositionFloor > 0 {
+		key += "\x02" // the floor's value is a parameter; only its presence shapes the statement
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.sql[key]

@@ -145,21 +145,33 @@ func (s Source) readSQL(f Filter) string {
 		// earlier-positioned rows from transactions not yet committed.
 		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint) AND %s < pg_snapshot_xmin(pg_current_snapshot())", xid, pos, xid)
 	}
-	n := 3
-	if len(f.EventTypes) > 0 {
-		n++
-		fmt.Fprintf(&b, " AND %s = ANY($%d::text[])", quoteCol(s.Columns.EventType), n)
-	}
-	if f.StreamPrefix != "" {
-		n++
-		fmt.Fprintf(&b, " AND starts_with(%s::text, $%d::text)", quoteCol(s.Columns.StreamID), n)
-	}
+	s.filterSQL(&b, f)
 	if s.Ordering == OrderPosition {
 		fmt.Fprintf(&b, " ORDER BY %s LIMIT $3", pos)
 	} else {
 		fmt.Fprintf(&b, " ORDER BY %s, %s LIMIT $3", quoteCol(s.Columns.TransactionID), pos)
 	}
 	return b.String()
+}
+
+// filterSQL appends f's conditions, numbering parameters from $4 in the
+// order readArgs appends their values. The position floor is a condition on
+// the index's second column, so an xid8 read stays a range scan on
+// (transaction_id, position); it costs one pass over the floor's events.
+func (s Source) filterSQL(b *strings.Builder, f Filter) {
+	n := 3
+	if len(f.EventTypes) > 0 {
+		n++
+		fmt.Fprintf(b, " AND %s = ANY($%d::text[])", quoteCol(s.Columns.EventType), n)
+	}
+	if f.StreamPrefix != "" {
+		n++
+		fmt.Fprintf(b, " AND starts_with(%s::text, $%d::text)", quoteCol(s.Columns.StreamID), n)
+	}
+	if f.PositionFloor > 0 {
+		n++
+		fmt.Fprintf(b, " AND %s > $%d::bigint", quoteCol(s.Columns.Position), n)
+	}
 }
 
 func readArgs(after Cursor, f Filter, limit int) []any {
@@ -169,6 +181,9 @@ func readArgs(after Cursor, f Filter, limit int) []any {
 	}
 	if f.StreamPrefix != "" {
 		args = append(args, f.StreamPrefix)
+	}
+	if f.PositionFloor > 0 {
+		args = append(args, f.PositionFloor)
 	}
 	return args
 }
