@@ -274,3 +274,46 @@ func TestGracefulStopEndsPoisonRetries(t *testing.T) {
 	require.Equal(t, 5, tb.sink.count())
 	require.Empty(t, tb.sink.duplicates())
 }
+
+// statusCounter counts a backend's status writes.
+type statusCounter struct {
+	*MemNode
+	n atomic.Int32
+}
+
+func (s *statusCounter) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+	s.n.Add(1)
+	return s.MemNode.SetStatus(ctx, projector, epoch, status, lastErr)
+}
+
+// TestRetryNotesArePaced: a hot retry loop reports every failure to the
+// observer but writes last_error once, refreshing it only every few
+// seconds, and clears it once when the batch gets through.
+func TestRetryNotesArePaced(t *testing.T) {
+	t.Parallel()
+	tb := setupMem(t)
+	obs := &reasonLog{}
+	tb.p.Observer = obs
+	tb.mem.AppendCommitted("s", "A", "{}", "{}", "{}")
+	var outage atomic.Bool
+	outage.Store(true)
+	tb.sink.failOn = func(e *store.Event) error {
+		if outage.Load() {
+			return &pgconn.PgError{Severity: "ERROR", Code: "42P01", Message: `relation "rm" does not exist`}
+		}
+		return nil
+	}
+	b := &statusCounter{MemNode: tb.mem.Node("a")}
+	began := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := start(ctx, tb.p, b)
+	require.Eventually(t, func() bool { return obs.count("database") >= 100 }, 30*time.Second, time.Millisecond)
+	outage.Store(false)
+	waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor.Position == 3 && c.LastError == "" })
+	cancel()
+	require.NoError(t, <-done)
+	// One note, a refresh per statusEvery, one clear.
+	allowed := 2 + int(time.Since(began)/(5*time.Second)) // statusEvery
+	require.LessOrEqual(t, int(b.n.Load()), allowed, "%d status writes for %d retries", b.n.Load(), obs.count("database"))
+	require.GreaterOrEqual(t, int(b.n.Load()), 2, "noted and cleared")
+}

@@ -124,9 +124,7 @@ const (
 const (
 	// retryingPrefix starts last_error while a retry loop runs.
 	retryingPrefix = "retrying: "
-	// A retry loop rewrites last_error when its error changes, but at most
-	// once per statusMinGap, and refreshes it every statusEvery, so a hot
-	// loop does not write the checkpoint row on every retry.
+	// Pacing of last_error rewrites within one kind of retry (noteRetry).
 	statusMinGap = time.Second
 	statusEvery  = 5 * time.Second
 	// statusTimeout bounds a status write, so a retry loop against a
@@ -560,14 +558,15 @@ func (l *loop) setStatus(ctx context.Context, status, msg string) {
 }
 
 // noteRetry reports one failure of a retry loop: to the observer every
-// time, and in last_error ("retrying: ...") when it changed or has not been
-// written for a while, never more than once per statusMinGap.
+// time, and in last_error ("retrying: ...") at once when a new kind of
+// retry begins; within one kind, when the error changes (at most once per
+// statusMinGap) and every statusEvery, so a hot loop does not write the
+// checkpoint row on every retry.
 func (l *loop) noteRetry(reason string, err error) {
 	l.p.Observer.Error(l.p.Name, reason, err)
 	msg := retryingPrefix + err.Error()
 	since := time.Since(l.shownAt)
-	if !l.shownAt.IsZero() && (since < statusMinGap || (msg == l.shown && since < statusEvery)) {
-		l.retryReason = reason
+	if reason == l.retryReason && l.shown != "" && (since < statusMinGap || (msg == l.shown && since < statusEvery)) {
 		return
 	}
 	l.retryReason, l.shown, l.shownAt = reason, msg, time.Now()
