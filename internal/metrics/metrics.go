@@ -18,7 +18,7 @@ import (
 const namespace = "projectord"
 
 // Error reasons, initialised to zero for every projector.
-var reasons = []string{"read", "commit", "apply", "poison", "fenced", "run"}
+var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison", "fenced", "run"}
 
 // Batch results.
 var results = []string{"committed", "failed", "fenced"}
@@ -60,7 +60,7 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 		lagSeconds: g("projector_lag_seconds", "Age of the oldest unprocessed event in seconds, 0 when caught up (leader only).", "projector"),
 		processed:  c("events_processed_total", "Events applied by this replica.", "projector"),
 		batches:    c("batches_total", "Batches by result: committed, failed (retried) or fenced (deposed).", "projector", "result"),
-		errors:     c("projector_errors_total", "Errors by reason: read, commit, apply, poison, fenced, run.", "projector", "reason"),
+		errors:     c("projector_errors_total", "Errors by reason: read, commit (transient), database (the database's or configuration's fault), shrink (batch split), apply (event retried), poison, fenced, run.", "projector", "reason"),
 		leaderChanges: c("leadership_changes_total",
 			"Times this replica gained or lost leadership of the projector.", "projector"),
 		batchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -153,7 +153,7 @@ func (m *Metrics) BatchCommitted(projector string, events int, to store.Cursor, 
 func (m *Metrics) Error(projector, reason string, err error) {
 	m.errors.WithLabelValues(projector, reason).Inc()
 	switch reason {
-	case "commit":
+	case "commit", "database", "shrink":
 		m.batches.WithLabelValues(projector, "failed").Inc()
 	case "fenced":
 		m.batches.WithLabelValues(projector, "fenced").Inc()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -554,13 +555,18 @@ func TestPGDatabaseErrorsAreNotBlamedOnEvents(t *testing.T) {
 	require.Eventually(t, func() bool { return d.States()["ro"] == StateLeader }, 10*time.Second, time.Millisecond)
 	// Far more failures than max_attempts, yet nothing may be skipped.
 	require.Never(t, func() bool { return tb.peek("ro").Cursor.Position > 0 }, 500*time.Millisecond, 10*time.Millisecond)
+	// ... but the retrying is visible.
+	require.Eventually(t, func() bool { return strings.HasPrefix(tb.peek("ro").LastError, "retrying: ") }, 10*time.Second, 5*time.Millisecond)
+	require.Contains(t, tb.checkpoint(t, "ro").LastError, "read-only transaction (SQLSTATE 25006)")
 	_, err = tb.pool.Exec(tb.ctx, `UPDATE outage SET on_ = false`)
 	require.NoError(t, err)
 	tb.waitCaughtUp(t, "ro")
 	var n int
 	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm`).Scan(&n))
 	require.Equal(t, 20, n, "nothing skipped")
-	require.Empty(t, tb.checkpoint(t, "ro").LastError)
+	// Cleared by a write of its own, just after the batch commits.
+	require.Eventually(t, func() bool { return tb.peek("ro").LastError == "" }, 10*time.Second, 5*time.Millisecond,
+		"last_error still reports a retry that is over")
 }
 
 func TestPGClaimRefusesASwappedSourceCluster(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -62,9 +63,14 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 	leading = true
 
 	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now(),
-		retry: newBackoff(p.Policy.Initial, p.Policy.Max), filter: p.Filter}
+		retry: newBackoff(p.Policy.Initial, p.Policy.Max), filter: p.Filter, lease: leaseCtx}
 	// The floor belongs to this checkpoint: it holds until a reset.
 	l.filter.PositionFloor = cp.PositionFloor
+	if strings.HasPrefix(cp.LastError, retryingPrefix) {
+		// A previous leader's retry note: cleared once this one gets
+		// through, rewritten if the trouble is still there.
+		l.retryReason = reasonStale
+	}
 	err = l.run(ctx, leaseCtx)
 	if cause := context.Cause(leaseCtx); cause != nil && errors.Is(cause, ErrLeaseLost) {
 		err = cause
@@ -97,7 +103,38 @@ type loop struct {
 	passedOver int
 	// retry paces re-reads after database failures.
 	retry *backoff
+
+	// lease ends with leadership; stop ends with it or at a graceful
+	// stop. Retries wait on stop, commits run on lease.
+	lease, stop context.Context
+	// retryReason is the retry loop last_error currently reports ("" if
+	// none); shown and shownAt are what was written and when.
+	retryReason, shown string
+	shownAt            time.Time
 }
+
+// Observer.Error reasons of the retry loops (besides "fenced" and the
+// supervisor's "run"); a bounded set, as metric label values.
+const (
+	reasonRead     = "read"     // reading events failed: retried with backoff
+	reasonCommit   = "commit"   // a batch failed transiently: re-read after backoff
+	reasonDatabase = "database" // a batch failed through the database's or configuration's fault: re-read after backoff
+	reasonShrink   = "shrink"   // a batch failed without naming its event: split to find it
+	reasonApply    = "apply"    // one event failed: retried alone, counting its attempts
+	reasonPoison   = "poison"   // an event exhausted its attempts: the policy applies
+	reasonStale    = "stale"    // (not reported) last_error holds a previous leader's retry note
+)
+
+const (
+	// retryingPrefix starts last_error while a retry loop runs.
+	retryingPrefix = "retrying: "
+	// Pacing of last_error rewrites within one kind of retry (noteRetry).
+	statusMinGap = time.Second
+	statusEvery  = 5 * time.Second
+	// statusTimeout bounds a status write, so a retry loop against a
+	// database that hangs is not held up by its own reporting.
+	statusTimeout = 5 * time.Second
+)
 
 type readResult struct {
 	events []store.Event
@@ -118,6 +155,7 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(leaseCtx, cancel)()
+	l.stop = ctx
 	readBackoff := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
 	budget := l.p.Budget
 	var next chan readResult // prefetch of the following batch, if any
@@ -151,7 +189,7 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			if ctx.Err() != nil || leaseCtx.Err() != nil {
 				return l.stopped(ctx, l.flush(leaseCtx))
 			}
-			l.p.Observer.Error(l.p.Name, "read", r.err)
+			l.noteRetry(reasonRead, fmt.Errorf("error reading events after %s: %w", l.scanned, r.err))
 			l.log.Warn("error reading events", zap.Stringer("cursor", l.scanned), zap.Error(r.err))
 			if !sleep(ctx, readBackoff.delay()) {
 				return l.stopped(ctx, l.flush(leaseCtx))
@@ -159,6 +197,9 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			continue
 		}
 		readBackoff.reset()
+		if l.retryReason == reasonRead || l.retryReason == reasonStale {
+			l.clearRetry()
+		}
 		events := r.events
 
 		to := l.scanned
@@ -230,6 +271,7 @@ func (l *loop) run(ctx, leaseCtx context.Context) error {
 			return l.stopped(ctx, err) // the deferred drain discards a prefetch past this batch
 		}
 		l.retry.reset()
+		l.clearRetry()
 	}
 }
 
@@ -303,11 +345,18 @@ func (l *loop) flush(ctx context.Context) error {
 	if l.persisted == l.scanned || ctx.Err() != nil {
 		return nil
 	}
-	return l.commit(ctx, nil, l.scanned)
+	if err := l.commit(ctx, nil, l.scanned); err != nil {
+		return err
+	}
+	l.clearRetry()
+	return nil
 }
 
-// commit applies events and moves the checkpoint to `to`, retrying
-// transient failures and handing sink failures to the error policy.
+// commit applies events and moves the checkpoint to `to`. What a failure
+// leads to depends on whose fault it is (store.Classify): the database's
+// is retried from the checkpoint after a backoff; an event's goes to the
+// error policy through poison; a failure that names no event (a deferred
+// constraint at commit, a batch out of time) splits the batch to find it.
 func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor) error {
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
@@ -320,17 +369,27 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
-	var applyErr *store.ApplyError
-	switch {
-	case errors.Is(err, store.ErrFenced):
+	if errors.Is(err, store.ErrFenced) {
 		l.p.Observer.Error(l.p.Name, "fenced", err)
 		return fmt.Errorf("%w: %v", ErrDeposed, err)
-	case errors.As(err, &applyErr) && !store.IsTransient(applyErr.Err):
-		return l.poison(ctx, events, to, applyErr)
+	}
+	class := store.Classify(err)
+	index, cause := -1, err
+	var applyErr *store.ApplyError
+	if errors.As(err, &applyErr) {
+		index, cause = applyErr.Index, applyErr.Err
+	}
+	switch {
+	case len(events) == 0 || !class.CountsAgainstEvent():
+		return l.retryLater(class, fmt.Errorf("error committing batch up to %s: %w", to, err))
+	case index >= 0 && index < len(events) && class != store.ClassTimeout:
+		return l.poison(ctx, events, to, index, cause)
+	case len(events) == 1:
+		return l.poison(ctx, events, to, 0, cause)
 	default:
-		l.p.Observer.Error(l.p.Name, "commit", err)
-		l.log.Warn("error committing batch; will re-read it", zap.Stringer("cursor", l.persisted), zap.Stringer("to", to), zap.Error(err))
-		return &retryError{err}
+		// A time-out names the statement running when the batch's time
+		// was up, not necessarily the one that used it.
+		return l.split(ctx, events, to, class, err)
 	}
 }
 
@@ -342,6 +401,19 @@ type retryError struct{ err error }
 
 func (e *retryError) Error() string { return e.err.Error() }
 func (e *retryError) Unwrap() error { return e.err }
+
+// retryLater reports a failure that is not an event's and returns the
+// retryError that sends the loop back to the checkpoint.
+func (l *loop) retryLater(class store.ErrorClass, err error) error {
+	reason := reasonDatabase
+	if class == store.ClassTransient || class == store.ClassTimeout {
+		reason = reasonCommit
+	}
+	l.noteRetry(reason, err)
+	l.log.Warn("batch failed, not through an event's fault; will re-read it", zap.Stringer("cursor", l.persisted),
+		zap.Stringer("class", class), zap.Error(err))
+	return &retryError{err}
+}
 
 // recover handles a retryError: back to the checkpoint, after a backoff.
 // It reports false when err is something else or ctx ended meanwhile.
@@ -365,48 +437,91 @@ func (l *loop) advanced(to store.Cursor, n int, took time.Duration) {
 	}
 }
 
-// poison commits the events before the failing one, retries the failing
-// event alone with backoff, then applies the policy, and finally commits the
-// rest of the batch.
-func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor, first *store.ApplyError) error {
-	if first.Index > 0 {
-		if err := l.commit(ctx, events[:first.Index], events[first.Index-1].Cursor); err != nil {
+// split commits a batch that failed without naming its event (a deferred
+// constraint fails at commit; a batch that runs out of time is cut short
+// wherever it was) as two halves, each split again if it fails the same
+// way, until the failing event is alone: a poison event. The batch in hand
+// is split, so the cursor moves only through commits; the next batch is
+// read at full size again.
+func (l *loop) split(ctx context.Context, events []store.Event, to store.Cursor, class store.ErrorClass, err error) error {
+	l.noteRetry(reasonShrink, fmt.Errorf("batch of %d events after %s failed (%s) without naming an event; retrying it in halves: %w",
+		len(events), l.persisted, class, err))
+	l.log.Warn("batch failed without naming an event; splitting it", zap.Stringer("cursor", l.persisted),
+		zap.Int("events", len(events)), zap.Stringer("class", class), zap.Error(err))
+	mid := len(events) / 2
+	halves := []struct {
+		events []store.Event
+		to     store.Cursor
+	}{{events[:mid], events[mid-1].Cursor}, {events[mid:], to}}
+	for _, h := range halves {
+		if l.stop.Err() != nil {
+			// A graceful stop does not wait for the search; the next
+			// leader re-reads from the checkpoint.
+			return &retryError{err}
+		}
+		if err := l.commit(ctx, h.events, h.to); err != nil {
 			return err
 		}
 	}
-	bad := events[first.Index]
-	one := events[first.Index : first.Index+1]
-	lastErr := first.Err
+	return nil
+}
+
+// poison commits the events before the failing one (index), retries the
+// failing event alone with backoff, then applies the policy, and finally
+// commits the rest of the batch. The retries wait on the stop context: a
+// graceful stop ends them at once and applies no policy (the next leader
+// re-reads the event from the checkpoint).
+func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor, index int, cause error) error {
+	if index > 0 {
+		if err := l.commit(ctx, events[:index], events[index-1].Cursor); err != nil {
+			return err
+		}
+	}
+	bad := events[index]
+	one := events[index : index+1]
+	lastErr := cause
+	what := fmt.Sprintf("event %s (%s, stream %s)", bad.Cursor, bad.Type, bad.StreamID)
 	bo := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
 	for attempt := 2; attempt <= l.p.Policy.MaxAttempts; attempt++ {
-		l.p.Observer.Error(l.p.Name, "apply", lastErr)
+		l.noteRetry(reasonApply, fmt.Errorf("%s failed %d of at most %d times: %w", what, attempt-1, l.p.Policy.MaxAttempts, lastErr))
 		l.log.Warn("event failed, retrying", zap.Stringer("event", bad.Cursor), zap.String("event_type", bad.Type),
 			zap.Int("attempt", attempt-1), zap.Error(lastErr))
-		if !sleep(ctx, bo.delay()) {
-			return context.Cause(ctx)
-		}
-		err := l.b.Commit(ctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor, Events: one})
-		var applyErr *store.ApplyError
-		switch {
-		case err == nil:
-			l.advanced(bad.Cursor, 1, 0)
-			return l.rest(ctx, events[first.Index+1:], to)
-		case errors.Is(err, store.ErrFenced):
-			return fmt.Errorf("%w: %v", ErrDeposed, err)
-		case errors.As(err, &applyErr):
-			lastErr = applyErr.Err
-		default:
+		if !sleep(l.stop, bo.delay()) {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
+			return &retryError{lastErr}
+		}
+		cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
+		err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor, Events: one})
+		cancel()
+		if err == nil {
+			l.advanced(bad.Cursor, 1, 0)
+			return l.rest(ctx, events[index+1:], to)
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if errors.Is(err, store.ErrFenced) {
+			l.p.Observer.Error(l.p.Name, "fenced", err)
+			return fmt.Errorf("%w: %v", ErrDeposed, err)
+		}
+		class := store.Classify(err)
+		if !class.CountsAgainstEvent() {
 			// The database failed, not the event: start over from the
 			// checkpoint later; this event's attempts start again too.
-			l.p.Observer.Error(l.p.Name, "commit", err)
-			return &retryError{err}
+			return l.retryLater(class, fmt.Errorf("error retrying %s: %w", what, err))
+		}
+		lastErr = err
+		var applyErr *store.ApplyError
+		if errors.As(err, &applyErr) {
+			lastErr = applyErr.Err
 		}
 	}
-	l.p.Observer.Error(l.p.Name, "poison", lastErr)
-	msg := fmt.Sprintf("event %s (%s, stream %s) failed %d times: %v", bad.Cursor, bad.Type, bad.StreamID, l.p.Policy.MaxAttempts, lastErr)
+	l.p.Observer.Error(l.p.Name, reasonPoison, lastErr)
+	msg := fmt.Sprintf("%s failed %d times: %v", what, l.p.Policy.MaxAttempts, lastErr)
+	// The policy's outcome replaces the retry note in last_error and stays.
+	l.retryReason, l.shown = "", ""
 	switch l.p.Policy.Then {
 	case ThenSkip:
 		l.log.Error("skipping poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
@@ -422,8 +537,7 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			if errors.Is(err, store.ErrFenced) {
 				return fmt.Errorf("%w: %v", ErrDeposed, err)
 			}
-			l.p.Observer.Error(l.p.Name, "commit", err)
-			return &retryError{fmt.Errorf("error recording dead letter: %w", err)}
+			return l.retryLater(store.Classify(err), fmt.Errorf("error recording dead letter of %s: %w", what, err))
 		}
 		l.advanced(bad.Cursor, 0, 0)
 		l.setStatus(ctx, store.StatusRunning, "dead-lettered "+msg)
@@ -431,7 +545,7 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		l.setStatus(ctx, store.StatusHalted, msg)
 		return fmt.Errorf("%w: %s", ErrHalted, msg)
 	}
-	return l.rest(ctx, events[first.Index+1:], to)
+	return l.rest(ctx, events[index+1:], to)
 }
 
 func (l *loop) rest(ctx context.Context, events []store.Event, to store.Cursor) error {
@@ -445,4 +559,35 @@ func (l *loop) setStatus(ctx context.Context, status, msg string) {
 	if err := l.b.SetStatus(ctx, l.p.Name, l.epoch, status, msg); err != nil {
 		l.log.Warn("error recording projector status", zap.Error(err))
 	}
+}
+
+// noteRetry reports one failure of a retry loop: to the observer every
+// time, and in last_error ("retrying: ...") at once when a new kind of
+// retry begins; within one kind, when the error changes (at most once per
+// statusMinGap) and every statusEvery, so a hot loop does not write the
+// checkpoint row on every retry.
+func (l *loop) noteRetry(reason string, err error) {
+	l.p.Observer.Error(l.p.Name, reason, err)
+	msg := retryingPrefix + err.Error()
+	since := time.Since(l.shownAt)
+	if reason == l.retryReason && l.shown != "" && (since < statusMinGap || (msg == l.shown && since < statusEvery)) {
+		return
+	}
+	l.retryReason, l.shown, l.shownAt = reason, msg, time.Now()
+	l.writeStatus(msg)
+}
+
+// clearRetry empties last_error once the retried work gets through.
+func (l *loop) clearRetry() {
+	if l.retryReason == "" {
+		return
+	}
+	l.retryReason, l.shown = "", ""
+	l.writeStatus("")
+}
+
+func (l *loop) writeStatus(msg string) {
+	ctx, cancel := context.WithTimeout(l.lease, min(statusTimeout, l.p.CommitTimeout))
+	defer cancel()
+	l.setStatus(ctx, store.StatusRunning, msg)
 }

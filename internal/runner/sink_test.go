@@ -12,13 +12,21 @@ type recordingSink struct {
 	mu      sync.Mutex
 	applied []store.Event
 	failOn  func(e *store.Event) error
-	calls   int
+	// failBatch fails a whole batch with an error that names no event, as a
+	// deferred constraint failing at commit or a batch out of time does.
+	failBatch func(events []store.Event) error
+	calls     int
 }
 
 func (s *recordingSink) Apply(events []store.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
+	if s.failBatch != nil {
+		if err := s.failBatch(events); err != nil {
+			return err
+		}
+	}
 	if s.failOn != nil {
 		for i := range events {
 			if err := s.failOn(&events[i]); err != nil {

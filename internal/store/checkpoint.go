@@ -175,7 +175,8 @@ func (t *Target) List(ctx context.Context) ([]Checkpoint, error) {
 // cannot commit it: the new leader's claim does not wait for the old
 // leader's transaction, and the old leader's advance then finds the epoch
 // moved. It returns ErrFenced when another leader has claimed the
-// projector, and *ApplyError when a sink statement failed.
+// projector, and *ApplyError when a sink statement failed. A failure at the
+// commit itself (a deferred constraint) names no event.
 func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
@@ -193,7 +194,15 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 	}
 	b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
 		req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
-	br := t.pool.SendBatch(ctx, b)
+	// Acquired apart from the batch, so a failure to get a connection (a
+	// pool waiting out the deadline included) is never taken for a batch
+	// that ran too long.
+	conn, err := t.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("%w to commit a batch of %s: %w", ErrNoConnection, req.Projector, err)
+	}
+	defer conn.Release()
+	br := conn.SendBatch(ctx, b)
 	var firstErr error
 	for i := 0; i < b.Len(); i++ {
 		if _, err := br.Exec(); err != nil {
@@ -216,7 +225,9 @@ func classifyCommitError(i int, owner []int, err error) error {
 	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
 		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
 	}
-	if i < len(owner) && IsEventError(err) {
+	// The index says where it failed, not whose fault it is: the runner
+	// classifies the error (Classify).
+	if i < len(owner) {
 		return &ApplyError{Index: owner[i], Err: err}
 	}
 	return fmt.Errorf("error committing batch: %w", err)

@@ -25,55 +25,160 @@ var (
 	// source.ordering and its cursor cannot be converted exactly: resuming
 	// would replay or skip events.
 	ErrOrderingChanged = errors.New("checkpoint was written under another source.ordering and cannot be converted exactly")
+	// ErrNoConnection means no connection could be had for a commit: nothing
+	// was sent, so nothing about the batch can be learnt from it.
+	ErrNoConnection = errors.New("no database connection")
 )
 
-// IsEventError reports whether err is the event's own fault: a data error
-// (class 22), a constraint violation (class 23) or an exception raised by
-// the handler's own code (P0001). Only these count against the event and
-// can end in skip or dead_letter. Anything else (a read-only or missing
-// table, a permission problem, a server in trouble) would fail for every
-// event alike, so it is retried, never blamed on an event.
-func IsEventError(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
+// ErrorClass says whose fault an error is, which decides how the runner
+// retries it and whether it counts against an event.
+type ErrorClass int
+
+const (
+	// ClassUnknown is a PostgreSQL error the table below does not place.
+	// It counts against the event like ClassEvent, so after max_attempts
+	// it reaches the error policy: nothing unplaced is retried forever.
+	ClassUnknown ErrorClass = iota
+	// ClassTransient passes by itself (lost connection, serialization
+	// failure, deadlock, shutdown, overload, lock not available): retried
+	// with backoff, never counted against an event.
+	ClassTransient
+	// ClassDatabase is the database's or the configuration's fault and
+	// would fail for every event alike (a missing table or privilege, a
+	// read-only server, an unsupported feature): retried with backoff,
+	// never counted against an event, and reported while it lasts.
+	ClassDatabase
+	// ClassTimeout is a statement or commit that ran out of time. A batch
+	// that times out is split to find the slow event; a single event that
+	// keeps timing out counts against itself.
+	ClassTimeout
+	// ClassEvent is the event's own fault: its data breaks a type, a
+	// constraint, a cardinality or limit, an assertion or a policy of the
+	// read model. It counts against the event.
+	ClassEvent
+)
+
+func (c ErrorClass) String() string {
+	switch c {
+	case ClassTransient:
+		return "transient"
+	case ClassDatabase:
+		return "database"
+	case ClassTimeout:
+		return "timeout"
+	case ClassEvent:
+		return "event"
+	default:
+		return "unknown"
 	}
-	switch {
-	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), pgErr.Code == "P0001":
-		return true
-	}
-	return false
 }
 
-// IsTransient reports whether err is worth retrying without counting it
-// against an event: lost connections, serialization failures, deadlocks,
-// server shutdowns and overload.
-func IsTransient(err error) bool {
+// CountsAgainstEvent reports whether errors of class c are charged to the
+// event they occurred on, and so can end in the error policy.
+func (c ErrorClass) CountsAgainstEvent() bool {
+	return c == ClassEvent || c == ClassUnknown || c == ClassTimeout
+}
+
+// sqlstates maps SQLSTATE codes (exact) and classes (two characters) to
+// error classes; an exact code wins over its class. Codes absent from
+// both are ClassUnknown. See the PostgreSQL manual, appendix A.
+var sqlstates = map[string]ErrorClass{
+	"08":    ClassTransient, // connection exception
+	"0A":    ClassDatabase,  // feature not supported
+	"0B":    ClassDatabase,  // invalid transaction initiation
+	"0L":    ClassDatabase,  // invalid grantor
+	"0P":    ClassDatabase,  // invalid role specification
+	"20":    ClassEvent,     // case not found (PL/pgSQL CASE without a branch for this value)
+	"21":    ClassEvent,     // cardinality violation: a subquery returned more than one row
+	"22":    ClassEvent,     // data exception
+	"23":    ClassEvent,     // integrity constraint violation, immediate or deferred
+	"24":    ClassDatabase,  // invalid cursor state
+	"25":    ClassDatabase,  // invalid transaction state, e.g. 25006 read-only transaction
+	"26":    ClassDatabase,  // invalid SQL statement name
+	"27":    ClassEvent,     // triggered data change violation
+	"28":    ClassDatabase,  // invalid authorization specification
+	"2B":    ClassDatabase,  // dependent privilege descriptors still exist
+	"2D":    ClassDatabase,  // invalid transaction termination
+	"2F":    ClassEvent,     // SQL routine exception, raised by a function for this input
+	"34":    ClassDatabase,  // invalid cursor name
+	"38":    ClassEvent,     // external routine exception
+	"39":    ClassEvent,     // external routine invocation exception
+	"3B":    ClassDatabase,  // savepoint exception
+	"3D":    ClassDatabase,  // invalid catalog name
+	"3F":    ClassDatabase,  // invalid schema name
+	"40":    ClassTransient, // transaction rollback: serialization failure, deadlock
+	"40002": ClassEvent,     // transaction integrity constraint violation
+	"42":    ClassDatabase,  // syntax error or access rule violation (42501 RLS: see Classify)
+	"44":    ClassEvent,     // WITH CHECK OPTION violation
+	"53":    ClassTransient, // insufficient resources
+	"54":    ClassEvent,     // program limit exceeded, e.g. 54000 index row too large
+	"55":    ClassDatabase,  // object not in prerequisite state (55000, 55006 object in use)
+	"55P03": ClassTransient, // lock not available
+	"57":    ClassTransient, // operator intervention: shutdowns, cannot connect now
+	"57014": ClassTimeout,   // query canceled: statement timeout
+	"57P04": ClassDatabase,  // database dropped
+	"58":    ClassDatabase,  // system error (I/O, missing file)
+	"72":    ClassTransient, // snapshot too old
+	"F0":    ClassDatabase,  // configuration file error
+	"P0":    ClassEvent,     // PL/pgSQL: RAISE (P0001), STRICT no/too many rows (P0002/3), ASSERT (P0004)
+	"XX001": ClassDatabase,  // data corrupted
+	"XX002": ClassDatabase,  // index corrupted
+}
+
+// rlsViolation is the start of PostgreSQL's message for a row that a
+// row-level security policy rejects (42501, like a missing privilege).
+// The match needs English server messages (lc_messages); in another
+// language the violation counts as a missing privilege and is retried.
+const rlsViolation = "new row violates row-level security policy"
+
+// Classify says whose fault err is. A PostgreSQL error is classified by its
+// SQLSTATE; an error wrapped in *ApplyError that is not one (say, an event
+// the sink could not encode) is the event's; any other error that names no
+// event (a client-side problem) is retried as the database's.
+func Classify(err error) ErrorClass {
 	if err == nil {
-		return false
+		return ClassUnknown
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return true
+	if errors.Is(err, ErrNoConnection) {
+		return ClassTransient
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "40001", "40P01", // serialization failure, deadlock
-			"57P01", "57P02", "57P03", // admin shutdown, crash shutdown, cannot connect now
-			"53000", "53100", "53200", "53300", "53400", // insufficient resources
-			"55P03", // lock not available
-			"57014": // query canceled (statement timeout)
-			return true
-		}
-		return len(pgErr.Code) >= 2 && pgErr.Code[:2] == "08"
+		return classifyCode(pgErr)
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return true
+	// Our own deadline, not the network's: the batch ran too long.
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ClassTimeout
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return ClassTransient
 	}
 	var connErr *pgconn.ConnectError
 	if errors.As(err, &connErr) {
-		return true
+		return ClassTransient
 	}
-	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return ClassTransient
+	}
+	var applyErr *ApplyError
+	if errors.As(err, &applyErr) {
+		return ClassEvent
+	}
+	return ClassDatabase
+}
+
+func classifyCode(e *pgconn.PgError) ErrorClass {
+	if e.Code == "42501" && strings.HasPrefix(e.Message, rlsViolation) {
+		return ClassEvent
+	}
+	if c, ok := sqlstates[e.Code]; ok {
+		return c
+	}
+	if len(e.Code) >= 2 {
+		if c, ok := sqlstates[e.Code[:2]]; ok {
+			return c
+		}
+	}
+	return ClassUnknown
 }
