@@ -124,5 +124,6 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(s.health.Snapshot())
+	// Unauthenticated: error texts carry event data, so only their summaries.
+	_ = enc.Encode(s.health.Snapshot().Public())
 }
