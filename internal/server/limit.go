@@ -46,6 +46,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			c.Close()
 			return nil, net.ErrClosed
 		}
+		select {
+		case <-l.done: // the slot was freed by the shutdown, not for a newcomer
+			<-l.slots
+			c.Close()
+			return nil, net.ErrClosed
+		default:
+		}
 	}
 	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
 }
