@@ -209,6 +209,10 @@ type networkPolicy struct {
 		PodSelector labelSelector `yaml:"podSelector"`
 		PolicyTypes []string      `yaml:"policyTypes"`
 		Ingress     []struct {
+			From []struct {
+				NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
+				PodSelector       *labelSelector `yaml:"podSelector"`
+			} `yaml:"from"`
 			Ports []networkPolicyPort `yaml:"ports"`
 		} `yaml:"ingress"`
 		Egress []struct {
@@ -568,6 +572,14 @@ func TestNetworkPolicy(t *testing.T) {
 	require.ElementsMatch(t, []string{"Ingress", "Egress"}, np.PolicyTypes)
 	require.Len(t, np.Ingress, 1)
 	require.Equal(t, []networkPolicyPort{{Port: "metrics", Protocol: "TCP"}}, np.Ingress[0].Ports, "ingress only to the metrics port")
+	// The endpoints are unauthenticated: only the scraper may connect, by
+	// namespace AND pod labels (one peer with both selectors, not two peers).
+	require.Len(t, np.Ingress[0].From, 1, "ingress only from the scraper")
+	peer := np.Ingress[0].From[0]
+	require.NotNil(t, peer.NamespaceSelector)
+	require.NotNil(t, peer.PodSelector)
+	require.Equal(t, map[string]string{"kubernetes.io/metadata.name": "monitoring"}, peer.NamespaceSelector.MatchLabels)
+	require.Equal(t, map[string]string{"app.kubernetes.io/name": "prometheus"}, peer.PodSelector.MatchLabels)
 	var egress []networkPolicyPort
 	for _, e := range np.Egress {
 		require.NotEmpty(t, e.Ports, "every egress rule is limited to ports")

@@ -194,7 +194,7 @@ func runDev(ctx context.Context, e *env, flags *pflag.FlagSet, o devOptions) (er
 	}
 	reason, fatal := s.follow(sig.run, sig)
 	if fatal != nil {
-		fmt.Fprintf(s.out, "stopping: %v\n", fatal)
+		fmt.Fprintf(s.out, "stopping: %s\n", oneLine(fatal.Error()))
 		return &configError{err: fatal}
 	}
 	s.finish(sig.hurry, reason)
@@ -377,11 +377,11 @@ func (s *devSession) finish(hurry context.Context, reason string) {
 			rep, err := demo.Verify(context.WithoutCancel(ctx), s.pool)
 			switch {
 			case err != nil:
-				fmt.Fprintf(s.out, "check: %v\n", err)
+				fmt.Fprintf(s.out, "check: %s\n", oneLine(err.Error()))
 			case rep.OK():
 				fmt.Fprintln(s.out, describeCheck(rep))
 			default:
-				fmt.Fprintf(s.out, "check: the projectors did not catch up within %s: %s\n", devCatchUp, strings.Join(rep.Problems, "; "))
+				fmt.Fprintf(s.out, "check: the projectors did not catch up within %s: %s\n", devCatchUp, printable(strings.Join(rep.Problems, "; ")))
 			}
 			return
 		case now := <-check.C:

@@ -63,14 +63,14 @@ func (d *devStatus) print(now time.Time, snap runner.Snapshot, gen demo.Stats) {
 		// projector can be past the head it shows; it is at least there.
 		head := max(p.Head, p.Position)
 		fmt.Fprintf(&b, "%s %-18s %-10s pos %6d/%-6d lag %5d ev %6.2fs %6.0f ev/s",
-			clock, p.Name, state, p.Position, head, p.LagEvents, p.LagSeconds, r.rate)
+			clock, printable(p.Name), state, p.Position, head, p.LagEvents, p.LagSeconds, r.rate)
 		if p.LastError != "" {
-			fmt.Fprintf(&b, "  error: %s", truncate(p.LastError, 100))
+			fmt.Fprintf(&b, "  error: %s", truncate(printable(p.LastError), 100))
 		}
 		b.WriteByte('\n')
 	}
 	if snap.Error != "" {
-		fmt.Fprintf(&b, "%s status: %s\n", clock, truncate(snap.Error, 120))
+		fmt.Fprintf(&b, "%s status: %s\n", clock, truncate(printable(snap.Error), 120))
 	}
 	_, _ = io.WriteString(d.w, b.String())
 }

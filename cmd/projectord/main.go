@@ -40,7 +40,7 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	case errors.As(err, &verr):
 		fmt.Fprintf(stderr, "projectord: invalid configuration (%d problem%s):\n", len(verr.Problems), plural(len(verr.Problems)))
 		for _, p := range verr.Problems {
-			fmt.Fprintf(stderr, "  %s\n", p)
+			fmt.Fprintf(stderr, "  %s\n", printable(p.String()))
 		}
 		return exitConfig
 	case errors.As(err, &uerr), isCobraUsageError(err):
@@ -85,11 +85,12 @@ func isCobraUsageError(err error) bool {
 }
 
 // oneLine folds a multi-line error (pgx lists every address it tried) into
-// one line with single spaces.
+// one line with single spaces, control characters escaped (errors can
+// quote database values).
 func oneLine(s string) string {
 	s = strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
 	s = strings.Join(strings.Fields(s), " ")
-	return strings.ReplaceAll(s, ":;", ":")
+	return printable(strings.ReplaceAll(s, ":;", ":"))
 }
 
 func plural(n int) string {

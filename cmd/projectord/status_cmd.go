@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -139,18 +140,18 @@ func printStatus(w io.Writer, s runner.Snapshot) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECTOR\tLEADER\tSINCE\tPOSITION\tHEAD\tLAG\tLAG(s)\tSTATE\tLAST ERROR")
 	for _, p := range s.Projectors {
-		leader, since := dash(p.LeaderNode), "-"
+		leader, since := dash(printable(p.LeaderNode)), "-"
 		if p.LeaderSince != nil {
 			since = p.LeaderSince.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", p.Name, leader, since, p.Position, p.Head,
-			p.LagEvents, p.LagSeconds, p.Status, dash(truncate(p.LastError, 80)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", printable(p.Name), leader, since, p.Position, p.Head,
+			p.LagEvents, p.LagSeconds, printable(p.Status), dash(truncate(printable(p.LastError), 80)))
 	}
 	_ = tw.Flush()
 	if s.Horizon.AgeSeconds > 0 {
 		holder := fmt.Sprintf("pid %d", s.Horizon.PID)
 		if s.Horizon.Prepared != "" {
-			holder = "prepared transaction " + s.Horizon.Prepared
+			holder = "prepared transaction " + printable(s.Horizon.Prepared)
 		}
 		fmt.Fprintf(w, "\nxmin horizon held for %.1fs by %s\n", s.Horizon.AgeSeconds, holder)
 	}
@@ -163,10 +164,11 @@ func dash(s string) string {
 	return s
 }
 
+// truncate shortens s to n runes, never inside a rune.
 func truncate(s string, n int) string {
 	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
+	if utf8.RuneCountInString(s) > n {
+		return string([]rune(s)[:n-1]) + "…"
 	}
 	return s
 }

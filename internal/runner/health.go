@@ -68,7 +68,9 @@ func (d *Daemon) Readiness() (bool, []Check) {
 	db := Check{Name: "database", OK: b != nil}
 	switch {
 	case b == nil && bootErr != nil:
-		db.Detail = bootErr.Error()
+		// Probes are unauthenticated: the error's text (user, database,
+		// host, a server message) goes to the log only.
+		db.Detail = withClass("not ready; the error is in the log", bootErr)
 	case b == nil:
 		db.Detail = "connecting"
 	default:
@@ -81,7 +83,7 @@ func (d *Daemon) Readiness() (bool, []Check) {
 			db.OK = false
 			db.Detail = "no successful source poll since " + polled.Format(time.RFC3339)
 			if err != nil {
-				db.Detail += ": " + err.Error()
+				db.Detail = withClass(db.Detail, err)
 			}
 		}
 	}

@@ -25,7 +25,9 @@ type ProjectorStatus struct {
 	LagSeconds    float64    `json:"lag_seconds"`
 	EventsApplied int64      `json:"events_applied"`
 	LastError     string     `json:"last_error,omitempty"`
-	UpdatedAt     *time.Time `json:"updated_at,omitempty"`
+	// LastErrorSummary is LastError without its text (errsummary.go).
+	LastErrorSummary *ErrorSummary `json:"last_error_summary,omitempty"`
+	UpdatedAt        *time.Time    `json:"updated_at,omitempty"`
 }
 
 // Snapshot is the state of every projector and of the source at one moment.
@@ -43,6 +45,8 @@ type Snapshot struct {
 	Horizon      HorizonStatus     `json:"horizon"`
 	Projectors   []ProjectorStatus `json:"projectors"`
 	Error        string            `json:"error,omitempty"`
+	// ErrorSummary is Error without its text (Public sets it).
+	ErrorSummary *ErrorSummary `json:"error_summary,omitempty"`
 }
 
 // HorizonStatus names what holds the xmin horizon back.
@@ -84,6 +88,7 @@ func CollectStatus(ctx context.Context, reader *store.Reader, head store.Cursor,
 		if c, ok := cps[p.Projector.Name]; ok {
 			st.Status, st.LeaderNode, st.Epoch = c.Status, c.LeaderNode, c.Epoch
 			st.XID, st.Position, st.EventsApplied, st.LastError = c.Cursor.XID, c.Cursor.Position, c.EventsApplied, c.LastError
+			st.LastErrorSummary = SummarizeLastError(c.LastError)
 			if c.LeaderSince.Year() > 1970 {
 				since := c.LeaderSince
 				st.LeaderSince = &since

@@ -26,6 +26,17 @@ type Health interface {
 	Snapshot() runner.Snapshot
 }
 
+// Limits of the server. Its clients are a few scrapers and probes, so a
+// small cap holds: each connection costs a file descriptor and memory, and
+// the database connections need descriptors too. An idle keep-alive
+// connection is closed after idleTimeout, and at once when the cap is
+// reached (see limitListener).
+const (
+	maxConns       = 64
+	idleTimeout    = 30 * time.Second
+	maxHeaderBytes = 16 << 10
+)
+
 // Server is the HTTP server. Start it, Stop it.
 type Server struct {
 	srv    *http.Server
@@ -33,18 +44,26 @@ type Server struct {
 	log    *zap.Logger
 	done   chan struct{}
 	health Health
+	// maxConns caps concurrent connections (tests lower it).
+	maxConns int
+	limited  *limitListener // set by Start
 }
 
 // New returns a server for listen on gatherer and health.
 func New(listen string, gatherer prometheus.Gatherer, health Health, log *zap.Logger) *Server {
-	s := &Server{log: log, done: make(chan struct{}), health: health}
+	s := &Server{log: log, done: make(chan struct{}), health: health, maxConns: maxConns}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log), Timeout: 10 * time.Second}))
 	mux.HandleFunc("GET /livez", s.livez)
 	mux.HandleFunc("GET /healthz", s.livez)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /status", s.status)
-	s.srv = &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute}
+	// The server's own errors (a handler's panic, failed accepts) go to the
+	// log like everything else, not to stderr as plain text.
+	errLog, _ := zap.NewStdLogAt(log, zap.WarnLevel)
+	s.srv = &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 15 * time.Second, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ErrorLog: errLog,
+		ConnState: s.connState}
 	return s
 }
 
@@ -55,14 +74,30 @@ func (s *Server) Start() error {
 		return fmt.Errorf("error listening on %s (http.listen): %w", s.srv.Addr, err)
 	}
 	s.ln = ln
+	s.limited = newLimitListener(ln, s.maxConns, s.shedIdle)
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(s.limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server failed", zap.Error(err))
 		}
 	}()
 	s.log.Info("serving /metrics /livez /readyz /status", zap.String("addr", ln.Addr().String()))
 	return nil
+}
+
+// shedIdle closes idle keep-alive connections, so that probes and scrapes
+// waiting at the connection cap are not locked out by connections doing
+// nothing until their idle timeout.
+func (s *Server) shedIdle() {
+	s.srv.SetKeepAlivesEnabled(false)
+	s.srv.SetKeepAlivesEnabled(true)
+}
+
+// connState sheds a connection as it turns idle while a newcomer waits.
+func (s *Server) connState(_ net.Conn, st http.ConnState) {
+	if st == http.StateIdle && s.limited.Waiting() {
+		s.shedIdle()
+	}
 }
 
 // Addr is the listening address (useful with port 0).
@@ -124,5 +159,6 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(s.health.Snapshot())
+	// Unauthenticated: error texts carry event data, so only their summaries.
+	_ = enc.Encode(s.health.Snapshot().Public())
 }
