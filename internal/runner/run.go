@@ -240,7 +240,12 @@ func (l *loop) stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// handled compacts events, in place, to those the sink acts on.
+// handled compacts events, in place, to those the sink acts on. A bad row
+// of a type the sink does not handle is not this projector's event, and is
+// passed over like any other. A row whose type is NULL is kept, and so
+// poisons: an event_types filter never matches NULL, so only a projector
+// that takes every type reads it, and it cannot tell which of its handlers
+// the row was meant for; passing over it would lose an event silently.
 func (l *loop) handled(events []store.Event) []store.Event {
 	f, ok := l.b.(SinkFilter)
 	if !ok {
@@ -248,7 +253,7 @@ func (l *loop) handled(events []store.Event) []store.Event {
 	}
 	out := events[:0]
 	for i := range events {
-		if f.Handles(l.p.Name, events[i].Type) {
+		if events[i].TypeNull() || f.Handles(l.p.Name, events[i].Type) {
 			out = append(out, events[i])
 		}
 	}
@@ -402,7 +407,8 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		}
 	}
 	l.p.Observer.Error(l.p.Name, "poison", lastErr)
-	msg := fmt.Sprintf("event %s (%s, stream %s) failed %d times: %v", bad.Cursor, bad.Type, bad.StreamID, l.p.Policy.MaxAttempts, lastErr)
+	msg := fmt.Sprintf("event %s (%s, stream %s) failed %d times: %v", bad.Cursor, orNULL(bad.Type, bad.TypeNull()),
+		orNULL(bad.StreamID, bad.Bad.Null("stream_id")), l.p.Policy.MaxAttempts, lastErr)
 	switch l.p.Policy.Then {
 	case ThenSkip:
 		l.log.Error("skipping poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
@@ -428,6 +434,14 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		return fmt.Errorf("%w: %s", ErrHalted, msg)
 	}
 	return l.rest(ctx, events[first.Index+1:], to)
+}
+
+// orNULL is s, or NULL when the source value was NULL.
+func orNULL(s string, null bool) string {
+	if null {
+		return "NULL"
+	}
+	return s
 }
 
 func (l *loop) rest(ctx context.Context, events []store.Event, to store.Cursor) error {
