@@ -168,8 +168,8 @@ func (s Source) xidExpr() string {
 
 // readPlan is how the reader selects and decodes each field, chosen from
 // the layout so that no value can fail the statement or the scan: a bad
-// value must poison its own event, never the whole batch (see
-// docs/architecture.md, "Bad source rows").
+// value must poison its own event, never the whole batch (README, "Bad
+// source rows").
 type readPlan struct {
 	versionText   bool // stream_version is not an integer column: read as text, parsed in Go
 	createdAt     timeKind
