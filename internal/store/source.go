@@ -175,6 +175,7 @@ type readPlan struct {
 	createdAt     timeKind
 	checkData     bool // data is not json/jsonb: validate it in Go
 	checkMetadata bool
+	posNullable   bool // the position column may hold NULL: exclude such rows
 }
 
 type timeKind int
@@ -190,7 +191,8 @@ func newReadPlan(s Source, l Layout) readPlan {
 	c := s.Columns
 	typ := func(col string) string { return l.Columns[col].Type }
 	isJSON := func(col string) bool { t := typ(col); return t == "jsonb" || t == "json" }
-	p := readPlan{checkData: !isJSON(c.Data), checkMetadata: !isJSON(c.Metadata)}
+	pos, ok := l.Columns[c.Position]
+	p := readPlan{checkData: !isJSON(c.Data), checkMetadata: !isJSON(c.Metadata), posNullable: !ok || !pos.NotNull}
 	switch typ(c.StreamVersion) {
 	case "bigint", "integer", "smallint":
 	default:
@@ -211,8 +213,9 @@ func newReadPlan(s Source, l Layout) readPlan {
 
 // selectList is the event columns in Event field order, each in a form
 // that cannot fail: text (which every type casts to), or the column itself
-// where its type scans without error. json/jsonb text is valid JSON by
-// construction, so only other types pay for validation.
+// where its type scans without error. A json or jsonb column is selected
+// as is: its value is valid JSON by construction, so only other types pay
+// for a cast and a validation.
 func (s Source) selectList(p readPlan) string {
 	c := s.Columns
 	eventID := "NULL::text"
@@ -223,6 +226,13 @@ func (s Source) selectList(p readPlan) string {
 	if p.versionText {
 		version = quoteCol(c.StreamVersion) + "::text"
 	}
+	data, metadata := quoteCol(c.Data), quoteCol(c.Metadata)
+	if p.checkData {
+		data += "::text"
+	}
+	if p.checkMetadata {
+		metadata += "::text"
+	}
 	created := quoteCol(c.CreatedAt)
 	switch p.createdAt {
 	case timeDate:
@@ -232,7 +242,7 @@ func (s Source) selectList(p readPlan) string {
 	}
 	return strings.Join([]string{
 		s.xidExpr(), quoteCol(c.Position), quoteCol(c.StreamID) + "::text", version,
-		quoteCol(c.EventType) + "::text", quoteCol(c.Data) + "::text", quoteCol(c.Metadata) + "::text",
+		quoteCol(c.EventType) + "::text", data, metadata,
 		created, eventID,
 	}, ", ")
 }
@@ -250,11 +260,13 @@ func (s Source) readSQL(f Filter, p readPlan) string {
 		xid := quoteCol(s.Columns.TransactionID)
 		// Rows at or above the xmin horizon may still be joined by
 		// earlier-positioned rows from transactions not yet committed.
-		// A row comparison stops at the first unequal pair, so (x, NULL)
-		// passes it for any x above the cursor's: a NULL position, which
-		// has no place in the order, is excluded explicitly (an index
-		// condition, free for a NOT NULL column).
-		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint) AND %s < pg_snapshot_xmin(pg_current_snapshot()) AND %s IS NOT NULL", xid, pos, xid, pos)
+		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint) AND %s < pg_snapshot_xmin(pg_current_snapshot())", xid, pos, xid)
+		if p.posNullable {
+			// A row comparison stops at the first unequal pair, so (x, NULL)
+			// passes it for any x above the cursor's: a NULL position, which
+			// has no place in the order, is excluded (an index condition).
+			fmt.Fprintf(&b, " AND %s IS NOT NULL", pos)
+		}
 	}
 	n := 3
 	if len(f.EventTypes) > 0 {
