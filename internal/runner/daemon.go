@@ -256,7 +256,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return err
 	}
 	for _, w := range src.NullableWarnings(layout) {
-		d.log.Warn("source column is nullable: " + w)
+		d.log.Warn("source column may hold NULL", zap.String("warning", w))
 	}
 	if src.Ordering == store.OrderPosition {
 		d.log.Warn("source.ordering is position: events committed out of order WILL be skipped; run `projectord source prepare` and use xid8")
