@@ -24,7 +24,10 @@ func newConfigCmd(e *env, g *globalFlags) *cobra.Command {
 		Long: `Load the configuration from file, environment and flags and report every
 problem at once, each with its field path. With --check-db, also connect:
 check the source table and its xid8 column, and prepare every SQL handler so
-an unknown table or column is reported with its projector and event type.`,
+an unknown table or column is reported with its projector and event type.
+Mapped source columns that may hold NULL are reported as warnings (a NULL
+stream id, version, type or creation time makes its row a poison event); they
+do not change the exit code.`,
 		Example: "  projectord config validate --config configs/projectord.yaml\n  projectord config validate --check-db",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,7 +41,13 @@ an unknown table or column is reported with its projector and event type.`,
 				}
 			}
 			if checkDB {
-				if err := checkDatabase(cmd, cfg); err != nil {
+				warnings, err := checkDatabase(cmd, cfg)
+				// Warnings do not fail the check: they are printed, and the
+				// exit code stays what the problems make it.
+				for _, w := range warnings {
+					fmt.Fprintf(e.stderr, "warning: %s\n", w)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -71,23 +80,28 @@ an unknown table or column is reported with its projector and event type.`,
 	return cmd
 }
 
-// checkDatabase checks the source and prepares every handler.
-func checkDatabase(cmd *cobra.Command, cfg *config.Config) error {
+// checkDatabase checks the source and prepares every handler. It returns
+// warnings (mapped source columns that may hold NULL) beside the error.
+func checkDatabase(cmd *cobra.Command, cfg *config.Config) (warnings []string, _ error) {
 	ctx := cmd.Context()
 	var problems []config.Problem
 	err := withPool(ctx, cfg, cfg.Database.URL, func(pool *pgxpool.Pool) error {
-		if err := runner.SourceOf(cfg.Source).Check(ctx, pool); err != nil {
+		src := runner.SourceOf(cfg.Source)
+		layout, err := src.Inspect(ctx, pool)
+		if err != nil {
 			problems = append(problems, config.Problem{Path: "source", Message: err.Error()})
+			return nil
 		}
+		warnings = src.NullableWarnings(layout)
 		return nil
 	})
 	if err != nil {
-		return err
+		return warnings, err
 	}
 	for i, p := range cfg.Projectors {
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		if err != nil {
-			return &configError{err: err}
+			return warnings, &configError{err: err}
 		}
 		url := p.Sink.SQL.TargetURL
 		if url == "" {
@@ -105,11 +119,11 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) error {
 			return err
 		})
 		if err != nil {
-			return err
+			return warnings, err
 		}
 	}
 	if len(problems) > 0 {
-		return &config.ValidationError{Problems: problems}
+		return warnings, &config.ValidationError{Problems: problems}
 	}
-	return nil
+	return warnings, nil
 }

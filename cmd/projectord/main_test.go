@@ -152,7 +152,8 @@ func TestConcurrentMigrateProcessesBothSucceed(t *testing.T) {
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM projectord.schema_migrations`).Scan(&n))
 	require.Equal(t, store.SchemaVersion(), n, "each schema version is recorded once")
 	applied := strings.Count(string(outs[0])+string(outs[1]), fmt.Sprintf("applied %d)", n))
-	require.Equal(t, 1, applied, "exactly one process applied the migrations:\n%s\n%s", outs[0], outs[1])
+	require.Equal(t, 1, applied, "exactly one process applied the migrations, each recorded once:\n%s\n%s", outs[0], outs[1])
+	require.Equal(t, 1, strings.Count(string(outs[0])+string(outs[1]), "applied 0)"), "the other applied none")
 }
 
 // proc is a projectord process under test. exited is closed when it has
@@ -339,6 +340,36 @@ projectors:
 	code, out, stderr := cli(t, "config", "validate", "--config", f)
 	require.Equal(t, exitOK, code, stderr)
 	require.Contains(t, out, "configuration OK: 1 projector")
+}
+
+func TestConfigValidateCheckDBWarnsAboutNullableColumns(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(t.Context(), `CREATE TABLE events (global_position bigint NOT NULL, transaction_id xid8 NOT NULL,
+		stream_id text NOT NULL, stream_version bigint, event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb,
+		created_at timestamptz)`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf(`
+database: {url: '%s'}
+projectors:
+  - name: all
+    sink: {sql: {handlers: {"*": "SELECT @position"}}}
+`, url))
+	code, out, stderr := cli(t, "config", "validate", "--check-db", "--config", f)
+	require.Equal(t, exitOK, code, "a warning, not an error: %s", stderr)
+	require.Contains(t, out, "configuration OK")
+	require.Contains(t, stderr, `warning: source.columns.stream_version: column "stream_version" of public.events is nullable: a row with NULL there becomes a poison event`)
+	require.Contains(t, stderr, `warning: source.columns.created_at: column "created_at" of public.events is nullable`)
+	require.Equal(t, 2, strings.Count(stderr, "warning:"), "only the nullable mapped columns: %s", stderr)
+
+	_, err = pool.Exec(t.Context(), `ALTER TABLE events ALTER COLUMN global_position DROP NOT NULL`)
+	require.NoError(t, err)
+	code, _, stderr = cli(t, "config", "validate", "--check-db", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, stderr, `warning: source.columns.position: column "global_position" of public.events is nullable: a row with NULL there is never read`)
 }
 
 func TestSourcePrepareApplies(t *testing.T) {

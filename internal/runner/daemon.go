@@ -251,8 +251,12 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return err
 	}
 	src := SourceOf(cfg.Source)
-	if err := src.Check(steps, source); err != nil {
+	layout, err := src.Inspect(steps, source)
+	if err != nil {
 		return err
+	}
+	for _, w := range src.NullableWarnings(layout) {
+		d.log.Warn("source column may hold NULL", zap.String("warning", w))
 	}
 	if src.Ordering == store.OrderPosition {
 		d.log.Warn("source.ordering is position: events committed out of order WILL be skipped; run `projectord source prepare` and use xid8")
@@ -301,7 +305,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return fmt.Errorf("%w: invalid coordination URL: %s", errFatal, config.RedactURL(err.Error()))
 	}
 	cc.ConnectTimeout = cfg.Database.ConnectTimeout
-	reader := store.NewReader(source, src, cfg.Database.QueryTimeout)
+	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
 	watcher := NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
 	listen := []string{store.ResetChannel}
 	if cfg.Source.Listen {

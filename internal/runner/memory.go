@@ -263,6 +263,12 @@ func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// As in store.Target.Commit: an undecodable row is poison before the sink sees it.
+	for i := range req.Events {
+		if bad := req.Events[i].Bad; bad != nil {
+			return &store.ApplyError{Index: i, Err: bad}
+		}
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -286,7 +286,12 @@ func (l *loop) stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// handled compacts events, in place, to those the sink acts on.
+// handled compacts events, in place, to those the sink acts on. A bad row
+// of a type the sink does not handle is not this projector's event, and is
+// passed over like any other. A row whose type is NULL is kept, and so
+// poisons: an event_types filter never matches NULL, so only a projector
+// that takes every type reads it, and it cannot tell which of its handlers
+// the row was meant for; passing over it would lose an event silently.
 func (l *loop) handled(events []store.Event) []store.Event {
 	f, ok := l.b.(SinkFilter)
 	if !ok {
@@ -294,7 +299,7 @@ func (l *loop) handled(events []store.Event) []store.Event {
 	}
 	out := events[:0]
 	for i := range events {
-		if f.Handles(l.p.Name, events[i].Type) {
+		if events[i].TypeNull() || f.Handles(l.p.Name, events[i].Type) {
 			out = append(out, events[i])
 		}
 	}
@@ -480,7 +485,7 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 	bad := events[index]
 	one := events[index : index+1]
 	lastErr := cause
-	what := fmt.Sprintf("event %s (%s, stream %s)", bad.Cursor, bad.Type, bad.StreamID)
+	what := fmt.Sprintf("event %s (%s, stream %s)", bad.Cursor, orNULL(bad.Type, bad.TypeNull()), orNULL(bad.StreamID, bad.Bad.Null("stream_id")))
 	bo := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
 	for attempt := 2; attempt <= l.p.Policy.MaxAttempts; attempt++ {
 		l.noteRetry(reasonApply, fmt.Errorf("%s failed %d of at most %d times: %w", what, attempt-1, l.p.Policy.MaxAttempts, lastErr))
@@ -546,6 +551,14 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		return fmt.Errorf("%w: %s", ErrHalted, msg)
 	}
 	return l.rest(ctx, events[index+1:], to)
+}
+
+// orNULL is s, or NULL when the source value was NULL.
+func orNULL(s string, null bool) string {
+	if null {
+		return "NULL"
+	}
+	return s
 }
 
 func (l *loop) rest(ctx context.Context, events []store.Event, to store.Cursor) error {

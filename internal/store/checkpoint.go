@@ -178,6 +178,14 @@ func (t *Target) List(ctx context.Context) ([]Checkpoint, error) {
 // projector, and *ApplyError when a sink statement failed. A failure at the
 // commit itself (a deferred constraint) names no event.
 func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) error {
+	// A row the reader could not decode is poison before any statement
+	// runs: report it like a sink failure on it, sending nothing, so the
+	// loop commits the events before it and applies the error policy.
+	for i := range req.Events {
+		if bad := req.Events[i].Bad; bad != nil {
+			return &ApplyError{Index: i, Err: bad}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	b := &pgx.Batch{}
@@ -186,11 +194,7 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 		owner = sink.queue(b, req.Events, make([]int, 0, len(req.Events)))
 	}
 	if dl := req.DeadLetter; dl != nil {
-		e := &dl.Event
-		b.Queue(`INSERT INTO projectord.dead_letters
-			(projector, xid, position, stream_id, event_type, payload, metadata, error, attempts)
-			VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)`,
-			req.Projector, e.XID, e.Position, e.StreamID, e.Type, jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts)
+		queueDeadLetter(b, req.Projector, dl)
 	}
 	b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
 		req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
@@ -218,6 +222,34 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 		return fmt.Errorf("error committing batch of %s: %w", req.Projector, closeErr)
 	}
 	return nil
+}
+
+// queueDeadLetter records dl with the values the event had in the source:
+// what jsonb cannot hold goes to the raw text columns, and a field that was
+// NULL in the source stays NULL.
+func queueDeadLetter(b *pgx.Batch, projector string, dl *DeadLetter) {
+	e := &dl.Event
+	text := func(field, v string) any {
+		if e.Bad.Null(field) {
+			return nil
+		}
+		return v
+	}
+	var version, created any
+	if !e.Bad.Has("stream_version") {
+		version = e.StreamVersion
+	}
+	if !e.Bad.Has("created_at") {
+		created = e.CreatedAt
+	}
+	b.Queue(`INSERT INTO projectord.dead_letters
+			(projector, xid, position, stream_id, event_type, stream_version, created_at,
+			 payload, metadata, payload_raw, metadata_raw, error, attempts)
+		SELECT $1::text, $2::xid8, $3::bigint, $4::text, $5::text, $6::bigint, $7::timestamptz, j.payload, j.metadata,
+			CASE WHEN j.payload IS NULL THEN $8::text END, CASE WHEN j.metadata IS NULL THEN $9::text END, $10::text, $11::integer
+		FROM (SELECT projectord.try_jsonb($8::text) AS payload, projectord.try_jsonb($9::text) AS metadata) j`,
+		projector, e.XID, e.Position, text("stream_id", e.StreamID), text("event_type", e.Type), version, created,
+		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts)
 }
 
 func classifyCommitError(i int, owner []int, err error) error {

@@ -52,29 +52,49 @@ func quoteCol(name string) string { return pgx.Identifier{name}.Sanitize() }
 // xid8 ordering, that the transaction column is xid8. A missing xid8 column
 // yields ErrNoXID8.
 func (s Source) Check(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := s.Inspect(ctx, pool)
+	return err
+}
+
+// ColumnInfo is what the catalogue says about one source column.
+type ColumnInfo struct {
+	Type    string // format_type(), e.g. "jsonb", "timestamp with time zone"
+	NotNull bool
+}
+
+// Layout is the source table's columns as the catalogue describes them,
+// read once by Inspect: the reader chooses from it how to select each
+// field so that no row's value can fail the read.
+type Layout struct {
+	Columns map[string]ColumnInfo // by column name
+}
+
+// Inspect runs Check's verifications and returns the table's layout.
+func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error) {
 	schema, table := "public", s.Table
 	if i := strings.IndexByte(s.Table, '.'); i >= 0 {
 		schema, table = s.Table[:i], s.Table[i+1:]
 	}
-	rows, err := pool.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+	rows, err := pool.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, schema, table)
 	if err != nil {
-		return fmt.Errorf("error inspecting source table %s: %w", s.Table, err)
+		return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.Table, err)
 	}
-	types := map[string]string{}
+	l := Layout{Columns: map[string]ColumnInfo{}}
 	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			return err
+		var name string
+		var ci ColumnInfo
+		if err := rows.Scan(&name, &ci.Type, &ci.NotNull); err != nil {
+			return Layout{}, err
 		}
-		types[name] = typ
+		l.Columns[name] = ci
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("error inspecting source table %s: %w", s.Table, err)
+		return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.Table, err)
 	}
-	if len(types) == 0 {
-		return fmt.Errorf("source table %s does not exist", s.Table)
+	if len(l.Columns) == 0 {
+		return Layout{}, fmt.Errorf("source table %s does not exist", s.Table)
 	}
 	var problems []string
 	for field, col := range s.mapping() {
@@ -84,19 +104,49 @@ func (s Source) Check(ctx context.Context, pool *pgxpool.Pool) error {
 		if field == "transaction_id" && s.Ordering == OrderPosition {
 			continue
 		}
-		if _, ok := types[col]; !ok {
+		if _, ok := l.Columns[col]; !ok {
 			problems = append(problems, fmt.Sprintf("source.columns.%s: column %q not found in %s", field, col, s.Table))
 		}
 	}
 	if s.Ordering != OrderPosition {
-		if typ, ok := types[s.Columns.TransactionID]; !ok || typ != "xid8" {
-			return fmt.Errorf("%w (table %s, column %q)", ErrNoXID8, s.Table, s.Columns.TransactionID)
+		if ci, ok := l.Columns[s.Columns.TransactionID]; !ok || ci.Type != "xid8" {
+			return Layout{}, fmt.Errorf("%w (table %s, column %q)", ErrNoXID8, s.Table, s.Columns.TransactionID)
 		}
 	}
 	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
+		return Layout{}, errors.New(strings.Join(problems, "; "))
 	}
-	return nil
+	return l, nil
+}
+
+// NullableWarnings names, in field order, every mapped column that may
+// hold NULL where an event needs a value, and what such a row does: a
+// NULL stream id, version, type or creation time makes the row a poison
+// event (the projector's on_error policy decides), and a NULL cursor
+// column hides the row from every reader, since it has no place in the
+// cursor order. None of this stops projectord; it is worth fixing.
+func (s Source) NullableWarnings(l Layout) []string {
+	c := s.Columns
+	fields := []struct{ field, col string }{
+		{"position", c.Position}, {"transaction_id", c.TransactionID}, {"stream_id", c.StreamID},
+		{"stream_version", c.StreamVersion}, {"event_type", c.EventType}, {"created_at", c.CreatedAt},
+	}
+	var out []string
+	for _, f := range fields {
+		if f.field == "transaction_id" && s.Ordering == OrderPosition {
+			continue
+		}
+		ci, ok := l.Columns[f.col]
+		if !ok || ci.NotNull {
+			continue
+		}
+		effect := "a row with NULL there becomes a poison event, handled by the projector's on_error policy (halt, skip or dead_letter)"
+		if f.field == "position" || f.field == "transaction_id" {
+			effect = "a row with NULL there is never read: it has no place in the cursor order"
+		}
+		out = append(out, fmt.Sprintf("source.columns.%s: column %q of %s is nullable: %s", f.field, f.col, s.Table, effect))
+	}
+	return out
 }
 
 func (s Source) mapping() map[string]string {
@@ -116,27 +166,94 @@ func (s Source) xidExpr() string {
 	return quoteCol(s.Columns.TransactionID)
 }
 
-// selectList is the event columns in Event field order.
-func (s Source) selectList() string {
+// readPlan is how the reader selects and decodes each field, chosen from
+// the layout so that no value can fail the statement or the scan: a bad
+// value must poison its own event, never the whole batch (README, "Bad
+// source rows").
+type readPlan struct {
+	versionText   bool // stream_version is not an integer column: read as text, parsed in Go
+	createdAt     timeKind
+	checkData     bool // data is not json/jsonb: validate it in Go
+	checkMetadata bool
+	posNullable   bool // the position column may hold NULL: exclude such rows
+}
+
+type timeKind int
+
+const (
+	timeTZ   timeKind = iota // timestamptz, scanned as is
+	timeNoTZ                 // timestamp, scanned as is
+	timeDate                 // date, cast to timestamp (which cannot fail)
+	timeText                 // anything else: its text, parsed in Go
+)
+
+func newReadPlan(s Source, l Layout) readPlan {
+	c := s.Columns
+	typ := func(col string) string { return l.Columns[col].Type }
+	isJSON := func(col string) bool { t := typ(col); return t == "jsonb" || t == "json" }
+	pos, ok := l.Columns[c.Position]
+	p := readPlan{checkData: !isJSON(c.Data), checkMetadata: !isJSON(c.Metadata), posNullable: !ok || !pos.NotNull}
+	switch typ(c.StreamVersion) {
+	case "bigint", "integer", "smallint":
+	default:
+		p.versionText = true
+	}
+	switch t := typ(c.CreatedAt); {
+	case strings.HasPrefix(t, "timestamp") && strings.HasSuffix(t, "with time zone"):
+		p.createdAt = timeTZ
+	case strings.HasPrefix(t, "timestamp") && strings.HasSuffix(t, "without time zone"):
+		p.createdAt = timeNoTZ
+	case t == "date":
+		p.createdAt = timeDate
+	default:
+		p.createdAt = timeText
+	}
+	return p
+}
+
+// selectList is the event columns in Event field order, each in a form
+// that cannot fail: text (which every type casts to), or the column itself
+// where its type scans without error. A json or jsonb column is selected
+// as is: its value is valid JSON by construction, so only other types pay
+// for a cast and a validation.
+func (s Source) selectList(p readPlan) string {
 	c := s.Columns
 	eventID := "NULL::text"
 	if c.EventID != "" {
 		eventID = quoteCol(c.EventID) + "::text"
 	}
+	version := quoteCol(c.StreamVersion) + "::bigint"
+	if p.versionText {
+		version = quoteCol(c.StreamVersion) + "::text"
+	}
+	data, metadata := quoteCol(c.Data), quoteCol(c.Metadata)
+	if p.checkData {
+		data += "::text"
+	}
+	if p.checkMetadata {
+		metadata += "::text"
+	}
+	created := quoteCol(c.CreatedAt)
+	switch p.createdAt {
+	case timeDate:
+		created += "::timestamp"
+	case timeText:
+		created += "::text"
+	}
 	return strings.Join([]string{
-		s.xidExpr(), quoteCol(c.Position), quoteCol(c.StreamID) + "::text", quoteCol(c.StreamVersion) + "::bigint",
-		quoteCol(c.EventType) + "::text", quoteCol(c.Data) + "::jsonb", quoteCol(c.Metadata) + "::jsonb",
-		quoteCol(c.CreatedAt), eventID,
+		s.xidExpr(), quoteCol(c.Position), quoteCol(c.StreamID) + "::text", version,
+		quoteCol(c.EventType) + "::text", data, metadata,
+		created, eventID,
 	}, ", ")
 }
 
 // readSQL builds the batch query. Parameters: $1 xid, $2 position, $3
 // limit, then the event types and the stream prefix, numbered in that order
 // when the filter uses them (readArgs builds the matching argument list).
-func (s Source) readSQL(f Filter) string {
+func (s Source) readSQL(f Filter, p readPlan) string {
 	var b strings.Builder
 	pos := quoteCol(s.Columns.Position)
-	fmt.Fprintf(&b, "SELECT %s FROM %s WHERE ", s.selectList(), quoteTable(s.Table))
+	fmt.Fprintf(&b, "SELECT %s FROM %s WHERE ", s.selectList(p), quoteTable(s.Table))
 	if s.Ordering == OrderPosition {
 		fmt.Fprintf(&b, "%s > $2 AND $1::xid8 IS NOT NULL", pos)
 	} else {
@@ -144,6 +261,12 @@ func (s Source) readSQL(f Filter) string {
 		// Rows at or above the xmin horizon may still be joined by
 		// earlier-positioned rows from transactions not yet committed.
 		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint) AND %s < pg_snapshot_xmin(pg_current_snapshot())", xid, pos, xid)
+		if p.posNullable {
+			// A row comparison stops at the first unequal pair, so (x, NULL)
+			// passes it for any x above the cursor's: a NULL position, which
+			// has no place in the order, is excluded (an index condition).
+			fmt.Fprintf(&b, " AND %s IS NOT NULL", pos)
+		}
 	}
 	s.filterSQL(&b, f)
 	if s.Ordering == OrderPosition {
@@ -192,20 +315,23 @@ func readArgs(after Cursor, f Filter, limit int) []any {
 // by the horizon): what lag is measured against.
 func (s Source) newestSQL() string {
 	pos := quoteCol(s.Columns.Position)
+	// DESC sorts NULLs first: a row with a NULL cursor column, which no
+	// read returns, must not be the head either.
 	if s.Ordering == OrderPosition {
-		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos)
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos, pos)
 	}
 	xid := quoteCol(s.Columns.TransactionID)
-	return fmt.Sprintf("SELECT %s, %s FROM %s ORDER BY %s DESC, %s DESC LIMIT 1", xid, pos, quoteTable(s.Table), xid, pos)
+	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s IS NOT NULL AND %s IS NOT NULL ORDER BY %s DESC, %s DESC LIMIT 1",
+		xid, pos, quoteTable(s.Table), xid, pos, xid, pos)
 }
 
 // headSQL is the newest readable cursor: an index-only walk from the top.
 func (s Source) headSQL() string {
 	pos := quoteCol(s.Columns.Position)
 	if s.Ordering == OrderPosition {
-		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos)
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos, pos)
 	}
 	xid := quoteCol(s.Columns.TransactionID)
-	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY %s DESC, %s DESC LIMIT 1",
-		xid, pos, quoteTable(s.Table), xid, xid, pos)
+	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s < pg_snapshot_xmin(pg_current_snapshot()) AND %s IS NOT NULL ORDER BY %s DESC, %s DESC LIMIT 1",
+		xid, pos, quoteTable(s.Table), xid, pos, xid, pos)
 }
