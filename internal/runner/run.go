@@ -111,6 +111,10 @@ type loop struct {
 	// none); shown and shownAt are what was written and when.
 	retryReason, shown string
 	shownAt            time.Time
+	// outcome is what last_error returns to when a retry is over: the
+	// latest skip or dead letter ("" if none), so a retry note never
+	// erases their record.
+	outcome string
 }
 
 // Observer.Error reasons of the retry loops (besides "fenced" and the
@@ -533,7 +537,8 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		if err := l.commit(ctx, nil, bad.Cursor); err != nil {
 			return err
 		}
-		l.setStatus(ctx, store.StatusRunning, "skipped "+msg)
+		l.outcome = "skipped " + msg
+		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	case ThenDeadLetter:
 		l.log.Error("dead-lettering poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
 		err := l.b.Commit(ctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor,
@@ -545,9 +550,17 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			return l.retryLater(store.Classify(err), fmt.Errorf("error recording dead letter of %s: %w", what, err))
 		}
 		l.advanced(bad.Cursor, 0, 0)
-		l.setStatus(ctx, store.StatusRunning, "dead-lettered "+msg)
+		l.outcome = "dead-lettered " + msg
+		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	default:
-		l.setStatus(ctx, store.StatusHalted, msg)
+		// Only the leader may halt: a deposed one (its successor claimed
+		// the checkpoint while it retried) steps down instead.
+		if err := l.b.SetStatus(ctx, l.p.Name, l.epoch, store.StatusHalted, msg); errors.Is(err, store.ErrFenced) {
+			l.p.Observer.Error(l.p.Name, "fenced", err)
+			return fmt.Errorf("%w: %v", ErrDeposed, err)
+		} else if err != nil {
+			l.log.Warn("error recording projector status", zap.Error(err))
+		}
 		return fmt.Errorf("%w: %s", ErrHalted, msg)
 	}
 	return l.rest(ctx, events[index+1:], to)
@@ -590,13 +603,14 @@ func (l *loop) noteRetry(reason string, err error) {
 	l.writeStatus(msg)
 }
 
-// clearRetry empties last_error once the retried work gets through.
+// clearRetry empties last_error once the retried work gets through, back
+// to the latest policy outcome if there is one.
 func (l *loop) clearRetry() {
 	if l.retryReason == "" {
 		return
 	}
 	l.retryReason, l.shown = "", ""
-	l.writeStatus("")
+	l.writeStatus(l.outcome)
 }
 
 func (l *loop) writeStatus(msg string) {
