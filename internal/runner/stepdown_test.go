@@ -42,12 +42,12 @@ func (s *sinkBeforeFence) Commit(ctx context.Context, req store.CommitRequest) e
 	return s.MemNode.Commit(ctx, req)
 }
 
-// TestReviewDeposedLeaderDoesNotHalt: a leader deposed while it retries a
+// TestDeposedLeaderStepsDownInsteadOfHalting: a leader deposed while it retries a
 // failing event (its successor claimed the checkpoint) must step down, not
 // halt: its halt status is fenced and never recorded, yet Run reports
 // ErrHalted, so this replica's supervisor stays halted until restart and
 // never competes for the projector again.
-func TestReviewDeposedLeaderDoesNotHalt(t *testing.T) {
+func TestDeposedLeaderStepsDownInsteadOfHalting(t *testing.T) {
 	t.Parallel()
 	tb := setupMem(t)
 	for i := 0; i < 10; i++ {
@@ -63,10 +63,10 @@ func TestReviewDeposedLeaderDoesNotHalt(t *testing.T) {
 	require.ErrorIs(t, err, ErrDeposed)
 }
 
-// TestReviewSkipStaysRecorded: after a poison event is skipped, a transient
+// TestSkipStaysRecordedAfterARetryNote: after a poison event is skipped, a transient
 // failure of the next batch writes a retry note and its success clears
 // last_error: the only record of the skip in the checkpoint row is gone.
-func TestReviewSkipStaysRecorded(t *testing.T) {
+func TestSkipStaysRecordedAfterARetryNote(t *testing.T) {
 	t.Parallel()
 	tb := setupMem(t)
 	tb.p.Policy.Then = ThenSkip
