@@ -90,6 +90,7 @@ type Session struct {
 	lastTakeOverCheck time.Time // session goroutine only
 
 	cancel    context.CancelCauseFunc
+	stopped   <-chan struct{} // closed by Stop; for tests
 	done      chan struct{}
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -108,6 +109,7 @@ func New(cfg Config) *Session {
 func (s *Session) Start(ctx context.Context) error {
 	s.startOnce.Do(func() {
 		ctx, s.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+		s.stopped = ctx.Done()
 		go s.run(ctx)
 	})
 	return nil
@@ -224,6 +226,15 @@ func (s *Session) enqueue(r *request) error {
 	return nil
 }
 
+// opCtx bounds one query on the session. It is deliberately detached from
+// Stop: pgx closes a connection whose query is cancelled mid-flight, and a
+// closed connection can neither release nor NOTIFY nor remove the node row.
+// Stop is observed between queries instead, so it waits at most one
+// opTimeout for the query in flight to drain.
+func (s *Session) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opTimeout())
+}
+
 func (s *Session) opTimeout() time.Duration {
 	t := s.cfg.LeaseTimeout / 3
 	if t <= 0 || t > 5*time.Second {
@@ -294,14 +305,18 @@ func (s *Session) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error connecting coordination session: %w", err)
 	}
-	if err := s.setup(ctx, conn); err != nil {
+	if err := s.setup(conn); err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return conn, nil
 }
 
-func (s *Session) setup(ctx context.Context, conn *pgx.Conn) error {
+// setup runs on its own deadline, not on the stop signal (see opCtx): a
+// stop arriving now is seen by serve, which then removes the node row.
+func (s *Session) setup(conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*s.opTimeout())
+	defer cancel()
 	var pid uint32
 	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		return fmt.Errorf("error setting up coordination session: %w", err)
@@ -328,8 +343,9 @@ func (s *Session) setup(ctx context.Context, conn *pgx.Conn) error {
 
 // serve runs the connected session until ctx ends or the connection fails.
 func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
-	// An operation cut short by Stop is a stop, not a failure: release and
-	// say so.
+	// Queries are not cut short by Stop (see opCtx), but one that fails
+	// while stopping still ends in a stop: release what can be released
+	// and say so.
 	fail := func(err error) error {
 		if ctx.Err() != nil {
 			s.shutdown(conn)
@@ -368,16 +384,17 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
+				continue // stopping: release, do not acquire
 			}
 		}
 		if reqs := s.take(); len(reqs) > 0 {
-			if err := s.handle(ctx, conn, reqs); err != nil {
+			if err := s.handle(conn, reqs); err != nil {
 				return fail(err)
 			}
 		}
 		now = time.Now()
 		if !now.Before(hbNext) {
-			if err := s.heartbeat(ctx, conn); err != nil {
+			if err := s.heartbeat(conn); err != nil {
 				if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
 					s.cfg.OnHeartbeatFailure()
 				}
@@ -445,7 +462,7 @@ func (s *Session) take() []*request {
 
 // handle serves queued requests: all releases in one statement, then all
 // acquire attempts in another.
-func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) error {
+func (s *Session) handle(conn *pgx.Conn, reqs []*request) error {
 	var rel, acq []*request
 	for _, r := range reqs {
 		if r.kind == reqRelease {
@@ -455,7 +472,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 		}
 	}
 	if len(rel) > 0 {
-		if err := s.unlock(ctx, conn, rel); err != nil {
+		if err := s.unlock(conn, rel); err != nil {
 			// take() removed them from the queue: answer them here, or
 			// their callers would wait for ever.
 			s.failAll(acq, err)
@@ -479,7 +496,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	if len(ids) == 0 {
 		return nil
 	}
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	rows, err := conn.Query(qctx, `SELECT k, pg_try_advisory_lock($1, k) FROM unnest($2::int4[]) AS k`, s.cfg.Namespace, ids)
 	if err != nil {
@@ -524,7 +541,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	}
 	s.mu.Unlock()
 	if len(orphans) > 0 {
-		if err := s.unlock(ctx, conn, orphans); err != nil {
+		if err := s.unlock(conn, orphans); err != nil {
 			return err
 		}
 	}
@@ -532,7 +549,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	// they are only declared stalled after lease_timeout.
 	if len(refused) > 0 && time.Since(s.lastTakeOverCheck) >= s.cfg.HeartbeatInterval {
 		s.lastTakeOverCheck = time.Now()
-		return s.takeOver(ctx, conn, refused)
+		return s.takeOver(conn, refused)
 	}
 	return nil
 }
@@ -553,8 +570,8 @@ func (s *Session) failAll(reqs []*request, err error) {
 // locks; fencing rejects anything it still tries to commit. Terminating
 // needs superuser or membership in pg_signal_backend; without it the
 // stalled leader keeps its lock until PostgreSQL drops its connection.
-func (s *Session) takeOver(ctx context.Context, conn *pgx.Conn, ids []int32) error {
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	// The backend must have started before the node's last heartbeat, so a
 	// dead node's pid reused by a newer session is never mistaken for it.
@@ -617,13 +634,13 @@ func toInt64s(ids []int32) []int64 {
 }
 
 // unlock releases the requests' locks and announces each release.
-func (s *Session) unlock(ctx context.Context, conn *pgx.Conn, rel []*request) error {
+func (s *Session) unlock(conn *pgx.Conn, rel []*request) error {
 	ids := make([]int32, len(rel))
 	names := make([]string, len(rel))
 	for i, r := range rel {
 		ids[i], names[i] = r.id, r.name
 	}
-	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout())
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	_, err := conn.Exec(qctx, `SELECT pg_advisory_unlock($1, k), pg_notify($4, n)
 		FROM unnest($2::int4[], $3::text[]) AS u(k, n)`, s.cfg.Namespace, ids, names, ReleaseChannel)
@@ -646,8 +663,8 @@ func (s *Session) unlock(ctx context.Context, conn *pgx.Conn, rel []*request) er
 
 // heartbeat refreshes this node's row and checks that every lease this
 // session believes it holds is still granted to its backend.
-func (s *Session) heartbeat(ctx context.Context, conn *pgx.Conn) error {
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+func (s *Session) heartbeat(conn *pgx.Conn) error {
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	var pid uint32
 	var granted []int64
@@ -694,13 +711,12 @@ func (s *Session) shutdown(conn *pgx.Conn) {
 		rel = append(rel, &request{kind: reqRelease, lease: l, name: l.name, id: id, reply: make(chan result, 1)})
 	}
 	s.mu.Unlock()
-	ctx := context.Background()
 	if len(rel) > 0 {
-		if err := s.unlock(ctx, conn, rel); err != nil {
+		if err := s.unlock(conn, rel); err != nil {
 			s.log.Warn("error releasing locks on stop", zap.Error(err))
 		}
 	}
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	if _, err := conn.Exec(qctx, `DELETE FROM projectord.nodes WHERE node_id = $1`, s.cfg.NodeID); err != nil {
 		s.log.Warn("error removing node row on stop", zap.Error(err))

@@ -236,3 +236,63 @@ func TestStandbyTerminatesStalledLeader(t *testing.T) {
 	require.NoError(t, tb.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, aPoolPID).Scan(&alive))
 	require.Zero(t, alive, "the stalled node's pool connections are terminated too")
 }
+
+// A Stop arriving while a heartbeat is in flight must let that query finish
+// (cancelling it would close the connection and lose the release NOTIFY and
+// the node row's removal), then release. The heartbeat is held in flight by
+// a row lock on the node's row.
+func TestStopDrainsInFlightHeartbeatThenReleases(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	ctx := t.Context()
+	// A long lease keeps the held heartbeat within its own query timeout
+	// (5s) however slow the machine.
+	a := tb.sessionWith(t, "a", 50*time.Millisecond, time.Minute)
+	b := tb.session(t, "b")
+	_, err := a.TryAcquire(ctx, "p", 1)
+	require.NoError(t, err)
+
+	tx, err := tb.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(ctx, `SELECT 1 FROM projectord.nodes WHERE node_id = 'a' FOR UPDATE`)
+	require.NoError(t, err)
+	pid := int(a.PID())
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := tb.pool.QueryRow(context.Background(), `SELECT coalesce(bool_or(wait_event_type = 'Lock'), false)
+			FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting)
+		return err == nil && waiting
+	}, 10*time.Second, 5*time.Millisecond, "a's heartbeat never blocked on the node row")
+
+	listener, err := pgx.Connect(ctx, tb.url)
+	require.NoError(t, err)
+	defer listener.Close(context.Background())
+	_, err = listener.Exec(ctx, "LISTEN "+coord.ReleaseChannel)
+	require.NoError(t, err)
+
+	stopped := make(chan struct{})
+	go func() { a.Stop(); close(stopped) }()
+	select {
+	case <-coord.StopSignalled(a):
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not signal the session")
+	}
+	require.NoError(t, tx.Rollback(ctx))
+
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	note, err := listener.WaitForNotification(wctx)
+	require.NoError(t, err, "no release NOTIFY was sent")
+	require.Equal(t, "p", note.Payload)
+	var n int
+	require.NoError(t, tb.pool.QueryRow(ctx, `SELECT count(*) FROM projectord.nodes WHERE node_id = 'a'`).Scan(&n))
+	require.Zero(t, n, "the stopped node's row is removed")
+	_, err = b.TryAcquire(ctx, "p", 1)
+	require.NoError(t, err)
+}
