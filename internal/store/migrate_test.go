@@ -34,19 +34,21 @@ func TestMigrateConcurrentlyAppliesOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	applied := 0
+	winners, applied := 0, 0
 	for i := range n {
 		require.NoError(t, errs[i])
-		applied += len(results[i].Applied)
+		if len(results[i].Applied) > 0 {
+			winners, applied = winners+1, len(results[i].Applied)
+		}
 	}
-	require.Equal(t, 1, applied, "exactly one migrator applies each migration")
+	require.Equal(t, 1, winners, "exactly one migrator applies the migrations")
 
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
 	defer pool.Close()
 	var rows, version int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), max(version) FROM projectord.schema_migrations`).Scan(&rows, &version))
-	require.Equal(t, 1, rows)
+	require.Equal(t, applied, rows)
 	require.Equal(t, store.SchemaVersion(), version)
 	require.NoError(t, store.CheckSchema(ctx, pool))
 
