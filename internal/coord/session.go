@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -47,7 +46,10 @@ type Config struct {
 	OnNotify func(channel, payload string)
 	// OnHeartbeatFailure is called each time a heartbeat fails (metrics).
 	OnHeartbeatFailure func()
-	Logger             *zap.Logger
+	// PoolBackends, if set, is the registry of this replica's pool
+	// connections, recorded in the node row so that takeover reaches them.
+	PoolBackends *PoolBackends
+	Logger       *zap.Logger
 }
 
 type requestKind int
@@ -102,7 +104,23 @@ func New(cfg Config) *Session {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Session{cfg: cfg, log: log, held: map[int32]*Lease{}, turn: make(chan struct{}), done: make(chan struct{})}
+	s := &Session{cfg: cfg, log: log, held: map[int32]*Lease{}, turn: make(chan struct{}), done: make(chan struct{})}
+	cfg.PoolBackends.attach(s)
+	return s
+}
+
+// flushBackends asks the session to record new pool registrations now. It
+// reports false while the session is down.
+func (s *Session) flushBackends() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.up {
+		return false
+	}
+	if s.wake != nil {
+		s.wake()
+	}
+	return true
 }
 
 // Start begins connecting in the background and returns at once.
@@ -267,23 +285,19 @@ func (s *Session) run(ctx context.Context) {
 	}
 }
 
+// Keepalives returns the session's socket settings, for pool connections.
+func (c Config) Keepalives() Keepalives {
+	return Keepalives{Idle: c.KeepaliveIdle, Interval: c.KeepaliveInterval, Count: c.KeepaliveCount, UserTimeout: c.TCPUserTimeout}
+}
+
 func (s *Session) connect(ctx context.Context) (*pgx.Conn, error) {
 	cc := s.cfg.ConnConfig.Copy()
 	rp := cc.RuntimeParams
 	if _, ok := rp["application_name"]; !ok {
 		rp["application_name"] = "projectord-coord " + s.cfg.NodeID
 	}
-	if s.cfg.KeepaliveIdle > 0 {
-		rp["tcp_keepalives_idle"] = strconv.Itoa(max(1, int(s.cfg.KeepaliveIdle.Seconds())))
-	}
-	if s.cfg.KeepaliveInterval > 0 {
-		rp["tcp_keepalives_interval"] = strconv.Itoa(max(1, int(s.cfg.KeepaliveInterval.Seconds())))
-	}
-	if s.cfg.KeepaliveCount > 0 {
-		rp["tcp_keepalives_count"] = strconv.Itoa(s.cfg.KeepaliveCount)
-	}
-	if s.cfg.TCPUserTimeout > 0 {
-		rp["tcp_user_timeout"] = strconv.FormatInt(s.cfg.TCPUserTimeout.Milliseconds(), 10)
+	for name, v := range s.cfg.Keepalives().params() {
+		rp[name] = v
 	}
 	d := &net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: s.cfg.KeepaliveIdle, Interval: s.cfg.KeepaliveInterval, Count: s.cfg.KeepaliveCount},
@@ -331,15 +345,23 @@ func (s *Session) setup(conn *pgx.Conn) error {
 			return fmt.Errorf("error listening on %s: %w", ch, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at)
-		VALUES ($1, $2, pg_backend_pid(), $3, now(), now())
+	// Every pool connection registered so far is recorded before the
+	// session is up, so before any lease.
+	gen, pids, starts := s.cfg.PoolBackends.snapshot()
+	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
+		VALUES ($1, $2, pg_backend_pid(), $3, now(), now(), `+poolBackendsSQL+`)
 		ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, backend_pid = excluded.backend_pid,
-			version = excluded.version, heartbeat_at = now()`,
-		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version); err != nil {
+			version = excluded.version, heartbeat_at = now(), pool_backends = excluded.pool_backends`,
+		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version, pids, starts); err != nil {
 		return fmt.Errorf("error registering node: %w", err)
 	}
+	s.cfg.PoolBackends.recorded(gen)
 	return nil
 }
+
+// poolBackendsSQL builds the node row's pool_backends from the parameters
+// $4 (pids) and $5 (backend_starts).
+const poolBackendsSQL = `ARRAY(SELECT ROW(p, b)::projectord.node_backend FROM unnest($4::int4[], $5::timestamptz[]) AS u(p, b))`
 
 // serve runs the connected session until ctx ends or the connection fails.
 func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
@@ -365,6 +387,20 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 
 	hbNext := now.Add(s.cfg.HeartbeatInterval)
 	turnNext := now.Add(jitter(s.cfg.AcquireInterval))
+	beat := func() error {
+		if err := s.heartbeat(conn); err != nil {
+			if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
+				s.cfg.OnHeartbeatFailure()
+			}
+			return fail(err)
+		}
+		lastHB = time.Now()
+		s.mu.Lock()
+		s.lastHB = lastHB
+		s.mu.Unlock()
+		hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
+		return nil
+	}
 	for {
 		if ctx.Err() != nil {
 			s.shutdown(conn)
@@ -387,6 +423,13 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 				continue // stopping: release, do not acquire
 			}
 		}
+		// A new pool connection waits to be recorded in the node row, and
+		// nothing is acquired while one is missing from it.
+		if s.cfg.PoolBackends.dirty() {
+			if err := beat(); err != nil {
+				return err
+			}
+		}
 		if reqs := s.take(); len(reqs) > 0 {
 			if err := s.handle(conn, reqs); err != nil {
 				return fail(err)
@@ -394,17 +437,9 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		}
 		now = time.Now()
 		if !now.Before(hbNext) {
-			if err := s.heartbeat(conn); err != nil {
-				if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
-					s.cfg.OnHeartbeatFailure()
-				}
-				return fail(err)
+			if err := beat(); err != nil {
+				return err
 			}
-			lastHB = time.Now()
-			s.mu.Lock()
-			s.lastHB = lastHB
-			s.mu.Unlock()
-			hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
 		}
 		if !now.Before(turnNext) {
 			s.broadcastTurn()
@@ -413,7 +448,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 
 		waitCtx, cancel := context.WithDeadline(ctx, minTime(hbNext, turnNext))
 		s.mu.Lock()
-		if len(s.queue) > 0 {
+		if len(s.queue) > 0 || s.cfg.PoolBackends.dirty() {
 			s.mu.Unlock()
 			cancel()
 			continue
@@ -566,15 +601,24 @@ func (s *Session) failAll(reqs []*request, err error) {
 // takeOver terminates the sessions of nodes that hold one of the refused
 // locks but have not heartbeated for lease_timeout: a frozen or cut-off
 // leader. Its coordination backend dies and its lock with it; its pool
-// connections die too, so no transaction of it stays open holding row
-// locks; fencing rejects anything it still tries to commit. Terminating
+// connections (those on this cluster, registered in its node row whatever
+// their application_name) die too, so no transaction of it stays open
+// holding an xid or row locks; fencing rejects anything it still tries to
+// commit. Terminating
 // needs superuser or membership in pg_signal_backend; without it the
 // stalled leader keeps its lock until PostgreSQL drops its connection.
 func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	// The backend must have started before the node's last heartbeat, so a
-	// dead node's pid reused by a newer session is never mistaken for it.
+	// Pids alone are never trusted: a dead node's pid may by now belong to
+	// an unrelated, newer session. The coordination backend must have
+	// started before the node's last heartbeat; a pool backend must match
+	// the backend_start it registered (PoolBackends). Sessions named after
+	// the node by default are a fallback for unregistered ones (an older
+	// replica), looked for in this database only: other databases of the
+	// cluster may run other deployments with the same node ids. A name of
+	// 63 bytes or more may be a longer node id's name, truncated by the
+	// server, so it never matches. Advisory locks belong to one database.
 	rows, err := conn.Query(qctx, `
 		WITH stale AS (
 			SELECT DISTINCT n.node_id, l.pid, extract(epoch FROM now() - n.heartbeat_at)::float8 AS silent
@@ -582,11 +626,22 @@ func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
 			JOIN projectord.nodes n ON n.backend_pid = l.pid
 			JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start <= n.heartbeat_at
 			WHERE l.locktype = 'advisory' AND l.classid = $1::int4::oid AND l.objsubid = 2 AND l.granted
+			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 			  AND l.objid::int8 = ANY($2::int8[]) AND n.node_id <> $3
-			  AND n.heartbeat_at < now() - make_interval(secs => $4))
-		SELECT s.node_id, s.silent, a.pid, pg_terminate_backend(a.pid)
-		FROM stale s JOIN pg_stat_activity a
-		  ON a.pid = s.pid OR a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)`,
+			  AND n.heartbeat_at < now() - make_interval(secs => $4)),
+		victims AS (
+			SELECT s.node_id, s.silent, s.pid FROM stale s
+			UNION
+			SELECT s.node_id, s.silent, a.pid
+			FROM stale s JOIN projectord.nodes n ON n.node_id = s.node_id
+			CROSS JOIN LATERAL unnest(n.pool_backends) b
+			JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.backend_start
+			UNION
+			SELECT s.node_id, s.silent, a.pid
+			FROM stale s JOIN pg_stat_activity a
+			  ON a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)
+			 AND octet_length(a.application_name) < 63 AND a.datname = current_database())
+		SELECT node_id, silent, pid, pg_terminate_backend(pid) FROM victims`,
 		s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout.Seconds())
 	if err != nil {
 		s.log.Warn("error checking for stalled leaders", zap.Error(err))
@@ -668,18 +723,21 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 	defer cancel()
 	var pid uint32
 	var granted []int64
+	gen, pids, starts := s.cfg.PoolBackends.snapshot()
 	// An upsert, so a row deleted by someone else comes back: a node without
 	// a row could never be declared stalled.
 	err := conn.QueryRow(qctx, `WITH hb AS (
-			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at)
-			VALUES ($2, $3, pg_backend_pid(), $4, now(), now())
-			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid() RETURNING 1)
+			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
+			VALUES ($2, $3, pg_backend_pid(), $6, now(), now(), `+poolBackendsSQL+`)
+			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid(),
+				pool_backends = excluded.pool_backends RETURNING 1)
 		SELECT pg_backend_pid(), coalesce(array_agg(objid::int8), '{}') FROM pg_locks
 		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`,
-		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version).Scan(&pid, &granted)
+		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, pids, starts, s.cfg.Version).Scan(&pid, &granted)
 	if err != nil {
 		return fmt.Errorf("heartbeat failed: %w", err)
 	}
+	s.cfg.PoolBackends.recorded(gen)
 	if pid != conn.PgConn().PID() {
 		return fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)
 	}
@@ -742,6 +800,9 @@ func (s *Session) down(cause error) {
 		l.end(fmt.Errorf("%w: %v", err, cause))
 	}
 	s.failAll(queued, cause)
+	// Registrations waiting for the node row need not wait: no lease is
+	// held now, and the next connect records the whole set.
+	s.cfg.PoolBackends.kick()
 	if len(held) > 0 && !errors.Is(cause, ErrStopped) {
 		s.log.Warn("coordination session lost; all leases dropped", zap.Int("leases", len(held)), zap.Error(cause))
 	}
