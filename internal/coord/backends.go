@@ -57,9 +57,10 @@ func (k Keepalives) params() map[string]string {
 //
 // Only backends of the coordination database's cluster can be terminated:
 // a pool on another cluster registers too, but takeover, run from the
-// coordination cluster, cannot reach it (backend_start keeps its entries
-// from ever matching a backend there); such a cluster only has the
-// server-side keepalives.
+// coordination cluster, cannot reach it (an entry hits a backend there
+// only if pid and backend_start, to the microsecond, both coincide); such
+// a pool only has the server-side keepalives, which end the connections of
+// a cut-off replica but not of a frozen one.
 type PoolBackends struct {
 	mu      sync.Mutex
 	conns   map[*pgconn.PgConn]poolBackend

@@ -604,9 +604,9 @@ func (s *Session) failAll(reqs []*request, err error) {
 // connections (those on this cluster, registered in its node row whatever
 // their application_name) die too, so no transaction of it stays open
 // holding an xid or row locks; fencing rejects anything it still tries to
-// commit. Terminating
-// needs superuser or membership in pg_signal_backend; without it the
-// stalled leader keeps its lock until PostgreSQL drops its connection.
+// commit. Terminating needs superuser or membership in pg_signal_backend;
+// without it the stalled leader keeps its lock until PostgreSQL drops its
+// connection.
 func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
@@ -737,10 +737,10 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat failed: %w", err)
 	}
-	s.cfg.PoolBackends.recorded(gen)
 	if pid != conn.PgConn().PID() {
 		return fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)
 	}
+	s.cfg.PoolBackends.recorded(gen)
 	have := make(map[int32]bool, len(granted))
 	for _, g := range granted {
 		have[int32(g)] = true
