@@ -149,9 +149,11 @@ func TestConcurrentMigrateProcessesBothSucceed(t *testing.T) {
 	defer pool.Close()
 	var n int
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM projectord.schema_migrations`).Scan(&n))
-	require.Equal(t, 1, n, "the schema version is recorded once")
-	applied := strings.Count(string(outs[0])+string(outs[1]), "applied 1)")
-	require.Equal(t, 1, applied, "exactly one process applied the migration:\n%s\n%s", outs[0], outs[1])
+	require.Positive(t, n)
+	// Every migration is recorded once (the primary key sees to that), and
+	// by one process.
+	applied := strings.Count(string(outs[0])+string(outs[1]), fmt.Sprintf("applied %d)", n))
+	require.Equal(t, 1, applied, "exactly one process applied the migrations:\n%s\n%s", outs[0], outs[1])
 }
 
 // proc is a projectord process under test. exited is closed when it has
