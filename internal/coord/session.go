@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -47,7 +46,10 @@ type Config struct {
 	OnNotify func(channel, payload string)
 	// OnHeartbeatFailure is called each time a heartbeat fails (metrics).
 	OnHeartbeatFailure func()
-	Logger             *zap.Logger
+	// PoolBackends, if set, is the registry of this replica's pool
+	// connections, recorded in the node row so that takeover reaches them.
+	PoolBackends *PoolBackends
+	Logger       *zap.Logger
 }
 
 type requestKind int
@@ -90,6 +92,7 @@ type Session struct {
 	lastTakeOverCheck time.Time // session goroutine only
 
 	cancel    context.CancelCauseFunc
+	stopped   <-chan struct{} // closed by Stop; for tests
 	done      chan struct{}
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -101,13 +104,30 @@ func New(cfg Config) *Session {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Session{cfg: cfg, log: log, held: map[int32]*Lease{}, turn: make(chan struct{}), done: make(chan struct{})}
+	s := &Session{cfg: cfg, log: log, held: map[int32]*Lease{}, turn: make(chan struct{}), done: make(chan struct{})}
+	cfg.PoolBackends.attach(s)
+	return s
+}
+
+// flushBackends asks the session to record new pool registrations now. It
+// reports false while the session is down.
+func (s *Session) flushBackends() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.up {
+		return false
+	}
+	if s.wake != nil {
+		s.wake()
+	}
+	return true
 }
 
 // Start begins connecting in the background and returns at once.
 func (s *Session) Start(ctx context.Context) error {
 	s.startOnce.Do(func() {
 		ctx, s.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+		s.stopped = ctx.Done()
 		go s.run(ctx)
 	})
 	return nil
@@ -224,6 +244,15 @@ func (s *Session) enqueue(r *request) error {
 	return nil
 }
 
+// opCtx bounds one query on the session. It is deliberately detached from
+// Stop: pgx closes a connection whose query is cancelled mid-flight, and a
+// closed connection can neither release nor NOTIFY nor remove the node row.
+// Stop is observed between queries instead, so it waits at most one
+// opTimeout for the query in flight to drain.
+func (s *Session) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opTimeout())
+}
+
 func (s *Session) opTimeout() time.Duration {
 	t := s.cfg.LeaseTimeout / 3
 	if t <= 0 || t > 5*time.Second {
@@ -256,23 +285,19 @@ func (s *Session) run(ctx context.Context) {
 	}
 }
 
+// Keepalives returns the session's socket settings, for pool connections.
+func (c Config) Keepalives() Keepalives {
+	return Keepalives{Idle: c.KeepaliveIdle, Interval: c.KeepaliveInterval, Count: c.KeepaliveCount, UserTimeout: c.TCPUserTimeout}
+}
+
 func (s *Session) connect(ctx context.Context) (*pgx.Conn, error) {
 	cc := s.cfg.ConnConfig.Copy()
 	rp := cc.RuntimeParams
 	if _, ok := rp["application_name"]; !ok {
 		rp["application_name"] = "projectord-coord " + s.cfg.NodeID
 	}
-	if s.cfg.KeepaliveIdle > 0 {
-		rp["tcp_keepalives_idle"] = strconv.Itoa(max(1, int(s.cfg.KeepaliveIdle.Seconds())))
-	}
-	if s.cfg.KeepaliveInterval > 0 {
-		rp["tcp_keepalives_interval"] = strconv.Itoa(max(1, int(s.cfg.KeepaliveInterval.Seconds())))
-	}
-	if s.cfg.KeepaliveCount > 0 {
-		rp["tcp_keepalives_count"] = strconv.Itoa(s.cfg.KeepaliveCount)
-	}
-	if s.cfg.TCPUserTimeout > 0 {
-		rp["tcp_user_timeout"] = strconv.FormatInt(s.cfg.TCPUserTimeout.Milliseconds(), 10)
+	for name, v := range s.cfg.Keepalives().params() {
+		rp[name] = v
 	}
 	d := &net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: s.cfg.KeepaliveIdle, Interval: s.cfg.KeepaliveInterval, Count: s.cfg.KeepaliveCount},
@@ -294,14 +319,18 @@ func (s *Session) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error connecting coordination session: %w", err)
 	}
-	if err := s.setup(ctx, conn); err != nil {
+	if err := s.setup(conn); err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return conn, nil
 }
 
-func (s *Session) setup(ctx context.Context, conn *pgx.Conn) error {
+// setup runs on its own deadline, not on the stop signal (see opCtx): a
+// stop arriving now is seen by serve, which then removes the node row.
+func (s *Session) setup(conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*s.opTimeout())
+	defer cancel()
 	var pid uint32
 	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		return fmt.Errorf("error setting up coordination session: %w", err)
@@ -316,20 +345,29 @@ func (s *Session) setup(ctx context.Context, conn *pgx.Conn) error {
 			return fmt.Errorf("error listening on %s: %w", ch, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at)
-		VALUES ($1, $2, pg_backend_pid(), $3, now(), now())
+	// Every pool connection registered so far is recorded before the
+	// session is up, so before any lease.
+	gen, pids, starts := s.cfg.PoolBackends.snapshot()
+	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
+		VALUES ($1, $2, pg_backend_pid(), $3, now(), now(), `+poolBackendsSQL+`)
 		ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, backend_pid = excluded.backend_pid,
-			version = excluded.version, heartbeat_at = now()`,
-		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version); err != nil {
+			version = excluded.version, heartbeat_at = now(), pool_backends = excluded.pool_backends`,
+		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version, pids, starts); err != nil {
 		return fmt.Errorf("error registering node: %w", err)
 	}
+	s.cfg.PoolBackends.recorded(gen)
 	return nil
 }
 
+// poolBackendsSQL builds the node row's pool_backends from the parameters
+// $4 (pids) and $5 (backend_starts).
+const poolBackendsSQL = `ARRAY(SELECT ROW(p, b)::projectord.node_backend FROM unnest($4::int4[], $5::timestamptz[]) AS u(p, b))`
+
 // serve runs the connected session until ctx ends or the connection fails.
 func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
-	// An operation cut short by Stop is a stop, not a failure: release and
-	// say so.
+	// Queries are not cut short by Stop (see opCtx), but one that fails
+	// while stopping still ends in a stop: release what can be released
+	// and say so.
 	fail := func(err error) error {
 		if ctx.Err() != nil {
 			s.shutdown(conn)
@@ -349,6 +387,20 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 
 	hbNext := now.Add(s.cfg.HeartbeatInterval)
 	turnNext := now.Add(jitter(s.cfg.AcquireInterval))
+	beat := func() error {
+		if err := s.heartbeat(conn); err != nil {
+			if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
+				s.cfg.OnHeartbeatFailure()
+			}
+			return fail(err)
+		}
+		lastHB = time.Now()
+		s.mu.Lock()
+		s.lastHB = lastHB
+		s.mu.Unlock()
+		hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
+		return nil
+	}
 	for {
 		if ctx.Err() != nil {
 			s.shutdown(conn)
@@ -368,26 +420,26 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
+				continue // stopping: release, do not acquire
+			}
+		}
+		// A new pool connection waits to be recorded in the node row, and
+		// nothing is acquired while one is missing from it.
+		if s.cfg.PoolBackends.dirty() {
+			if err := beat(); err != nil {
+				return err
 			}
 		}
 		if reqs := s.take(); len(reqs) > 0 {
-			if err := s.handle(ctx, conn, reqs); err != nil {
+			if err := s.handle(conn, reqs); err != nil {
 				return fail(err)
 			}
 		}
 		now = time.Now()
 		if !now.Before(hbNext) {
-			if err := s.heartbeat(ctx, conn); err != nil {
-				if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
-					s.cfg.OnHeartbeatFailure()
-				}
-				return fail(err)
+			if err := beat(); err != nil {
+				return err
 			}
-			lastHB = time.Now()
-			s.mu.Lock()
-			s.lastHB = lastHB
-			s.mu.Unlock()
-			hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
 		}
 		if !now.Before(turnNext) {
 			s.broadcastTurn()
@@ -396,7 +448,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 
 		waitCtx, cancel := context.WithDeadline(ctx, minTime(hbNext, turnNext))
 		s.mu.Lock()
-		if len(s.queue) > 0 {
+		if len(s.queue) > 0 || s.cfg.PoolBackends.dirty() {
 			s.mu.Unlock()
 			cancel()
 			continue
@@ -445,7 +497,7 @@ func (s *Session) take() []*request {
 
 // handle serves queued requests: all releases in one statement, then all
 // acquire attempts in another.
-func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) error {
+func (s *Session) handle(conn *pgx.Conn, reqs []*request) error {
 	var rel, acq []*request
 	for _, r := range reqs {
 		if r.kind == reqRelease {
@@ -455,7 +507,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 		}
 	}
 	if len(rel) > 0 {
-		if err := s.unlock(ctx, conn, rel); err != nil {
+		if err := s.unlock(conn, rel); err != nil {
 			// take() removed them from the queue: answer them here, or
 			// their callers would wait for ever.
 			s.failAll(acq, err)
@@ -479,7 +531,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	if len(ids) == 0 {
 		return nil
 	}
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	rows, err := conn.Query(qctx, `SELECT k, pg_try_advisory_lock($1, k) FROM unnest($2::int4[]) AS k`, s.cfg.Namespace, ids)
 	if err != nil {
@@ -524,7 +576,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	}
 	s.mu.Unlock()
 	if len(orphans) > 0 {
-		if err := s.unlock(ctx, conn, orphans); err != nil {
+		if err := s.unlock(conn, orphans); err != nil {
 			return err
 		}
 	}
@@ -532,7 +584,7 @@ func (s *Session) handle(ctx context.Context, conn *pgx.Conn, reqs []*request) e
 	// they are only declared stalled after lease_timeout.
 	if len(refused) > 0 && time.Since(s.lastTakeOverCheck) >= s.cfg.HeartbeatInterval {
 		s.lastTakeOverCheck = time.Now()
-		return s.takeOver(ctx, conn, refused)
+		return s.takeOver(conn, refused)
 	}
 	return nil
 }
@@ -549,15 +601,24 @@ func (s *Session) failAll(reqs []*request, err error) {
 // takeOver terminates the sessions of nodes that hold one of the refused
 // locks but have not heartbeated for lease_timeout: a frozen or cut-off
 // leader. Its coordination backend dies and its lock with it; its pool
-// connections die too, so no transaction of it stays open holding row
-// locks; fencing rejects anything it still tries to commit. Terminating
-// needs superuser or membership in pg_signal_backend; without it the
-// stalled leader keeps its lock until PostgreSQL drops its connection.
-func (s *Session) takeOver(ctx context.Context, conn *pgx.Conn, ids []int32) error {
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+// connections (those on this cluster, registered in its node row whatever
+// their application_name) die too, so no transaction of it stays open
+// holding an xid or row locks; fencing rejects anything it still tries to
+// commit. Terminating needs superuser or membership in pg_signal_backend;
+// without it the stalled leader keeps its lock until PostgreSQL drops its
+// connection.
+func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
+	qctx, cancel := s.opCtx()
 	defer cancel()
-	// The backend must have started before the node's last heartbeat, so a
-	// dead node's pid reused by a newer session is never mistaken for it.
+	// Pids alone are never trusted: a dead node's pid may by now belong to
+	// an unrelated, newer session. The coordination backend must have
+	// started before the node's last heartbeat; a pool backend must match
+	// the backend_start it registered (PoolBackends). Sessions named after
+	// the node by default are a fallback for unregistered ones (an older
+	// replica), looked for in this database only: other databases of the
+	// cluster may run other deployments with the same node ids. A name of
+	// 63 bytes or more may be a longer node id's name, truncated by the
+	// server, so it never matches. Advisory locks belong to one database.
 	rows, err := conn.Query(qctx, `
 		WITH stale AS (
 			SELECT DISTINCT n.node_id, l.pid, extract(epoch FROM now() - n.heartbeat_at)::float8 AS silent
@@ -565,11 +626,22 @@ func (s *Session) takeOver(ctx context.Context, conn *pgx.Conn, ids []int32) err
 			JOIN projectord.nodes n ON n.backend_pid = l.pid
 			JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start <= n.heartbeat_at
 			WHERE l.locktype = 'advisory' AND l.classid = $1::int4::oid AND l.objsubid = 2 AND l.granted
+			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 			  AND l.objid::int8 = ANY($2::int8[]) AND n.node_id <> $3
-			  AND n.heartbeat_at < now() - make_interval(secs => $4))
-		SELECT s.node_id, s.silent, a.pid, pg_terminate_backend(a.pid)
-		FROM stale s JOIN pg_stat_activity a
-		  ON a.pid = s.pid OR a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)`,
+			  AND n.heartbeat_at < now() - make_interval(secs => $4)),
+		victims AS (
+			SELECT s.node_id, s.silent, s.pid FROM stale s
+			UNION
+			SELECT s.node_id, s.silent, a.pid
+			FROM stale s JOIN projectord.nodes n ON n.node_id = s.node_id
+			CROSS JOIN LATERAL unnest(n.pool_backends) b
+			JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.backend_start
+			UNION
+			SELECT s.node_id, s.silent, a.pid
+			FROM stale s JOIN pg_stat_activity a
+			  ON a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)
+			 AND octet_length(a.application_name) < 63 AND a.datname = current_database())
+		SELECT node_id, silent, pid, pg_terminate_backend(pid) FROM victims`,
 		s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout.Seconds())
 	if err != nil {
 		s.log.Warn("error checking for stalled leaders", zap.Error(err))
@@ -617,13 +689,13 @@ func toInt64s(ids []int32) []int64 {
 }
 
 // unlock releases the requests' locks and announces each release.
-func (s *Session) unlock(ctx context.Context, conn *pgx.Conn, rel []*request) error {
+func (s *Session) unlock(conn *pgx.Conn, rel []*request) error {
 	ids := make([]int32, len(rel))
 	names := make([]string, len(rel))
 	for i, r := range rel {
 		ids[i], names[i] = r.id, r.name
 	}
-	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout())
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	_, err := conn.Exec(qctx, `SELECT pg_advisory_unlock($1, k), pg_notify($4, n)
 		FROM unnest($2::int4[], $3::text[]) AS u(k, n)`, s.cfg.Namespace, ids, names, ReleaseChannel)
@@ -646,26 +718,29 @@ func (s *Session) unlock(ctx context.Context, conn *pgx.Conn, rel []*request) er
 
 // heartbeat refreshes this node's row and checks that every lease this
 // session believes it holds is still granted to its backend.
-func (s *Session) heartbeat(ctx context.Context, conn *pgx.Conn) error {
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+func (s *Session) heartbeat(conn *pgx.Conn) error {
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	var pid uint32
 	var granted []int64
+	gen, pids, starts := s.cfg.PoolBackends.snapshot()
 	// An upsert, so a row deleted by someone else comes back: a node without
 	// a row could never be declared stalled.
 	err := conn.QueryRow(qctx, `WITH hb AS (
-			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at)
-			VALUES ($2, $3, pg_backend_pid(), $4, now(), now())
-			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid() RETURNING 1)
+			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
+			VALUES ($2, $3, pg_backend_pid(), $6, now(), now(), `+poolBackendsSQL+`)
+			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid(),
+				pool_backends = excluded.pool_backends RETURNING 1)
 		SELECT pg_backend_pid(), coalesce(array_agg(objid::int8), '{}') FROM pg_locks
 		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`,
-		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version).Scan(&pid, &granted)
+		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, pids, starts, s.cfg.Version).Scan(&pid, &granted)
 	if err != nil {
 		return fmt.Errorf("heartbeat failed: %w", err)
 	}
 	if pid != conn.PgConn().PID() {
 		return fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)
 	}
+	s.cfg.PoolBackends.recorded(gen)
 	have := make(map[int32]bool, len(granted))
 	for _, g := range granted {
 		have[int32(g)] = true
@@ -694,13 +769,12 @@ func (s *Session) shutdown(conn *pgx.Conn) {
 		rel = append(rel, &request{kind: reqRelease, lease: l, name: l.name, id: id, reply: make(chan result, 1)})
 	}
 	s.mu.Unlock()
-	ctx := context.Background()
 	if len(rel) > 0 {
-		if err := s.unlock(ctx, conn, rel); err != nil {
+		if err := s.unlock(conn, rel); err != nil {
 			s.log.Warn("error releasing locks on stop", zap.Error(err))
 		}
 	}
-	qctx, cancel := context.WithTimeout(ctx, s.opTimeout())
+	qctx, cancel := s.opCtx()
 	defer cancel()
 	if _, err := conn.Exec(qctx, `DELETE FROM projectord.nodes WHERE node_id = $1`, s.cfg.NodeID); err != nil {
 		s.log.Warn("error removing node row on stop", zap.Error(err))
@@ -726,6 +800,9 @@ func (s *Session) down(cause error) {
 		l.end(fmt.Errorf("%w: %v", err, cause))
 	}
 	s.failAll(queued, cause)
+	// Registrations waiting for the node row need not wait: no lease is
+	// held now, and the next connect records the whole set.
+	s.cfg.PoolBackends.kick()
 	if len(held) > 0 && !errors.Is(cause, ErrStopped) {
 		s.log.Warn("coordination session lost; all leases dropped", zap.Int("leases", len(held)), zap.Error(cause))
 	}

@@ -40,6 +40,7 @@ type Daemon struct {
 	mu          sync.Mutex
 	source      *pgxpool.Pool
 	pools       map[string]*pgxpool.Pool // target URL -> pool
+	backends    *coord.PoolBackends      // every pool connection, for takeover
 	backend     *PGBackend
 	supervisors map[string]*Supervisor
 	stopping    bool
@@ -67,7 +68,8 @@ func New(opts Options) *Daemon {
 		opts.Observer = NopObserver{}
 	}
 	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node, started: time.Now(),
-		pools: map[string]*pgxpool.Pool{}, supervisors: map[string]*Supervisor{}, fatal: make(chan error, 1)}
+		pools: map[string]*pgxpool.Pool{}, backends: coord.NewPoolBackends(),
+		supervisors: map[string]*Supervisor{}, fatal: make(chan error, 1)}
 }
 
 // Node is this replica's node id.
@@ -182,6 +184,12 @@ func (d *Daemon) pool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pc.ConnConfig.RuntimeParams["application_name"] = "projectord " + d.node
 	}
+	// Registered in the node row whatever the URL says, so a standby
+	// taking over from this replica reaches them; keepalives as on the
+	// coordination session.
+	cc := d.cfg.Coordination
+	d.backends.Install(pc, coord.Keepalives{Idle: cc.KeepaliveIdle, Interval: cc.KeepaliveInterval,
+		Count: cc.KeepaliveCount, UserTimeout: cc.TCPUserTimeout})
 	p, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, err
@@ -322,6 +330,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		Listen:             listen,
 		OnNotify:           d.onNotify(watcher),
 		OnHeartbeatFailure: d.opts.OnHeartbeatFailure,
+		PoolBackends:       d.backends,
 		Logger:             d.log.Named("coord"),
 	})
 	b := &PGBackend{Node: d.node, Source: source, Reader: reader,
