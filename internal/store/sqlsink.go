@@ -144,6 +144,121 @@ func (s *SQLSink) queue(b *pgx.Batch, events []Event, owner []int) []int {
 
 var txControl = []string{"begin", "commit", "rollback", "abort", "start", "end", "savepoint", "release", "prepare", "set", "reset"}
 
+// checkTxControl refuses a handler that could end the batch's transaction.
+// A handler is one statement (more after ';' is refused below), so plain
+// transaction control can only be its first word, comments aside; this is
+// the only guard against it, since PostgreSQL obeys a plain COMMIT even in
+// the middle of the batch. A DO block is refused when its body COMMITs or
+// ROLLs BACK: PostgreSQL would refuse that inside the batch's explicit
+// transaction anyway (2D000), but a config error is clearer than a halt at
+// run time. CALL stays allowed: a procedure that tries to end the
+// transaction gets the same 2D000 when it runs (see README).
+func checkTxControl(src string) error {
+	var first string
+	var err error
+	lex(src, func(kind tokenKind, text string) bool {
+		if first == "" {
+			if kind != tokenWord {
+				return false
+			}
+			first = strings.ToLower(text)
+			for _, kw := range txControl {
+				if first == kw {
+					err = fmt.Errorf("%q statements are not allowed: the batch's transaction is projectord's", strings.ToUpper(kw))
+					return false
+				}
+			}
+			return first == "do"
+		}
+		if kind != tokenString {
+			return true // DO [LANGUAGE name] 'body'
+		}
+		lex(text, func(kind tokenKind, word string) bool {
+			if w := strings.ToUpper(word); kind == tokenWord && (w == "COMMIT" || w == "ROLLBACK") {
+				err = fmt.Errorf("a DO block may not %s: the batch's transaction is projectord's", w)
+				return false
+			}
+			return true
+		})
+		return false
+	})
+	return err
+}
+
+type tokenKind int
+
+const (
+	tokenWord   tokenKind = iota // a keyword or unquoted identifier
+	tokenString                  // a string constant, quoted or dollar-quoted; text is its value
+	tokenOther                   // a quoted identifier, number, operator or punctuation
+)
+
+// lex calls f with each token of s, skipping whitespace and comments, until
+// f returns false. It knows just enough SQL to tell code from text.
+func lex(s string, f func(kind tokenKind, text string) bool) {
+	for i := 0; i < len(s); {
+		c := s[i]
+		var kind tokenKind
+		var text string
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			i++
+			continue
+		case c == '-' && i+1 < len(s) && s[i+1] == '-':
+			i = lineCommentEnd(s, i)
+			continue
+		case c == '/' && i+1 < len(s) && s[i+1] == '*':
+			i = skipBlockComment(s, i)
+			continue
+		case c == '\'':
+			j := skipQuoted(s, i, c)
+			kind, text = tokenString, unquote(s[i:j], i > 0 && (s[i-1] == 'E' || s[i-1] == 'e'))
+			i = j
+		case c == '$' && (i == 0 || !isIdent(s[i-1])):
+			j := skipDollarQuoted(s, i)
+			if j == i+1 {
+				kind, text = tokenOther, "$"
+			} else {
+				tag := strings.IndexByte(s[i+1:], '$') + 2
+				kind, text = tokenString, s[i+tag:max(i+tag, j-tag)]
+			}
+			i = j
+		case isIdentStart(c) || c >= 0x80:
+			j := i + 1
+			for j < len(s) && (isIdent(s[j]) || s[j] >= 0x80) {
+				j++
+			}
+			if j < len(s) && s[j] == '\'' && j == i+1 && (c == 'E' || c == 'e') {
+				i = j // E'...': the string follows
+				continue
+			}
+			kind, text = tokenWord, s[i:j]
+			i = j
+		case c == '"':
+			j := skipQuoted(s, i, c)
+			kind, text = tokenOther, s[i:j]
+			i = j
+		default:
+			kind, text = tokenOther, s[i:i+1]
+			i++
+		}
+		if !f(kind, text) {
+			return
+		}
+	}
+}
+
+// unquote returns the value of the string constant q ('...' or, with
+// escapes, E'...'), approximately: good enough to read code out of it.
+func unquote(q string, escapes bool) string {
+	q = strings.TrimPrefix(q, "'")
+	q = strings.TrimSuffix(q, "'")
+	if escapes {
+		q = strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(q)
+	}
+	return strings.ReplaceAll(q, "''", "'")
+}
+
 // compileHandler rewrites @name parameters into typed positional ones,
 // leaving string literals, quoted identifiers, comments and operators
 // such as @> and @@ alone.
@@ -152,17 +267,8 @@ func compileHandler(src string) (*statement, error) {
 	if trimmed == "" {
 		return nil, fmt.Errorf("empty statement")
 	}
-	// Comments first: "/* c */ COMMIT" is still a COMMIT.
-	bare := strings.TrimSpace(stripComments(trimmed))
-	k := 0
-	for k < len(bare) && isIdent(bare[k]) {
-		k++
-	}
-	first := strings.ToLower(bare[:k])
-	for _, kw := range txControl {
-		if first == kw {
-			return nil, fmt.Errorf("%q statements are not allowed: the batch's transaction is projectord's", strings.ToUpper(kw))
-		}
+	if err := checkTxControl(src); err != nil {
+		return nil, err
 	}
 	var b strings.Builder
 	st := &statement{}
@@ -175,12 +281,9 @@ func compileHandler(src string) (*statement, error) {
 			b.WriteString(src[i:j])
 			i = j
 		case c == '-' && i+1 < len(src) && src[i+1] == '-':
-			j := strings.IndexByte(src[i:], '\n')
-			if j < 0 {
-				j = len(src) - i
-			}
-			b.WriteString(src[i : i+j])
-			i += j
+			j := lineCommentEnd(src, i)
+			b.WriteString(src[i:j])
+			i = j
 		case c == '/' && i+1 < len(src) && src[i+1] == '*':
 			j := skipBlockComment(src, i)
 			b.WriteString(src[i:j])
@@ -287,16 +390,21 @@ func skipDollarQuoted(s string, i int) int {
 	return j + 1 + end + len(tag)
 }
 
+// lineCommentEnd returns the end of the -- comment at i: PostgreSQL ends
+// it at a carriage return as well as at a newline.
+func lineCommentEnd(s string, i int) int {
+	if j := strings.IndexAny(s[i:], "\n\r"); j >= 0 {
+		return i + j
+	}
+	return len(s)
+}
+
 func stripComments(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		switch {
 		case s[i] == '-' && i+1 < len(s) && s[i+1] == '-':
-			j := strings.IndexByte(s[i:], '\n')
-			if j < 0 {
-				return b.String()
-			}
-			i += j
+			i = lineCommentEnd(s, i)
 		case s[i] == '/' && i+1 < len(s) && s[i+1] == '*':
 			i = skipBlockComment(s, i)
 		default:
