@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -54,6 +56,7 @@ func ParamNames() []string {
 
 // statement is one compiled handler.
 type statement struct {
+	key    string // the handler's event type, or "*"
 	sql    string
 	fields []*param
 }
@@ -89,6 +92,7 @@ func CompileSQLSink(handlers map[string]string, reset string) (*SQLSink, error) 
 			problems = append(problems, fmt.Sprintf("handlers[%s]: %v", t, err))
 			continue
 		}
+		st.key = t
 		if t == "*" {
 			s.fallback = st
 		} else {
@@ -415,37 +419,152 @@ func stripComments(s string) string {
 	return b.String()
 }
 
-// StatementProblem is a handler that PostgreSQL rejected.
+// ErrBadHandler means a handler's SQL fails for every event alike:
+// PostgreSQL refuses to parse or plan it, or it tries to end the batch's
+// transaction. It is a configuration error, never an event's fault.
+var ErrBadHandler = errors.New("handler SQL fails for every event")
+
+// StatementProblem is a handler that PostgreSQL rejected. As an error it
+// matches ErrBadHandler.
 type StatementProblem struct {
 	EventType string
 	Err       error
 }
 
-// Check prepares every handler (and the reset SQL) on a connection of pool
-// without running them, so unknown tables, columns and type errors surface
-// before the first event does.
+func (p StatementProblem) Error() string     { return fmt.Sprintf("handler %s: %v", p.EventType, p.Err) }
+func (p StatementProblem) Unwrap() error     { return p.Err }
+func (p StatementProblem) Is(err error) bool { return err == ErrBadHandler }
+
+// statementProblems are every handler of a sink PostgreSQL rejected, as one error.
+type statementProblems []StatementProblem
+
+func (ps statementProblems) Error() string {
+	msgs := make([]string, len(ps))
+	for i, p := range ps {
+		msgs[i] = p.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (ps statementProblems) Unwrap() []error {
+	out := make([]error, len(ps))
+	for i, p := range ps {
+		out[i] = p
+	}
+	return out
+}
+
+// Check prepares and plans every handler (and the reset SQL) on a
+// connection of pool without running them, so unknown tables, columns and
+// functions, type errors and errors in constant expressions surface before
+// the first event does. Problems are what PostgreSQL refused; err is a
+// failure to check at all (connection, timeout).
 func (s *SQLSink) Check(ctx context.Context, pool *pgxpool.Pool) ([]StatementProblem, error) {
+	return s.check(ctx, pool, true)
+}
+
+// CheckSink checks s's handlers on the target as Check does, bounded by the
+// target's timeout, before a leader applies anything: a handler that fails
+// for every event alike must stop the projector, not be charged to the
+// first event. It returns an error matching ErrBadHandler that names every
+// refused handler, or another error when the check itself failed (worth
+// retrying). The reset SQL is left out: only `projectord reset` runs it.
+func (t *Target) CheckSink(ctx context.Context, s *SQLSink) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	problems, err := s.check(ctx, t.pool, false)
+	if err != nil {
+		return fmt.Errorf("error checking handlers: %w", err)
+	}
+	if len(problems) > 0 {
+		return statementProblems(problems)
+	}
+	return nil
+}
+
+func (s *SQLSink) check(ctx context.Context, pool *pgxpool.Pool, withReset bool) ([]StatementProblem, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("error connecting: %w", err)
 	}
 	defer conn.Release()
-	var out []StatementProblem
 	stmts := s.Statements()
 	types := make([]string, 0, len(stmts))
 	for t := range stmts {
 		types = append(types, t)
 	}
 	sort.Strings(types)
-	for _, t := range types {
-		if _, err := conn.Conn().Prepare(ctx, "", stmts[t]); err != nil {
-			out = append(out, StatementProblem{EventType: t, Err: err})
-		}
+	if withReset && s.reset != "" {
+		types, stmts["reset"] = append(types, "reset"), s.reset
 	}
-	if s.reset != "" {
-		if _, err := conn.Conn().Prepare(ctx, "", s.reset); err != nil {
-			out = append(out, StatementProblem{EventType: "reset", Err: err})
+	var out []StatementProblem
+	for _, t := range types {
+		problem, err := checkStatement(ctx, conn.Conn(), stmts[t])
+		if err != nil {
+			return nil, err
+		}
+		if problem != nil {
+			out = append(out, StatementProblem{EventType: t, Err: problem})
 		}
 	}
 	return out, nil
+}
+
+// checkName is the prepared statement checkStatement plans.
+const checkName = "projectord_check"
+
+// checkStatement makes PostgreSQL parse, analyse and plan sql as it would
+// for an event, without running it: prepared under a name, then EXPLAINed
+// as a generic plan with every parameter NULL, in a transaction it rolls
+// back. A generic plan never looks at parameter values but still folds
+// constant expressions, so `'abc'::text::int` fails here as it would for
+// every event. problem is PostgreSQL's refusal of the statement; err is any
+// other failure.
+func checkStatement(ctx context.Context, conn *pgx.Conn, sql string) (problem, err error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prepared := false
+	defer func() {
+		if rbErr := tx.Rollback(ctx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
+			problem, err = nil, rbErr
+		}
+		if prepared {
+			if dErr := conn.Deallocate(ctx, checkName); dErr != nil {
+				// Never leave the name behind on a pooled connection: the
+				// next check on it would fail to prepare.
+				_ = conn.Close(ctx)
+				if err == nil {
+					problem, err = nil, dErr
+				}
+			}
+		}
+	}()
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan", pgx.QueryExecModeSimpleProtocol); err != nil {
+		return nil, err
+	}
+	sd, err := conn.Prepare(ctx, checkName, sql)
+	if err != nil {
+		return refusal(err)
+	}
+	prepared = true
+	explain := "EXPLAIN EXECUTE " + checkName
+	if n := len(sd.ParamOIDs); n > 0 {
+		explain += "(" + strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ") + ")"
+	}
+	if _, err := tx.Exec(ctx, explain, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return refusal(err)
+	}
+	return nil, nil
+}
+
+// refusal sorts an error of checkStatement: PostgreSQL refusing the
+// statement, or a failure worth retrying.
+func refusal(err error) (problem, other error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && !IsTransient(err) {
+		return err, nil
+	}
+	return nil, err
 }
