@@ -63,7 +63,9 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 
 	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now(),
 		retry: newBackoff(p.Policy.Initial, p.Policy.Max)}
-	err = l.run(ctx, leaseCtx)
+	if err = l.checkSink(ctx, leaseCtx); err == nil {
+		err = l.run(ctx, leaseCtx)
+	}
 	if cause := context.Cause(leaseCtx); cause != nil && errors.Is(cause, ErrLeaseLost) {
 		err = cause
 	}
@@ -76,6 +78,41 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		log.Warn("leadership lost", zap.Stringer("cursor", l.persisted), zap.Error(err))
 	}
 	return err
+}
+
+// checkSink checks the sink before anything is read. A handler that
+// PostgreSQL cannot parse or plan fails for every event alike, so it halts
+// the projector (an operator must fix the configuration) and charges no
+// event. A failure of the check itself ends this leadership with an error;
+// the supervisor retries after a backoff, as after a failed claim. A
+// graceful stop interrupts the check: nothing is in flight yet.
+func (l *loop) checkSink(ctx, leaseCtx context.Context) error {
+	c, ok := l.b.(SinkChecker)
+	if !ok {
+		return nil
+	}
+	cctx, cancel := context.WithCancel(leaseCtx)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	err := c.CheckSink(cctx, l.p.Name)
+	switch {
+	case err == nil:
+		return nil
+	case context.Cause(leaseCtx) != nil:
+		return context.Cause(leaseCtx)
+	case ctx.Err() != nil:
+		return nil // stopped; the run ends at once
+	case errors.Is(err, store.ErrBadHandler):
+		return l.halt(leaseCtx, err)
+	}
+	return fmt.Errorf("error checking the sink of %s: %w", l.p.Name, err)
+}
+
+// halt records a handler error that no retry can fix and stops the
+// projector; no event is charged for it.
+func (l *loop) halt(ctx context.Context, err error) error {
+	l.setStatus(ctx, store.StatusHalted, err.Error())
+	return fmt.Errorf("%w: %v", ErrHalted, err)
 }
 
 // loop is the leader's catch-up/live loop.
@@ -321,6 +358,9 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 	case errors.Is(err, store.ErrFenced):
 		l.p.Observer.Error(l.p.Name, "fenced", err)
 		return fmt.Errorf("%w: %v", ErrDeposed, err)
+	case errors.Is(err, store.ErrBadHandler):
+		l.p.Observer.Error(l.p.Name, "commit", err)
+		return l.halt(ctx, err)
 	case errors.As(err, &applyErr) && !store.IsTransient(applyErr.Err):
 		return l.poison(ctx, events, to, applyErr)
 	default:
