@@ -311,6 +311,29 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	}
 }
 
+func TestConfigValidateRefusesHandlersThatEndTheTransaction(t *testing.T) {
+	t.Parallel()
+	for handler, msg := range map[string]string{
+		`"DO $$ BEGIN INSERT INTO t VALUES (1); COMMIT; END $$"`: "projectors[0].sink.sql.handlers[A]: a DO block may not COMMIT",
+		`"-- note\rCOMMIT"`:                         `projectors[0].sink.sql.handlers[A]: "COMMIT" statements are not allowed`,
+		`"DO $$ BEGIN /* undo */ ROLLBACK; END $$"`: "projectors[0].sink.sql.handlers[A]: a DO block may not ROLLBACK",
+	} {
+		f := writeFile(t, "c.yaml", fmt.Sprintf(`
+database: {url: 'postgres://localhost/app'}
+projectors:
+  - name: totals
+    sink:
+      sql:
+        handlers:
+          A: %s
+`, handler))
+		code, _, stderr := cli(t, "config", "validate", "--config", f)
+		require.Equal(t, exitConfig, code, handler)
+		require.Contains(t, stderr, msg, handler)
+		require.Contains(t, stderr, "the batch's transaction is projectord's", handler)
+	}
+}
+
 func TestConfigValidateCheckDBNamesProjectorAndEventType(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)

@@ -149,6 +149,16 @@ func (b *PGBackend) SetStatus(ctx context.Context, projector string, epoch int64
 	return t.SetStatus(ctx, projector, epoch, status, lastErr)
 }
 
+// CheckSink implements SinkChecker: it prepares and plans every handler of
+// the projector's sink on its target database.
+func (b *PGBackend) CheckSink(ctx context.Context, projector string) error {
+	t, s, err := b.target(projector)
+	if err != nil || s == nil {
+		return err
+	}
+	return t.CheckSink(ctx, s)
+}
+
 // Handles implements SinkFilter.
 func (b *PGBackend) Handles(projector, eventType string) bool {
 	_, s, err := b.target(projector)

@@ -71,7 +71,9 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		// through, rewritten if the trouble is still there.
 		l.retryReason = reasonStale
 	}
-	err = l.run(ctx, leaseCtx)
+	if err = l.checkSink(ctx, leaseCtx); err == nil {
+		err = l.run(ctx, leaseCtx)
+	}
 	if cause := context.Cause(leaseCtx); cause != nil && errors.Is(cause, ErrLeaseLost) {
 		err = cause
 	}
@@ -84,6 +86,48 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		log.Warn("leadership lost", zap.Stringer("cursor", l.persisted), zap.Error(err))
 	}
 	return err
+}
+
+// checkSink checks the sink before anything is read. A handler that
+// PostgreSQL cannot parse or plan fails for every event alike, so it halts
+// the projector (an operator must fix the configuration) and charges no
+// event. A failure of the check itself ends this leadership with an error;
+// the supervisor retries after a backoff, as after a failed claim. A
+// graceful stop interrupts the check: nothing is in flight yet.
+func (l *loop) checkSink(ctx, leaseCtx context.Context) error {
+	c, ok := l.b.(SinkChecker)
+	if !ok {
+		return nil
+	}
+	cctx, cancel := context.WithCancel(leaseCtx)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	err := c.CheckSink(cctx, l.p.Name)
+	switch {
+	case err == nil:
+		return nil
+	case context.Cause(leaseCtx) != nil:
+		return context.Cause(leaseCtx)
+	case ctx.Err() != nil:
+		return nil // stopped; the run ends at once
+	case errors.Is(err, store.ErrBadHandler):
+		return l.halt(leaseCtx, err)
+	}
+	return fmt.Errorf("error checking the sink of %s: %w", l.p.Name, err)
+}
+
+// halt records a handler error that no retry can fix and stops the
+// projector; no event is charged for it.
+// Only the leader may halt: a deposed one (its successor claimed the
+// checkpoint meanwhile) steps down instead, so it keeps competing.
+func (l *loop) halt(ctx context.Context, err error) error {
+	if serr := l.b.SetStatus(ctx, l.p.Name, l.epoch, store.StatusHalted, err.Error()); errors.Is(serr, store.ErrFenced) {
+		l.p.Observer.Error(l.p.Name, "fenced", serr)
+		return fmt.Errorf("%w: %v", ErrDeposed, serr)
+	} else if serr != nil {
+		l.log.Warn("error recording projector status", zap.Error(serr))
+	}
+	return fmt.Errorf("%w: %v", ErrHalted, err)
 }
 
 // loop is the leader's catch-up/live loop.
@@ -382,6 +426,12 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 		l.p.Observer.Error(l.p.Name, "fenced", err)
 		return fmt.Errorf("%w: %v", ErrDeposed, err)
 	}
+	if errors.Is(err, store.ErrBadHandler) {
+		// A handler that fails for every event alike (it tried to end the
+		// batch's transaction): a configuration error, never an event's.
+		l.p.Observer.Error(l.p.Name, "commit", err)
+		return l.halt(ctx, err)
+	}
 	class := store.Classify(err)
 	index, cause := -1, err
 	var applyErr *store.ApplyError
@@ -553,15 +603,7 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		l.outcome = "dead-lettered " + msg
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	default:
-		// Only the leader may halt: a deposed one (its successor claimed
-		// the checkpoint while it retried) steps down instead.
-		if err := l.b.SetStatus(ctx, l.p.Name, l.epoch, store.StatusHalted, msg); errors.Is(err, store.ErrFenced) {
-			l.p.Observer.Error(l.p.Name, "fenced", err)
-			return fmt.Errorf("%w: %v", ErrDeposed, err)
-		} else if err != nil {
-			l.log.Warn("error recording projector status", zap.Error(err))
-		}
-		return fmt.Errorf("%w: %s", ErrHalted, msg)
+		return l.halt(ctx, errors.New(msg))
 	}
 	return l.rest(ctx, events[index+1:], to)
 }

@@ -15,8 +15,10 @@ var (
 	ErrLeaseLost = errors.New("leadership lost")
 	// ErrDeposed means a commit was fenced: another leader claimed the projector.
 	ErrDeposed = errors.New("deposed: another leader claimed the projector")
-	// ErrHalted means a poison event exhausted its retries under policy halt.
-	ErrHalted = errors.New("projector halted on a poison event")
+	// ErrHalted means the projector stopped until an operator acts: a
+	// poison event exhausted its retries under policy halt, or a handler
+	// fails for every event (store.ErrBadHandler).
+	ErrHalted = errors.New("projector halted")
 )
 
 // EventReader reads the source.
@@ -49,6 +51,17 @@ type CheckpointStore interface {
 // only events a handler ran for count as applied.
 type SinkFilter interface {
 	Handles(projector, eventType string) bool
+}
+
+// SinkChecker is optional. A backend that can check a projector's sink
+// without applying anything (for SQL: prepare and plan every handler) lets
+// Run halt at the start of leadership on a handler that would fail for
+// every event alike, instead of charging the first event for it.
+type SinkChecker interface {
+	// CheckSink returns an error matching store.ErrBadHandler when the
+	// sink cannot work for any event, and any other error when the check
+	// itself failed (worth retrying).
+	CheckSink(ctx context.Context, projector string) error
 }
 
 // Lease is leadership of one projector.

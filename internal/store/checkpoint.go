@@ -22,6 +22,10 @@ const (
 // fencedCode is raised by projectord.advance when the epoch or cursor moved.
 const fencedCode = "PJ001"
 
+// invalidTxTermination is PostgreSQL's refusal of COMMIT or ROLLBACK inside a
+// transaction block from a procedure or DO block.
+const invalidTxTermination = "2D000"
+
 // Checkpoint is a projector's persisted progress and leadership record.
 type Checkpoint struct {
 	Projector     string
@@ -168,15 +172,20 @@ func (t *Target) List(ctx context.Context) ([]Checkpoint, error) {
 	})
 }
 
-// Commit applies req in one round trip and one implicit transaction (a
-// pipeline with a single Sync): the sink's statements, the dead letter, and
-// last the fenced checkpoint move. Any failure rolls all of it back. The
-// fence goes last so that a leader deposed while its batch was in flight
-// cannot commit it: the new leader's claim does not wait for the old
-// leader's transaction, and the old leader's advance then finds the epoch
-// moved. It returns ErrFenced when another leader has claimed the
-// projector, and *ApplyError when a sink statement failed. A failure at the
-// commit itself (a deferred constraint) names no event.
+// Commit applies req in one round trip and one explicit transaction (a
+// pipeline with a single Sync, BEGIN first and COMMIT last): the sink's
+// statements, the dead letter, and last the fenced checkpoint move. Any
+// failure rolls all of it back. The transaction is explicit so that no
+// handler can end it: PostgreSQL refuses COMMIT and ROLLBACK inside a
+// transaction block, even from a CALLed procedure or a DO block (2D000),
+// where an implicit one would let them commit part of a batch past the
+// fence. The fence goes last so that a leader deposed while its batch was
+// in flight cannot commit it: the new leader's claim does not wait for the
+// old leader's transaction, and the old leader's advance then finds the
+// epoch moved. It returns ErrFenced when another leader has claimed the
+// projector, *ApplyError when a sink statement failed on its event, and
+// an error matching ErrBadHandler when a handler tried to end the
+// transaction (which fails for every event alike).
 func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) error {
 	// A row the reader could not decode is poison before any statement
 	// runs: report it like a sink failure on it, sending nothing, so the
@@ -189,15 +198,19 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	b := &pgx.Batch{}
-	var owner []int
+	b.Queue("BEGIN")
+	// owner maps each queued query to the event it applies, -1 for ours.
+	owner := make([]int, 1, len(req.Events)+4)
+	owner[0] = -1
 	if sink != nil {
-		owner = sink.queue(b, req.Events, make([]int, 0, len(req.Events)))
+		owner = sink.queue(b, req.Events, owner)
 	}
 	if dl := req.DeadLetter; dl != nil {
 		queueDeadLetter(b, req.Projector, dl)
 	}
 	b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
 		req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
+	b.Queue("COMMIT")
 	// Acquired apart from the batch, so a failure to get a connection (a
 	// pool waiting out the deadline included) is never taken for a batch
 	// that ran too long.
@@ -210,11 +223,17 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 	var firstErr error
 	for i := 0; i < b.Len(); i++ {
 		if _, err := br.Exec(); err != nil {
-			firstErr = classifyCommitError(i, owner, err)
+			firstErr = classifyCommitError(i, owner, req.Events, sink, err)
 			break
 		}
 	}
 	closeErr := br.Close()
+	if pc := conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+		// A failure leaves the transaction open (PostgreSQL skipped the
+		// COMMIT): end it here so the connection can be reused; the pool
+		// discards a connection on which even this fails.
+		_, _ = conn.Exec(ctx, "ROLLBACK")
+	}
 	if firstErr != nil {
 		return firstErr
 	}
@@ -252,14 +271,21 @@ func queueDeadLetter(b *pgx.Batch, projector string, dl *DeadLetter) {
 		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts)
 }
 
-func classifyCommitError(i int, owner []int, err error) error {
+// classifyCommitError maps the failure of queued query i to what the loop
+// needs to know: deposed, an event's own fault, a handler that fails for
+// every event, or anything else.
+func classifyCommitError(i int, owner []int, events []Event, sink *SQLSink, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
 		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
 	}
-	// The index says where it failed, not whose fault it is: the runner
-	// classifies the error (Classify).
-	if i < len(owner) {
+	if i < len(owner) && owner[i] >= 0 {
+		if pgErr != nil && pgErr.Code == invalidTxTermination {
+			return StatementProblem{EventType: sink.handler(events[owner[i]].Type).key,
+				Err: fmt.Errorf("%w (a handler runs inside the batch's transaction: the procedure or DO block it runs may not COMMIT or ROLLBACK)", err)}
+		}
+		// The index says where it failed, not whose fault it is: the
+		// runner classifies the error (Classify).
 		return &ApplyError{Index: owner[i], Err: err}
 	}
 	return fmt.Errorf("error committing batch: %w", err)

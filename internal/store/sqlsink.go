@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -54,6 +56,7 @@ func ParamNames() []string {
 
 // statement is one compiled handler.
 type statement struct {
+	key    string // the handler's event type, or "*"
 	sql    string
 	fields []*param
 }
@@ -89,6 +92,7 @@ func CompileSQLSink(handlers map[string]string, reset string) (*SQLSink, error) 
 			problems = append(problems, fmt.Sprintf("handlers[%s]: %v", t, err))
 			continue
 		}
+		st.key = t
 		if t == "*" {
 			s.fallback = st
 		} else {
@@ -144,6 +148,121 @@ func (s *SQLSink) queue(b *pgx.Batch, events []Event, owner []int) []int {
 
 var txControl = []string{"begin", "commit", "rollback", "abort", "start", "end", "savepoint", "release", "prepare", "set", "reset"}
 
+// checkTxControl refuses a handler that could end the batch's transaction.
+// A handler is one statement (more after ';' is refused below), so plain
+// transaction control can only be its first word, comments aside; this is
+// the only guard against it, since PostgreSQL obeys a plain COMMIT even in
+// the middle of the batch. A DO block is refused when its body COMMITs or
+// ROLLs BACK: PostgreSQL would refuse that inside the batch's explicit
+// transaction anyway (2D000), but a config error is clearer than a halt at
+// run time. CALL stays allowed: a procedure that tries to end the
+// transaction gets the same 2D000 when it runs (see README).
+func checkTxControl(src string) error {
+	var first string
+	var err error
+	lex(src, func(kind tokenKind, text string) bool {
+		if first == "" {
+			if kind != tokenWord {
+				return false
+			}
+			first = strings.ToLower(text)
+			for _, kw := range txControl {
+				if first == kw {
+					err = fmt.Errorf("%q statements are not allowed: the batch's transaction is projectord's", strings.ToUpper(kw))
+					return false
+				}
+			}
+			return first == "do"
+		}
+		if kind != tokenString {
+			return true // DO [LANGUAGE name] 'body'
+		}
+		lex(text, func(kind tokenKind, word string) bool {
+			if w := strings.ToUpper(word); kind == tokenWord && (w == "COMMIT" || w == "ROLLBACK") {
+				err = fmt.Errorf("a DO block may not %s: the batch's transaction is projectord's", w)
+				return false
+			}
+			return true
+		})
+		return false
+	})
+	return err
+}
+
+type tokenKind int
+
+const (
+	tokenWord   tokenKind = iota // a keyword or unquoted identifier
+	tokenString                  // a string constant, quoted or dollar-quoted; text is its value
+	tokenOther                   // a quoted identifier, number, operator or punctuation
+)
+
+// lex calls f with each token of s, skipping whitespace and comments, until
+// f returns false. It knows just enough SQL to tell code from text.
+func lex(s string, f func(kind tokenKind, text string) bool) {
+	for i := 0; i < len(s); {
+		c := s[i]
+		var kind tokenKind
+		var text string
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			i++
+			continue
+		case c == '-' && i+1 < len(s) && s[i+1] == '-':
+			i = lineCommentEnd(s, i)
+			continue
+		case c == '/' && i+1 < len(s) && s[i+1] == '*':
+			i = skipBlockComment(s, i)
+			continue
+		case c == '\'':
+			j := skipQuoted(s, i, c)
+			kind, text = tokenString, unquote(s[i:j], i > 0 && (s[i-1] == 'E' || s[i-1] == 'e'))
+			i = j
+		case c == '$' && (i == 0 || !isIdent(s[i-1])):
+			j := skipDollarQuoted(s, i)
+			if j == i+1 {
+				kind, text = tokenOther, "$"
+			} else {
+				tag := strings.IndexByte(s[i+1:], '$') + 2
+				kind, text = tokenString, s[i+tag:max(i+tag, j-tag)]
+			}
+			i = j
+		case isIdentStart(c) || c >= 0x80:
+			j := i + 1
+			for j < len(s) && (isIdent(s[j]) || s[j] >= 0x80) {
+				j++
+			}
+			if j < len(s) && s[j] == '\'' && j == i+1 && (c == 'E' || c == 'e') {
+				i = j // E'...': the string follows
+				continue
+			}
+			kind, text = tokenWord, s[i:j]
+			i = j
+		case c == '"':
+			j := skipQuoted(s, i, c)
+			kind, text = tokenOther, s[i:j]
+			i = j
+		default:
+			kind, text = tokenOther, s[i:i+1]
+			i++
+		}
+		if !f(kind, text) {
+			return
+		}
+	}
+}
+
+// unquote returns the value of the string constant q ('...' or, with
+// escapes, E'...'), approximately: good enough to read code out of it.
+func unquote(q string, escapes bool) string {
+	q = strings.TrimPrefix(q, "'")
+	q = strings.TrimSuffix(q, "'")
+	if escapes {
+		q = strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(q)
+	}
+	return strings.ReplaceAll(q, "''", "'")
+}
+
 // compileHandler rewrites @name parameters into typed positional ones,
 // leaving string literals, quoted identifiers, comments and operators
 // such as @> and @@ alone.
@@ -152,17 +271,8 @@ func compileHandler(src string) (*statement, error) {
 	if trimmed == "" {
 		return nil, fmt.Errorf("empty statement")
 	}
-	// Comments first: "/* c */ COMMIT" is still a COMMIT.
-	bare := strings.TrimSpace(stripComments(trimmed))
-	k := 0
-	for k < len(bare) && isIdent(bare[k]) {
-		k++
-	}
-	first := strings.ToLower(bare[:k])
-	for _, kw := range txControl {
-		if first == kw {
-			return nil, fmt.Errorf("%q statements are not allowed: the batch's transaction is projectord's", strings.ToUpper(kw))
-		}
+	if err := checkTxControl(src); err != nil {
+		return nil, err
 	}
 	var b strings.Builder
 	st := &statement{}
@@ -175,12 +285,9 @@ func compileHandler(src string) (*statement, error) {
 			b.WriteString(src[i:j])
 			i = j
 		case c == '-' && i+1 < len(src) && src[i+1] == '-':
-			j := strings.IndexByte(src[i:], '\n')
-			if j < 0 {
-				j = len(src) - i
-			}
-			b.WriteString(src[i : i+j])
-			i += j
+			j := lineCommentEnd(src, i)
+			b.WriteString(src[i:j])
+			i = j
 		case c == '/' && i+1 < len(src) && src[i+1] == '*':
 			j := skipBlockComment(src, i)
 			b.WriteString(src[i:j])
@@ -287,16 +394,21 @@ func skipDollarQuoted(s string, i int) int {
 	return j + 1 + end + len(tag)
 }
 
+// lineCommentEnd returns the end of the -- comment at i: PostgreSQL ends
+// it at a carriage return as well as at a newline.
+func lineCommentEnd(s string, i int) int {
+	if j := strings.IndexAny(s[i:], "\n\r"); j >= 0 {
+		return i + j
+	}
+	return len(s)
+}
+
 func stripComments(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		switch {
 		case s[i] == '-' && i+1 < len(s) && s[i+1] == '-':
-			j := strings.IndexByte(s[i:], '\n')
-			if j < 0 {
-				return b.String()
-			}
-			i += j
+			i = lineCommentEnd(s, i)
 		case s[i] == '/' && i+1 < len(s) && s[i+1] == '*':
 			i = skipBlockComment(s, i)
 		default:
@@ -307,37 +419,152 @@ func stripComments(s string) string {
 	return b.String()
 }
 
-// StatementProblem is a handler that PostgreSQL rejected.
+// ErrBadHandler means a handler's SQL fails for every event alike:
+// PostgreSQL refuses to parse or plan it, or it tries to end the batch's
+// transaction. It is a configuration error, never an event's fault.
+var ErrBadHandler = errors.New("handler SQL fails for every event")
+
+// StatementProblem is a handler that PostgreSQL rejected. As an error it
+// matches ErrBadHandler.
 type StatementProblem struct {
 	EventType string
 	Err       error
 }
 
-// Check prepares every handler (and the reset SQL) on a connection of pool
-// without running them, so unknown tables, columns and type errors surface
-// before the first event does.
+func (p StatementProblem) Error() string     { return fmt.Sprintf("handler %s: %v", p.EventType, p.Err) }
+func (p StatementProblem) Unwrap() error     { return p.Err }
+func (p StatementProblem) Is(err error) bool { return err == ErrBadHandler }
+
+// statementProblems are every handler of a sink PostgreSQL rejected, as one error.
+type statementProblems []StatementProblem
+
+func (ps statementProblems) Error() string {
+	msgs := make([]string, len(ps))
+	for i, p := range ps {
+		msgs[i] = p.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (ps statementProblems) Unwrap() []error {
+	out := make([]error, len(ps))
+	for i, p := range ps {
+		out[i] = p
+	}
+	return out
+}
+
+// Check prepares and plans every handler (and the reset SQL) on a
+// connection of pool without running them, so unknown tables, columns and
+// functions, type errors and errors in constant expressions surface before
+// the first event does. Problems are what PostgreSQL refused; err is a
+// failure to check at all (connection, timeout).
 func (s *SQLSink) Check(ctx context.Context, pool *pgxpool.Pool) ([]StatementProblem, error) {
+	return s.check(ctx, pool, true)
+}
+
+// CheckSink checks s's handlers on the target as Check does, bounded by the
+// target's timeout, before a leader applies anything: a handler that fails
+// for every event alike must stop the projector, not be charged to the
+// first event. It returns an error matching ErrBadHandler that names every
+// refused handler, or another error when the check itself failed (worth
+// retrying). The reset SQL is left out: only `projectord reset` runs it.
+func (t *Target) CheckSink(ctx context.Context, s *SQLSink) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	problems, err := s.check(ctx, t.pool, false)
+	if err != nil {
+		return fmt.Errorf("error checking handlers: %w", err)
+	}
+	if len(problems) > 0 {
+		return statementProblems(problems)
+	}
+	return nil
+}
+
+func (s *SQLSink) check(ctx context.Context, pool *pgxpool.Pool, withReset bool) ([]StatementProblem, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("error connecting: %w", err)
 	}
 	defer conn.Release()
-	var out []StatementProblem
 	stmts := s.Statements()
 	types := make([]string, 0, len(stmts))
 	for t := range stmts {
 		types = append(types, t)
 	}
 	sort.Strings(types)
-	for _, t := range types {
-		if _, err := conn.Conn().Prepare(ctx, "", stmts[t]); err != nil {
-			out = append(out, StatementProblem{EventType: t, Err: err})
-		}
+	if withReset && s.reset != "" {
+		types, stmts["reset"] = append(types, "reset"), s.reset
 	}
-	if s.reset != "" {
-		if _, err := conn.Conn().Prepare(ctx, "", s.reset); err != nil {
-			out = append(out, StatementProblem{EventType: "reset", Err: err})
+	var out []StatementProblem
+	for _, t := range types {
+		problem, err := checkStatement(ctx, conn.Conn(), stmts[t])
+		if err != nil {
+			return nil, err
+		}
+		if problem != nil {
+			out = append(out, StatementProblem{EventType: t, Err: problem})
 		}
 	}
 	return out, nil
+}
+
+// checkName is the prepared statement checkStatement plans.
+const checkName = "projectord_check"
+
+// checkStatement makes PostgreSQL parse, analyse and plan sql as it would
+// for an event, without running it: prepared under a name, then EXPLAINed
+// as a generic plan with every parameter NULL, in a transaction it rolls
+// back. A generic plan never looks at parameter values but still folds
+// constant expressions, so `'abc'::text::int` fails here as it would for
+// every event. problem is PostgreSQL's refusal of the statement; err is any
+// other failure.
+func checkStatement(ctx context.Context, conn *pgx.Conn, sql string) (problem, err error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prepared := false
+	defer func() {
+		if rbErr := tx.Rollback(ctx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
+			problem, err = nil, rbErr
+		}
+		if prepared {
+			if dErr := conn.Deallocate(ctx, checkName); dErr != nil {
+				// Never leave the name behind on a pooled connection: the
+				// next check on it would fail to prepare.
+				_ = conn.Close(ctx)
+				if err == nil {
+					problem, err = nil, dErr
+				}
+			}
+		}
+	}()
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan", pgx.QueryExecModeSimpleProtocol); err != nil {
+		return nil, err
+	}
+	sd, err := conn.Prepare(ctx, checkName, sql)
+	if err != nil {
+		return refusal(err)
+	}
+	prepared = true
+	explain := "EXPLAIN EXECUTE " + checkName
+	if n := len(sd.ParamOIDs); n > 0 {
+		explain += "(" + strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ") + ")"
+	}
+	if _, err := tx.Exec(ctx, explain, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return refusal(err)
+	}
+	return nil, nil
+}
+
+// refusal sorts an error of checkStatement: PostgreSQL refusing the
+// statement, or a failure worth retrying.
+func refusal(err error) (problem, other error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && Classify(err) != ClassTransient && Classify(err) != ClassTimeout {
+		return err, nil
+	}
+	return nil, err
 }
