@@ -170,7 +170,6 @@ func TestBatchFailingWithoutNamingAnEventIsSplit(t *testing.T) {
 	}{
 		{"deferred constraint", ThenDeadLetter, fmt.Errorf("error committing batch of p: %w", deferred)},
 		{"unplaced error at commit", ThenSkip, &pgconn.PgError{Severity: "ERROR", Code: "XX000", Message: "an error nothing places"}},
-		{"commit deadline", ThenDeadLetter, fmt.Errorf("error committing batch of p: %w", context.DeadlineExceeded)},
 		{"statement timeout", ThenSkip, &store.ApplyError{Index: 0, Err: &pgconn.PgError{Severity: "ERROR", Code: "57014", Message: "canceling statement due to statement timeout"}}},
 		{"halt", ThenHalt, fmt.Errorf("error committing batch of p: %w", deferred)},
 	} {
@@ -226,6 +225,51 @@ func TestBatchFailingWithoutNamingAnEventIsSplit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNoAnswerIsSplitButNeverCharged: a batch whose commit meets our own
+// deadline with no answer from the server is split (it may just be too big
+// for its deadline), but the single event that still meets it is the
+// server's or the network's stall, not the event's fault: it is retried,
+// never dead-lettered, and applied once the stall ends.
+func TestNoAnswerIsSplitButNeverCharged(t *testing.T) {
+	t.Parallel()
+	tb := setupMem(t)
+	obs := &reasonLog{}
+	tb.p.Observer, tb.p.Policy.Then, tb.p.BatchSize = obs, ThenDeadLetter, 40
+	tx := tb.mem.Begin()
+	for i := 0; i < 45; i++ {
+		tx.Append(fmt.Sprintf("s-%d", i), "A", "{}")
+	}
+	tx.Commit()
+	var mu sync.Mutex
+	alone := 0 // attempts of event 23 on its own
+	tb.sink.failBatch = func(events []store.Event) error {
+		if !batchHolds(events, 23) {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(events) == 1 {
+			alone++
+		}
+		if alone > 3*tb.p.Policy.MaxAttempts {
+			return nil // the stall is over
+		}
+		return fmt.Errorf("error committing batch of p: %w", context.DeadlineExceeded)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := start(ctx, tb.p, tb.mem.Node("a"))
+	waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor.Position == 45 })
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, 45, tb.sink.count(), "every event applied, the stalled one too")
+	require.Empty(t, tb.sink.duplicates())
+	require.Empty(t, tb.mem.DeadLetters("p"))
+	require.Positive(t, obs.count("shrink"))
+	require.Zero(t, obs.count("apply"), "no attempt was charged to the event")
+	require.Zero(t, obs.count("poison"))
 }
 
 // TestGracefulStopEndsPoisonRetries: a stop does not wait out a poison

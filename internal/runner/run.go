@@ -439,6 +439,11 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 		index, cause = applyErr.Index, applyErr.Err
 	}
 	switch {
+	case class == store.ClassNoAnswer && len(events) > 1:
+		// The batch as a whole ran out of time with no answer: try it in
+		// smaller pieces (charging nothing). A single event that meets it
+		// is retried below: it is the server's or the network's stall.
+		return l.split(ctx, events, to, class, err)
 	case len(events) == 0 || !class.CountsAgainstEvent():
 		return l.retryLater(class, fmt.Errorf("error committing batch up to %s: %w", to, err))
 	case index >= 0 && index < len(events) && class != store.ClassTimeout:
@@ -465,7 +470,7 @@ func (e *retryError) Unwrap() error { return e.err }
 // retryError that sends the loop back to the checkpoint.
 func (l *loop) retryLater(class store.ErrorClass, err error) error {
 	reason := reasonDatabase
-	if class == store.ClassTransient || class == store.ClassTimeout {
+	if class == store.ClassTransient || class == store.ClassTimeout || class == store.ClassNoAnswer {
 		reason = reasonCommit
 	}
 	l.noteRetry(reason, err)

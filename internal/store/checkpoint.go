@@ -198,10 +198,8 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	b := &pgx.Batch{}
-	b.Queue("BEGIN")
 	// owner maps each queued query to the event it applies, -1 for ours.
-	owner := make([]int, 1, len(req.Events)+4)
-	owner[0] = -1
+	owner := make([]int, 0, len(req.Events)+3)
 	if sink != nil {
 		owner = sink.queue(b, req.Events, owner)
 	}
@@ -219,6 +217,20 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 		return fmt.Errorf("%w to commit a batch of %s: %w", ErrNoConnection, req.Projector, err)
 	}
 	defer conn.Release()
+	// The transaction begins before the batch is sent, because pgx first
+	// prepares statements this connection has not seen, in a round trip
+	// of their own, and preparing waits for the read model's locks: so
+	// the prepare, too, runs under the limits below. Within the batch's
+	// deadline, the server stops a lock wait first (lock_timeout: 55P03,
+	// not the event's fault, retried) and a statement that is itself slow
+	// next (statement_timeout: 57014, which may be the event's fault); our
+	// own deadline passing with no answer is never charged to an event.
+	if _, err := conn.Exec(ctx, beginSQL(ctx)); err != nil {
+		if pc := conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+			_, _ = conn.Exec(ctx, "ROLLBACK")
+		}
+		return fmt.Errorf("error beginning the batch of %s: %w", req.Projector, err)
+	}
 	br := conn.SendBatch(ctx, b)
 	var firstErr error
 	for i := 0; i < b.Len(); i++ {
@@ -269,6 +281,18 @@ func queueDeadLetter(b *pgx.Batch, projector string, dl *DeadLetter) {
 		FROM (SELECT projectord.try_jsonb($8::text) AS payload, projectord.try_jsonb($9::text) AS metadata) j`,
 		projector, e.XID, e.Position, text("stream_id", e.StreamID), text("event_type", e.Type), version, created,
 		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts)
+}
+
+// beginSQL opens a batch's transaction with server-side limits inside the
+// time ctx leaves: half of it for any one lock wait, three quarters for any
+// one statement.
+func beginSQL(ctx context.Context) string {
+	left := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		left = time.Until(d)
+	}
+	ms := max(left.Milliseconds(), 4)
+	return fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d", ms/2, ms*3/4)
 }
 
 // classifyCommitError maps the failure of queued query i to what the loop

@@ -56,6 +56,13 @@ const (
 	// constraint, a cardinality or limit, an assertion or a policy of the
 	// read model. It counts against the event.
 	ClassEvent
+	// ClassNoAnswer is our own deadline passing with no answer from the
+	// server: the network or the server stalled, or a batch as a whole
+	// needs longer than its deadline. It never counts against an event (a
+	// statement that is itself too slow is stopped by the server first,
+	// with statement_timeout, and is ClassTimeout); a batch that meets it
+	// is split, a single event retried.
+	ClassNoAnswer
 )
 
 func (c ErrorClass) String() string {
@@ -68,6 +75,8 @@ func (c ErrorClass) String() string {
 		return "timeout"
 	case ClassEvent:
 		return "event"
+	case ClassNoAnswer:
+		return "no answer"
 	default:
 		return "unknown"
 	}
@@ -115,7 +124,7 @@ var sqlstates = map[string]ErrorClass{
 	"55":    ClassDatabase,  // object not in prerequisite state (55000, 55006 object in use)
 	"55P03": ClassTransient, // lock not available
 	"57":    ClassTransient, // operator intervention: shutdowns, cannot connect now
-	"57014": ClassTimeout,   // query canceled: statement timeout
+	"57014": ClassTimeout,   // query canceled: statement timeout (a cancel by hand: see classifyCode)
 	"57P04": ClassDatabase,  // database dropped
 	"58":    ClassDatabase,  // system error (I/O, missing file)
 	"72":    ClassTransient, // snapshot too old
@@ -146,9 +155,9 @@ func Classify(err error) ErrorClass {
 	if errors.As(err, &pgErr) {
 		return classifyCode(pgErr)
 	}
-	// Our own deadline, not the network's: the batch ran too long.
+	// Our own deadline, with no answer from the server.
 	if errors.Is(err, context.DeadlineExceeded) {
-		return ClassTimeout
+		return ClassNoAnswer
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
 		return ClassTransient
@@ -171,6 +180,12 @@ func Classify(err error) ErrorClass {
 func classifyCode(e *pgconn.PgError) ErrorClass {
 	if e.Code == "42501" && strings.HasPrefix(e.Message, rlsViolation) {
 		return ClassEvent
+	}
+	if e.Code == "57014" && !strings.Contains(e.Message, "statement timeout") {
+		// Cancelled by someone (pg_cancel_backend), not by our
+		// statement_timeout: nothing to do with the event. (A server
+		// speaking another language lands here too: the safe side.)
+		return ClassTransient
 	}
 	if c, ok := sqlstates[e.Code]; ok {
 		return c
