@@ -68,6 +68,9 @@ type PoolBackends struct {
 	written uint64        // newest gen recorded in the node row
 	changed chan struct{} // closed and replaced when written moves or the session goes down
 	sess    *Session
+	// setNames/setValues are the settings each connection makes as it
+	// registers (the server-side keepalives).
+	setNames, setValues []string
 }
 
 type poolBackend struct {
@@ -85,12 +88,24 @@ func NewPoolBackends() *PoolBackends {
 // server-side keepalives unless the URL already sets them. It chains any
 // AfterConnect and BeforeClose already configured.
 func (b *PoolBackends) Install(pc *pgxpool.Config, k Keepalives) {
-	rp := pc.ConnConfig.RuntimeParams
+	// Set after connecting (set_config, in the registration's query) and
+	// not as startup parameters: a connection pooler such as PgBouncer in
+	// front of a pool refuses startup parameters it does not know, and
+	// would refuse the connection.
+	set := map[string]string{}
 	for name, v := range k.params() {
-		if _, ok := rp[name]; !ok {
-			rp[name] = v
+		if _, ok := pc.ConnConfig.RuntimeParams[name]; !ok {
+			set[name] = v
 		}
 	}
+	names := make([]string, 0, len(set))
+	values := make([]string, 0, len(set))
+	for name, v := range set {
+		names, values = append(names, name), append(values, v)
+	}
+	b.mu.Lock()
+	b.setNames, b.setValues = names, values
+	b.mu.Unlock()
 	after, before := pc.AfterConnect, pc.BeforeClose
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if after != nil {
@@ -122,7 +137,12 @@ func (b *PoolBackends) register(ctx context.Context, c *pgx.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var e poolBackend
-	if err := c.QueryRow(ctx, `SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&e.pid, &e.start); err != nil {
+	b.mu.Lock()
+	names, values := b.setNames, b.setValues
+	b.mu.Unlock()
+	if err := c.QueryRow(ctx, `SELECT a.pid, a.backend_start
+		FROM pg_stat_activity a, (SELECT count(set_config(n, v, false)) FROM unnest($1::text[], $2::text[]) AS s(n, v)) s
+		WHERE a.pid = pg_backend_pid()`, names, values).Scan(&e.pid, &e.start); err != nil {
 		return fmt.Errorf("error registering pool connection for takeover: %w", err)
 	}
 	b.mu.Lock()
