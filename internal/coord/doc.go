@@ -1,6 +1,6 @@
 // Package coord elects one leader per projector across replicas with
 // PostgreSQL advisory locks held on a single, unpooled coordination session
-// per replica (DESIGN.md rule 3).
+// per replica (docs/architecture.md, rule 3).
 //
 // Session life cycle:
 //

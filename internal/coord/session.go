@@ -336,7 +336,7 @@ func (s *Session) setup(conn *pgx.Conn) error {
 		return fmt.Errorf("error setting up coordination session: %w", err)
 	}
 	// A pooler hands out its own backend key data; a lock taken through a
-	// transaction pooler silently excludes nobody (DESIGN.md §8).
+	// transaction pooler silently excludes nobody (docs/architecture.md, rule 3).
 	if pid != conn.PgConn().PID() {
 		return fmt.Errorf("coordination session is not a direct PostgreSQL session (backend pid %d, protocol pid %d): point coordination.url at PostgreSQL, not at a connection pooler", pid, conn.PgConn().PID())
 	}

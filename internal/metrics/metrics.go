@@ -1,4 +1,4 @@
-// Package metrics exports projectord's Prometheus metrics (DESIGN.md §6) on
+// Package metrics exports projectord's Prometheus metrics (listed in the README's Metrics section) on
 // an injected registry. Everything derived from the database (head, lag,
 // horizon) is refreshed by the daemon on a ticker and pushed in through
 // Snapshot, so a scrape never costs the database anything.

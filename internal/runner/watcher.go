@@ -18,7 +18,7 @@ type HeadReader interface {
 // Watcher is the replica's single source watcher: one cheap head query per
 // poll interval, however many projectors there are, and an early poll when
 // a NOTIFY hint arrives. Projectors wait on its changed channel instead of
-// polling the database themselves (DESIGN.md rule 5).
+// polling the database themselves (docs/architecture.md, rule 5).
 type Watcher struct {
 	r        HeadReader
 	interval time.Duration

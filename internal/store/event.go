@@ -8,7 +8,7 @@ import (
 
 // Cursor is a position in the event log: the writing transaction's xid8 and
 // the event's position. Ordering by the pair, and reading only below the
-// xmin horizon, is what makes reads gap-safe (DESIGN.md rule 1).
+// xmin horizon, is what makes reads gap-safe (docs/architecture.md, rule 1).
 type Cursor struct {
 	XID      uint64
 	Position int64
