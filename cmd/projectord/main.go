@@ -38,9 +38,12 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var uerr *usageError
 	switch {
 	case errors.As(err, &verr):
-		fmt.Fprintf(stderr, "projectord: invalid configuration (%d problem%s):\n", len(verr.Problems), plural(len(verr.Problems)))
+		fmt.Fprintf(stderr, "projectord: invalid configuration (%d problem%s):\n", verr.Total(), plural(verr.Total()))
 		for _, p := range verr.Problems {
 			fmt.Fprintf(stderr, "  %s\n", printable(p.String()))
+		}
+		if l := verr.OmittedLine(); l != "" {
+			fmt.Fprintf(stderr, "  %s\n", l)
 		}
 		return exitConfig
 	case errors.As(err, &uerr), isCobraUsageError(err):

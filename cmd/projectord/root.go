@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -52,8 +54,20 @@ environment variables and flags; precedence is flag > env > file > default.`,
 	return root
 }
 
-// loadConfig loads and validates the configuration for cmd.
+// loadConfig loads and validates the configuration for cmd, for commands
+// without a logger: the configuration's warnings go to stderr.
 func loadConfig(cmd *cobra.Command, g *globalFlags) (*config.Config, error) {
+	cfg, err := readConfig(cmd, g)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+	}
+	return cfg, nil
+}
+
+func readConfig(cmd *cobra.Command, g *globalFlags) (*config.Config, error) {
 	cfg, err := config.Load(config.LoadOptions{File: g.config, Flags: cmd.Flags()})
 	if err != nil {
 		if _, ok := err.(*config.ValidationError); ok {
@@ -64,15 +78,19 @@ func loadConfig(cmd *cobra.Command, g *globalFlags) (*config.Config, error) {
 	return cfg, nil
 }
 
-// setup loads the configuration and builds the logger from it.
+// setup loads the configuration and builds the logger from it, which logs
+// the configuration's warnings.
 func setup(cmd *cobra.Command, e *env, g *globalFlags) (*config.Config, *zap.Logger, error) {
-	cfg, err := loadConfig(cmd, g)
+	cfg, err := readConfig(cmd, g)
 	if err != nil {
 		return nil, nil, err
 	}
 	log, err := newLogger(cfg.Log.Format, cfg.Log.Level, e.stderr)
 	if err != nil {
 		return nil, nil, &configError{err: err}
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
 	}
 	return cfg, log, nil
 }

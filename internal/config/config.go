@@ -10,7 +10,12 @@
 // Field names and key names are fixed by the mapstructure tags below; the
 // environment variables, flags, defaults and `config print` output are all
 // derived from them by reflection, so a new field needs a tag, a default in
-// Default and a check in Validate, and nothing else.
+// Default and a check in Validate, and nothing else. A numeric field also
+// needs a `limit:"lo,hi"` tag, its inclusive range, which Validate and the
+// decoder's messages read (a test fails for a numeric field without one).
+// Duration ranges start at 1ms or more, so that no loop can spin a core, and
+// end far below what would overflow a deadline (time.Now().Add) or exceed
+// PostgreSQL's millisecond settings (INT_MAX ms, about 24.8 days).
 package config
 
 import "time"
@@ -24,12 +29,23 @@ type Config struct {
 	Metrics      Metrics      `mapstructure:"metrics"`
 	Log          Log          `mapstructure:"log"`
 	// ShutdownTimeout bounds a graceful stop: finish the batch in flight,
-	// commit, release locks. Default 25s, under Kubernetes' 30s grace period.
-	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// commit, release locks. Default 25s, under Kubernetes' 30s grace
+	// period; 1s to 1h.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" limit:"1s,1h"`
 	// Defaults apply to every projector that does not set the field itself.
 	Defaults ProjectorDefaults `mapstructure:"defaults"`
 	// Projectors are the read models this process keeps current.
 	Projectors []Projector `mapstructure:"projectors"`
+
+	// warnings are things Load found doubtful but not wrong; see Warnings.
+	warnings []string
+}
+
+// Warnings returns what Load found doubtful but not wrong (a url_file
+// that others can read), for the caller to log. A Config that was not
+// loaded has none.
+func (c *Config) Warnings() []string {
+	return append([]string(nil), c.warnings...)
 }
 
 // Database is the source and coordination database.
@@ -40,14 +56,20 @@ type Database struct {
 	// becomes URL during Load, so the secret never sits in the YAML or the
 	// environment (systemd credentials, Kubernetes secrets). Setting both URL
 	// and URLFile is an error; a relative path is relative to the working
-	// directory.
+	// directory. It must be a regular file of at most 64 KiB (a FIFO would
+	// block the loader); Load warns (see Config.Warnings) when others may
+	// read it, or its group while it belongs to this process's user.
 	URLFile string `mapstructure:"url_file"`
-	// MaxConns is the pool size for reads and sink writes. Default 8.
-	MaxConns int32 `mapstructure:"max_conns"`
-	// ConnectTimeout bounds establishing one connection. Default 5s.
-	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
-	// QueryTimeout bounds every statement projectord issues. Default 30s.
-	QueryTimeout time.Duration `mapstructure:"query_timeout"`
+	// MaxConns is the pool size for reads and sink writes. Default 8; 1 to 1000.
+	MaxConns int32 `mapstructure:"max_conns" limit:"1,1000"`
+	// ConnectTimeout bounds establishing one connection. Default 5s; 100ms
+	// to 10m: below that no connection over a real network succeeds, and
+	// every attempt fails and is retried.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout" limit:"100ms,10m"`
+	// QueryTimeout bounds every statement projectord issues. Default 30s;
+	// 100ms to 24h: below, every statement times out and is retried; above,
+	// a deadline overflows (2562047h did).
+	QueryTimeout time.Duration `mapstructure:"query_timeout" limit:"100ms,24h"`
 }
 
 // Source describes the events table.
@@ -65,8 +87,9 @@ type Source struct {
 	// skip events committed out of order; only for tables that cannot be
 	// prepared, and reported loudly in logs and metrics).
 	Ordering string `mapstructure:"ordering"`
-	// PollInterval is how often the source watcher reads the head. Default 50ms.
-	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// PollInterval is how often the source watcher reads the head. Default
+	// 50ms; 5ms to 1m: at most 200 head queries a second per replica.
+	PollInterval time.Duration `mapstructure:"poll_interval" limit:"5ms,1m"`
 	// Listen enables LISTEN on NotifyChannel as a wake-up hint (needs
 	// `projectord source prepare --notify`). Default false.
 	Listen bool `mapstructure:"listen"`
@@ -91,28 +114,39 @@ type Columns struct {
 // Coordination configures leader election.
 type Coordination struct {
 	// NodeID names this replica in checkpoints and the node registry.
-	// Default: hostname-pid-<4 random hex digits>; must be unique per running replica.
+	// Default: hostname-pid-<4 random hex digits>; must be unique per running
+	// replica. At most 46 printable ASCII characters: it is carried in
+	// application_name ("projectord-coord " + NodeID), which PostgreSQL cuts
+	// at 63 bytes and in which it replaces anything but printable ASCII.
 	NodeID string `mapstructure:"node_id"`
 	// URL is an optional separate DSN for the coordination session; it must
 	// reach PostgreSQL directly, never through a transaction pooler.
 	// Default: database.url.
 	URL string `mapstructure:"url"`
-	// LockNamespace is the first key of every advisory lock. Default 1886547818 ("proj").
-	LockNamespace int32 `mapstructure:"lock_namespace"`
-	// AcquireInterval is how often standbys retry for leadership. Default 1s.
-	AcquireInterval time.Duration `mapstructure:"acquire_interval"`
-	// HeartbeatInterval is how often the session verifies its locks. Default 1s.
-	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
-	// LeaseTimeout is when a silent leader counts as stalled. Default 15s.
-	LeaseTimeout time.Duration `mapstructure:"lease_timeout"`
+	// LockNamespace is the first key of every advisory lock. Default
+	// 1886547818 ("proj"); any int32, as pg_advisory_lock(int, int) takes.
+	LockNamespace int32 `mapstructure:"lock_namespace" limit:"-2147483648,2147483647"`
+	// AcquireInterval is how often standbys retry for leadership. Default
+	// 1s; 10ms to 1h (each try is a round trip on the coordination session).
+	AcquireInterval time.Duration `mapstructure:"acquire_interval" limit:"10ms,1h"`
+	// HeartbeatInterval is how often the session verifies its locks.
+	// Default 1s; 10ms to 1m (each is a pg_locks query and a row update).
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval" limit:"10ms,1m"`
+	// LeaseTimeout is when a silent leader counts as stalled. Default 15s;
+	// 1s to 1h, and more than twice HeartbeatInterval.
+	LeaseTimeout time.Duration `mapstructure:"lease_timeout" limit:"1s,1h"`
 	// TCPUserTimeout bounds unacknowledged data on the coordination socket,
-	// client and server side. Default 10s.
-	TCPUserTimeout time.Duration `mapstructure:"tcp_user_timeout"`
+	// client and server side. Default 10s; 1s (below, one retransmission
+	// drops a healthy connection) to INT_MAX ms, PostgreSQL's maximum of
+	// tcp_user_timeout (larger values are refused by the server, at every
+	// reconnect).
+	TCPUserTimeout time.Duration `mapstructure:"tcp_user_timeout" limit:"1s,2147483647ms"`
 	// KeepaliveIdle/Interval/Count configure TCP keepalives on the session.
-	// Defaults 5s, 2s, 3.
-	KeepaliveIdle     time.Duration `mapstructure:"keepalive_idle"`
-	KeepaliveInterval time.Duration `mapstructure:"keepalive_interval"`
-	KeepaliveCount    int           `mapstructure:"keepalive_count"`
+	// Defaults 5s, 2s, 3. Idle and interval are 1s (PostgreSQL's resolution)
+	// to 32767s (Linux's maximum); count is 1 to 127 (Linux's maximum).
+	KeepaliveIdle     time.Duration `mapstructure:"keepalive_idle" limit:"1s,32767s"`
+	KeepaliveInterval time.Duration `mapstructure:"keepalive_interval" limit:"1s,32767s"`
+	KeepaliveCount    int           `mapstructure:"keepalive_count" limit:"1,127"`
 }
 
 // HTTP configures the metrics and health server.
@@ -124,8 +158,9 @@ type HTTP struct {
 
 // Metrics configures metric refreshing.
 type Metrics struct {
-	// RefreshInterval is how often positions, head and lag are recomputed. Default 5s.
-	RefreshInterval time.Duration `mapstructure:"refresh_interval"`
+	// RefreshInterval is how often positions, head and lag are recomputed.
+	// Default 5s; 100ms to 1h (each refresh runs several queries).
+	RefreshInterval time.Duration `mapstructure:"refresh_interval" limit:"100ms,1h"`
 }
 
 // Log configures logging.
@@ -140,7 +175,7 @@ type Log struct {
 type ProjectorDefaults struct {
 	// BatchSize defaults to 500: large enough to amortise the commit, small
 	// enough that a batch's transaction does not hold the xmin horizon back.
-	BatchSize int `mapstructure:"batch_size"`
+	BatchSize int `mapstructure:"batch_size" limit:"1,10000"`
 	// OnError defaults to 5 attempts with 100ms..30s backoff, then halt:
 	// stopping is the only choice that loses nothing without being asked to.
 	OnError ErrorPolicy `mapstructure:"on_error"`
@@ -157,7 +192,7 @@ type Projector struct {
 	// BatchSize is the most events applied in one transaction. 0 in the
 	// file means defaults.batch_size (500); Load fills it in, so code reading
 	// a loaded Config sees the effective value.
-	BatchSize int `mapstructure:"batch_size"`
+	BatchSize int `mapstructure:"batch_size" limit:"1,10000"`
 	// OnError overrides defaults.on_error field by field; Load fills every
 	// field the projector leaves unset, so it is the effective policy.
 	OnError ErrorPolicy `mapstructure:"on_error"`
@@ -167,11 +202,12 @@ type Projector struct {
 
 // ErrorPolicy says what happens when applying an event fails.
 type ErrorPolicy struct {
-	// MaxAttempts is how often one event is tried before Then. Default 5.
-	MaxAttempts int `mapstructure:"max_attempts"`
-	// Initial and Max bound the exponential backoff between attempts. Defaults 100ms, 30s.
-	Initial time.Duration `mapstructure:"initial"`
-	Max     time.Duration `mapstructure:"max"`
+	// MaxAttempts is how often one event is tried before Then. Default 5; 1 to 100.
+	MaxAttempts int `mapstructure:"max_attempts" limit:"1,100"`
+	// Initial and Max bound the exponential backoff between attempts.
+	// Defaults 100ms, 30s; each 1ms to 1h, Initial at most Max.
+	Initial time.Duration `mapstructure:"initial" limit:"1ms,1h"`
+	Max     time.Duration `mapstructure:"max" limit:"1ms,1h"`
 	// Then is halt (default), skip or dead_letter.
 	Then string `mapstructure:"then"`
 }

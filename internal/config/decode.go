@@ -56,15 +56,41 @@ func decodeHook(from, to reflect.Value) (any, error) {
 	return data, nil
 }
 
+// kindError is a value of the wrong kind for a numeric field. Its message
+// is completed with the field's range where the path is known (see
+// decodeProblems), so that `batch_size: abc` names 1 to 10000, not the
+// range of an int64.
+type kindError struct {
+	want   string // "a duration such as ...", "a whole number"
+	detail string // ": a bare number has no unit", ", not a list"
+	bits   int    // for whole numbers: the size of the Go integer type
+}
+
+func (e *kindError) Error() string { return e.message(nil) }
+
+func (e *kindError) message(l *limit) string {
+	msg := "must be " + e.want
+	switch {
+	case l != nil && l.duration:
+		msg += ", between " + l.String()
+	case l != nil:
+		msg += " between " + l.String()
+	case e.bits > 0:
+		lo, hi := int64(math.MinInt64)>>(64-e.bits), int64(math.MaxInt64)>>(64-e.bits)
+		msg += fmt.Sprintf(" between %d and %d", lo, hi)
+	}
+	return msg + e.detail
+}
+
 func toDuration(data any) (any, error) {
-	const want = `must be a duration such as "50ms", "5s" or "1m"`
+	const want = `a duration such as "50ms", "5s" or "1m"`
 	switch v := data.(type) {
 	case time.Duration:
 		return v, nil
 	case string:
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
-			return nil, errors.New(want)
+			return nil, &kindError{want: want}
 		}
 		return d, nil
 	}
@@ -72,32 +98,32 @@ func toDuration(data any) (any, error) {
 		if n == 0 {
 			return time.Duration(0), nil
 		}
-		return nil, errors.New(want + ": a bare number has no unit")
+		return nil, &kindError{want: want, detail: ": a bare number has no unit"}
 	}
-	return nil, fmt.Errorf("%s, not %s", want, describe(data))
+	return nil, &kindError{want: want, detail: ", not " + describe(data)}
 }
 
 func toInt(data any, t reflect.Type) (any, error) {
-	bits := t.Bits()
-	lo, hi := int64(math.MinInt64)>>(64-bits), int64(math.MaxInt64)>>(64-bits)
-	want := fmt.Sprintf("must be a whole number between %d and %d", lo, hi)
+	want := &kindError{want: "a whole number", bits: t.Bits()}
 	var n int64
 	switch v := data.(type) {
 	case string:
 		i, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil {
-			return nil, errors.New(want)
+			return nil, want
 		}
 		n = i
 	case bool:
-		return nil, fmt.Errorf("%s, not true or false", want)
+		want.detail = ", not true or false"
+		return nil, want
 	default:
 		f, ok := number(data)
 		if !ok {
-			return nil, fmt.Errorf("%s, not %s", want, describe(data))
+			want.detail = ", not " + describe(data)
+			return nil, want
 		}
 		if f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
-			return nil, errors.New(want)
+			return nil, want
 		}
 		n = int64(f)
 		if i, ok := exactInt(data); ok {
@@ -105,7 +131,7 @@ func toInt(data any, t reflect.Type) (any, error) {
 		}
 	}
 	if reflect.Zero(t).OverflowInt(n) {
-		return nil, errors.New(want)
+		return nil, want
 	}
 	return n, nil
 }
@@ -195,7 +221,7 @@ func describe(data any) string {
 // decodeProblems turns a mapstructure error tree into one Problem per
 // failing field, each with its path; "has invalid keys: a, b" becomes one
 // "unknown key" problem per key.
-func decodeProblems(err error) []Problem {
+func decodeProblems(err error, sug *suggester) []Problem {
 	var out []Problem
 	var walk func(error)
 	walk = func(err error) {
@@ -223,15 +249,11 @@ func decodeProblems(err error) []Problem {
 		if keys, ok := strings.CutPrefix(inner.Error(), "has invalid keys: "); ok {
 			known := structKeysAt(de.Name())
 			for k := range strings.SplitSeq(keys, ", ") {
-				msg := "unknown key"
-				if s := suggestKey(k, known); s != "" {
-					msg += fmt.Sprintf(" (did you mean %q?)", s)
-				}
-				out = append(out, Problem{Path: joinPath(de.Name(), k), Message: msg})
+				out = append(out, Problem{Path: joinPath(de.Name(), k), Message: sug.unknownKey(k, known)})
 			}
 			return
 		}
-		out = append(out, Problem{Path: de.Name(), Message: decodeMessage(inner)})
+		out = append(out, Problem{Path: de.Name(), Message: decodeMessage(de.Name(), inner)})
 	}
 	walk(err)
 	return out
@@ -239,7 +261,14 @@ func decodeProblems(err error) []Problem {
 
 // decodeMessage words mapstructure's own errors without the values they
 // carry. The hook above catches most mistakes first.
-func decodeMessage(err error) string {
+func decodeMessage(path string, err error) string {
+	var ke *kindError
+	if errors.As(err, &ke) {
+		if l, ok := limitAt(path); ok {
+			return ke.message(&l)
+		}
+		return ke.message(nil)
+	}
 	var ute *mapstructure.UnconvertibleTypeError
 	if errors.As(err, &ute) {
 		return fmt.Sprintf("must be %s, not %s", describeType(ute.Expected.Type()), describe(ute.Value))

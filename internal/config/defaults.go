@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -103,7 +104,19 @@ func DefaultNodeID() string {
 	// A random suffix: containers that share a hostname all run as pid 1,
 	// and two replicas with one node id could not tell each other apart
 	// (neither could take over from the other).
-	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.N(0x10000))
+	suffix := fmt.Sprintf("-%d-%04x", os.Getpid(), rand.N(0x10000))
+	// The id must pass checkNodeID: a hostname may be 64 bytes long, and
+	// keeping the suffix matters more than keeping all of the name.
+	host = strings.Map(func(r rune) rune {
+		if r <= 0x20 || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, host)
+	if len(host) > maxNodeIDLen-len(suffix) {
+		host = host[:maxNodeIDLen-len(suffix)]
+	}
+	return host + suffix
 }
 
 // applyProjectorDefaults fills every projector field left at its zero value

@@ -2,12 +2,15 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 )
 
 func FuzzLoadBytes(f *testing.F) {
@@ -32,12 +35,32 @@ func FuzzLoadBytes(f *testing.F) {
 		"defaults: {on_error: {initial: 1h, max: 1s, then: \"\"}}",
 		"Database: {URL: x}\ndatabase: {url: y}",
 		"database.url: x\nprojectors.0.name: y",
+		"base: &b {batch_size: 5}\nprojectors: [{<<: *b, name: a}, {<<: [*b, {x: 1}], name: b}]",
+		"a: &a {<<: *a}",
+		billionLaughs,
+		string(nestedDoc(MaxConfigDepth)),
+		string(nestedDoc(MaxConfigDepth + 1)),
+		"a: " + strings.Repeat("[", MaxConfigDepth+1),
+		string(unknownKeysDoc(2000)),
+		"coordination: {node_id: \"a\\0b\", tcp_user_timeout: 2147484s}\ndatabase: {url: 'postgres://h/d?pool_max_conns=x', query_timeout: 2562047h}",
 	} {
 		f.Add([]byte(seed))
 	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Every input is bounded by the loader itself: past MaxConfigSize,
+		// MaxConfigDepth or maxConfigNodes it is refused, so no input may
+		// take long. 2s is generous for a busy machine; the inputs within
+		// the bounds take milliseconds.
+		start := time.Now()
 		cfg, err := LoadBytes(data, nil)
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("loading %d bytes took %s", len(data), took)
+		}
+		if len(data) > MaxConfigSize {
+			require.ErrorIs(t, err, errBounds)
+		}
+		checkParseMatchesYAMLv3(t, data)
 		if err != nil {
 			require.Nil(t, cfg)
 			requireNonEmptyError(t, err)
@@ -77,5 +100,45 @@ func requireNonEmptyError(t *testing.T, err error) {
 		for _, p := range ve.Problems {
 			require.NotEmpty(t, strings.TrimSpace(p.Message), "problem at %q has no message", p.Path)
 		}
+	}
+}
+
+// checkParseMatchesYAMLv3 checks that the bounded parser means what
+// yaml.v3 means: where both accept a document they build the same values,
+// and where yaml.v3 refuses one (other than by its own alias limit) so does
+// the bounded parser.
+func checkParseMatchesYAMLv3(t *testing.T, data []byte) {
+	t.Helper()
+	got, err := parseYAML(data)
+	// yaml.v3 itself is quadratic in the keys of a mapping.
+	if errors.Is(err, errBounds) || len(data) > 64<<10 {
+		return
+	}
+	var want any
+	werr := yaml.Unmarshal(data, &want)
+	if werr != nil {
+		if !strings.Contains(werr.Error(), "excessive aliasing") {
+			require.Error(t, err, "yaml.v3 refuses this document (%v)", werr)
+		}
+		return
+	}
+	switch w := want.(type) {
+	case nil:
+		if err == nil {
+			require.Empty(t, got)
+		}
+		return
+	case map[string]any:
+		require.NoError(t, err)
+		require.Equal(t, w, got)
+	case map[any]any:
+		require.NoError(t, err)
+		m := make(map[string]any, len(w))
+		for k, v := range w {
+			m[fmt.Sprint(k)] = v
+		}
+		require.Equal(t, m, got)
+	default:
+		require.Error(t, err, "a document that is not a mapping")
 	}
 }

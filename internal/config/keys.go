@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -93,6 +95,22 @@ func leafValue(c *Config, l leaf) any {
 // structKeysAt returns the keys the struct at a decode path accepts, such
 // as "projectors[0].sink", or nil when the path does not lead to a struct.
 func structKeysAt(path string) []string {
+	t := structAt(path)
+	if t == nil {
+		return nil
+	}
+	var keys []string
+	for i := range t.NumField() {
+		if name := tagName(t.Field(i)); name != "" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// structAt returns the struct type at a decode path ("" is Config), or nil
+// when the path does not lead to a struct.
+func structAt(path string) reflect.Type {
 	t := reflect.TypeFor[Config]()
 	if path != "" {
 		for seg := range strings.SplitSeq(path, ".") {
@@ -117,13 +135,26 @@ func structKeysAt(path string) []string {
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
-	var keys []string
+	return t
+}
+
+// fieldAt returns the struct field a decode path names, such as
+// "projectors[0].on_error.max" or "database.max_conns".
+func fieldAt(path string) (reflect.StructField, bool) {
+	parent, name := "", path
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		parent, name = path[:i], path[i+1:]
+	}
+	t := structAt(parent)
+	if t == nil {
+		return reflect.StructField{}, false
+	}
 	for i := range t.NumField() {
-		if name := tagName(t.Field(i)); name != "" {
-			keys = append(keys, name)
+		if f := t.Field(i); strings.EqualFold(tagName(f), name) {
+			return f, true
 		}
 	}
-	return keys
+	return reflect.StructField{}, false
 }
 
 func fieldType(t reflect.Type, name string) reflect.Type {
@@ -146,21 +177,84 @@ func deref(t reflect.Type) reflect.Type {
 	return t
 }
 
-// suggestKey returns the known key an unknown key was most likely meant to
-// be ("batchsize" -> "batch_size"), or "" when none is close.
-func suggestKey(unknown string, known []string) string {
-	norm := func(s string) string {
-		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
+// maxSuggestions bounds how many unknown keys get a "did you mean": only
+// the first problems are shown (see maxReportedProblems), and each
+// suggestion costs an edit distance against every key of its struct.
+const maxSuggestions = maxReportedProblems
+
+// suggester words "unknown key" problems, suggesting a known key for the
+// first maxSuggestions of them.
+type suggester struct{ left int }
+
+func (s *suggester) unknownKey(key string, known []string) string {
+	msg := "unknown key"
+	if s.left <= 0 {
+		return msg
 	}
-	best, bestDist := "", 3
-	for _, k := range known {
-		if norm(k) == norm(unknown) || strings.HasPrefix(k, strings.ToLower(unknown)+"_") {
-			return k
+	s.left--
+	if k := suggestKey(key, known); k != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", k)
+	}
+	return msg
+}
+
+// pruneUnknown deletes from m every key that struct type t has no field
+// for, reporting each, and does the same in the mappings below. viper
+// merges a map with a case-insensitive scan of all its keys per key
+// (quadratic: 10,000 unknown keys took 30 s), so it must only ever see
+// known keys. Keys match their field ignoring case, as viper's do.
+func pruneUnknown(m map[string]any, t reflect.Type, path string, sug *suggester) []Problem {
+	fields := map[string]reflect.Type{}
+	var known []string
+	for i := range t.NumField() {
+		if name := tagName(t.Field(i)); name != "" {
+			fields[name] = t.Field(i).Type
+			known = append(known, name)
 		}
-		if len(unknown) > 2*len(k) {
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var problems []Problem
+	for _, k := range keys {
+		p := joinPath(path, k)
+		ft, ok := fields[strings.ToLower(k)]
+		if !ok {
+			problems = append(problems, Problem{Path: p, Message: sug.unknownKey(k, known)})
+			delete(m, k)
 			continue
 		}
-		if d := editDistance(strings.ToLower(unknown), k); d < bestDist {
+		if sub, isMap := m[k].(map[string]any); isMap && deref(ft).Kind() == reflect.Struct {
+			problems = append(problems, pruneUnknown(sub, deref(ft), p, sug)...)
+		}
+	}
+	return problems
+}
+
+var keyNormalizer = strings.NewReplacer("_", "", "-", "")
+
+// suggestKey returns the known key an unknown key was most likely meant to
+// be ("batchsize" -> "batch_size"), or "" when none is close. Its cost is
+// bounded by the known keys' lengths, however long the unknown key.
+func suggestKey(unknown string, known []string) string {
+	const maxDist = 2
+	if len(unknown) > 64 {
+		return "" // no known key is anywhere near that long
+	}
+	lower := strings.ToLower(unknown)
+	norm := keyNormalizer.Replace(lower)
+	best, bestDist := "", maxDist+1
+	for _, k := range known {
+		if keyNormalizer.Replace(k) == norm || strings.HasPrefix(k, lower+"_") {
+			return k
+		}
+		// The length difference is a lower bound of the edit distance.
+		if d := len(lower) - len(k); d >= bestDist || -d >= bestDist {
+			continue
+		}
+		if d := editDistance(lower, k); d < bestDist {
 			best, bestDist = k, d
 		}
 	}

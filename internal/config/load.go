@@ -6,13 +6,14 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
-	"go.yaml.in/yaml/v3"
 )
 
 // LoadOptions says where Load reads configuration from. The zero value
@@ -54,8 +55,11 @@ type LoadOptions struct {
 // defaults, reads database.url_file into database.url, and then validates. On
 // any problem it returns a nil Config and a *ValidationError listing every
 // problem found, decode errors (unknown keys, wrong types) and validation
-// errors alike, each with its field path. Errors about the file itself
-// (missing, unreadable, not YAML) are returned as plain errors.
+// errors alike, each with its field path: the first 100 of them, and how
+// many more there were. Errors about the file itself (missing, unreadable,
+// not YAML, larger than MaxConfigSize, nested deeper than MaxConfigDepth,
+// or aliases expanding it past 262,144 values) are returned as plain
+// errors. Loading takes time linear in the size of the file.
 func Load(opts LoadOptions) (*Config, error) {
 	env := opts.Env
 	if env == nil {
@@ -67,7 +71,10 @@ func Load(opts LoadOptions) (*Config, error) {
 	}
 	var data []byte
 	if path != "" {
-		data, err = os.ReadFile(path)
+		// Reading stops past the size limit: a wrong path (a log file,
+		// /dev/zero) must not exhaust memory. It may be a pipe, as in
+		// --config <(...), so it is not required to be a regular file.
+		data, err = readSmallFile(path, MaxConfigSize)
 		if err != nil {
 			return nil, fmt.Errorf("error reading config file: %w", err)
 		}
@@ -160,13 +167,14 @@ func load(in loadInput) (*Config, error) {
 	// A field that failed to decode holds a zero value; validating it again
 	// would only repeat the problem in other words. Likewise, a url_file that
 	// could not be read leaves database.url empty.
+	ix := indexProblems(problems)
 	for _, p := range cfg.problems() {
-		if !covered(p.Path, problems) && (urlFileOK || p.Path != "database.url") {
+		if !ix.covered(p.Path) && (urlFileOK || p.Path != "database.url") {
 			problems = append(problems, p)
 		}
 	}
 	if len(problems) > 0 {
-		return nil, &ValidationError{Problems: problems}
+		return nil, newValidationError(problems)
 	}
 	return cfg, nil
 }
@@ -181,6 +189,8 @@ func decode(in loadInput) (*Config, []Problem, error) {
 	}
 
 	var problems []Problem
+	var decodeProbs []Problem
+	sug := &suggester{left: maxSuggestions}
 	projectors, found := takeKey(doc, projectorsKey)
 	rest, ps := normalize(doc, "", true)
 	problems = append(problems, ps...)
@@ -188,6 +198,7 @@ func decode(in loadInput) (*Config, []Problem, error) {
 	if restMap == nil {
 		restMap = map[string]any{}
 	}
+	decodeProbs = append(decodeProbs, pruneUnknown(restMap, reflect.TypeFor[Config](), "", sug)...)
 	if len(found) > 1 {
 		problems = append(problems, Problem{Path: projectorsKey, Message: "is set more than once (keys are not case-sensitive)"})
 	}
@@ -215,9 +226,8 @@ func decode(in loadInput) (*Config, []Problem, error) {
 	}
 
 	var cfg Config
-	var decodeProbs []Problem
 	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.DecodeHookFuncValue(decodeHook))); err != nil {
-		decodeProbs = append(decodeProbs, decodeProblems(err)...)
+		decodeProbs = append(decodeProbs, decodeProblems(err, sug)...)
 	}
 	if projectors != nil {
 		norm, ps := normalize(projectors, projectorsKey, false)
@@ -230,7 +240,7 @@ func decode(in loadInput) (*Config, []Problem, error) {
 			return nil, nil, fmt.Errorf("error creating decoder: %w", err)
 		}
 		if err := dec.Decode(map[string]any{projectorsKey: norm}); err != nil {
-			decodeProbs = append(decodeProbs, decodeProblems(err)...)
+			decodeProbs = append(decodeProbs, decodeProblems(err, sug)...)
 		}
 		cfg.Projectors = out.Projectors
 	}
@@ -246,21 +256,57 @@ func isColumnKey(key string) bool {
 // is already listed. A value that failed to decode is left at its zero
 // value, so its own check, or its parent's "is required", would only repeat
 // the listed problem in other words.
-func covered(path string, problems []Problem) bool {
-	for _, p := range problems {
-		if p.Path != "" && (within(path, p.Path) || within(p.Path, path)) {
+func (ix problemIndex) covered(path string) bool {
+	if ix.inside[path] {
+		return true
+	}
+	for p := range ancestors(path) {
+		if ix.at[p] {
 			return true
 		}
 	}
 	return false
 }
 
-// within reports whether path is parent or a field or element inside it.
-func within(path, parent string) bool {
-	return path == parent || strings.HasPrefix(path, parent+".") || strings.HasPrefix(path, parent+"[")
+// problemIndex finds listed problems by path in time linear in the path,
+// not in the number of problems (15,000 problems took 20 s to cross-check).
+type problemIndex struct {
+	at     map[string]bool // paths with a problem
+	inside map[string]bool // those paths and every parent of them
 }
 
-// resolveURLFile reads database.url_file into database.url.
+func indexProblems(problems []Problem) problemIndex {
+	ix := problemIndex{at: map[string]bool{}, inside: map[string]bool{}}
+	for _, p := range problems {
+		if p.Path == "" {
+			continue
+		}
+		ix.at[p.Path] = true
+		for a := range ancestors(p.Path) {
+			ix.inside[a] = true
+		}
+	}
+	return ix
+}
+
+// ancestors yields path and every parent of it: "a.b[0].c", "a.b[0]",
+// "a.b", "a". A quoted key may contain "." or "[", which then yields a
+// few extra prefixes that no problem has as its path.
+func ancestors(path string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		if !yield(path) {
+			return
+		}
+		for i := len(path) - 1; i > 0; i-- {
+			if (path[i] == '.' || path[i] == '[') && !yield(path[:i]) {
+				return
+			}
+		}
+	}
+}
+
+// resolveURLFile reads database.url_file into database.url, and warns
+// when the file is readable by more than its owner.
 func (c *Config) resolveURLFile() (Problem, bool) {
 	const path = "database.url_file"
 	if c.Database.URLFile == "" {
@@ -269,7 +315,7 @@ func (c *Config) resolveURLFile() (Problem, bool) {
 	if c.Database.URL != "" {
 		return Problem{Path: path, Message: "cannot be set together with database.url: set one of them"}, false
 	}
-	b, err := readSmallFile(c.Database.URLFile, maxURLFileSize)
+	b, fi, err := readRegularFile(c.Database.URLFile, maxURLFileSize)
 	if err != nil {
 		return Problem{Path: path, Message: fmt.Sprintf("cannot be read: %v", err)}, false
 	}
@@ -278,6 +324,24 @@ func (c *Config) resolveURLFile() (Problem, bool) {
 		return Problem{Path: path, Message: fmt.Sprintf("file %s is empty", c.Database.URLFile)}, false
 	}
 	c.Database.URL = url
+	// Group read is how a file owned by another user is shared with this
+	// one (a Kubernetes secret volume with fsGroup and defaultMode 0440):
+	// doubtful only when this process owns the file and needs none of it.
+	perm := fi.Mode().Perm()
+	if !ownedByMe(fi) {
+		perm &^= 0o040
+	}
+	if perm&0o044 != 0 {
+		who := "its group and others"
+		switch {
+		case perm&0o040 == 0:
+			who = "others"
+		case perm&0o004 == 0:
+			who = "its group"
+		}
+		c.warnings = append(c.warnings, fmt.Sprintf("%s: %s holds the database password and is readable by %s (mode %04o); make it readable by its owner only (chmod 600, or defaultMode 0400 for a Kubernetes secret volume)",
+			path, c.Database.URLFile, who, fi.Mode().Perm()))
+	}
 	return Problem{}, true
 }
 
@@ -292,7 +356,58 @@ func readSmallFile(name string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	return readLimited(f, name, limit)
+}
+
+// readRegularFile reads a regular file of at most limit bytes and returns
+// its FileInfo. A named pipe, device or socket at the path is
+// refused without blocking: the path is checked before it is opened, and
+// it is opened non-blocking (opening a FIFO for reading otherwise waits for
+// a writer, forever) and checked again, in case it changed in between.
+func readRegularFile(name string, limit int64) ([]byte, fs.FileInfo, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, notRegular(name, fi.Mode())
+	}
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	ofi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ofi.Mode().IsRegular() {
+		return nil, nil, notRegular(name, ofi.Mode())
+	}
+	if !os.SameFile(fi, ofi) {
+		return nil, nil, fmt.Errorf("%s was replaced while being opened", name)
+	}
+	b, err := readLimited(f, name, limit)
+	return b, ofi, err
+}
+
+func notRegular(name string, m fs.FileMode) error {
+	kind := "not a regular file"
+	switch {
+	case m.IsDir():
+		kind = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		kind = "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		kind = "a socket"
+	case m&fs.ModeDevice != 0:
+		kind = "a device"
+	}
+	return fmt.Errorf("%s is %s; it must be a regular file", name, kind)
+}
+
+func readLimited(r io.Reader, name string, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, err
 	}
@@ -300,28 +415,6 @@ func readSmallFile(name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes; is it the right file?", name, limit)
 	}
 	return b, nil
-}
-
-// parseYAML decodes a document into a generic map. An empty document is an
-// empty map.
-func parseYAML(data []byte) (map[string]any, error) {
-	var doc any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, err
-	}
-	switch d := doc.(type) {
-	case nil:
-		return map[string]any{}, nil
-	case map[string]any:
-		return d, nil
-	case map[any]any:
-		m := make(map[string]any, len(d))
-		for k, v := range d {
-			m[fmt.Sprint(k)] = v
-		}
-		return m, nil
-	}
-	return nil, errors.New("the top level must be a mapping of keys to values")
 }
 
 // takeKey removes every key of doc equal to key ignoring case and returns

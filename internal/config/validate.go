@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Problem is one thing wrong with a configuration.
@@ -33,10 +33,44 @@ func (p Problem) String() string {
 	return path + ": " + msg
 }
 
-// ValidationError lists every problem found in a configuration, so that an
-// operator fixes them in one round instead of one per restart.
+// ValidationError lists the problems found in a configuration, so that an
+// operator fixes them in one round instead of one per restart: every
+// problem, up to maxReportedProblems of them.
 type ValidationError struct {
 	Problems []Problem
+	// Omitted counts the problems found beyond Problems. A hostile or
+	// mangled file can have hundreds of thousands; the first hundred are
+	// enough to act on.
+	Omitted int
+}
+
+// maxReportedProblems is how many problems a ValidationError lists.
+const maxReportedProblems = 100
+
+// newValidationError returns the first maxReportedProblems problems, and
+// how many more there were.
+func newValidationError(ps []Problem) *ValidationError {
+	if len(ps) <= maxReportedProblems {
+		return &ValidationError{Problems: ps}
+	}
+	return &ValidationError{Problems: ps[:maxReportedProblems:maxReportedProblems], Omitted: len(ps) - maxReportedProblems}
+}
+
+// Total is the number of problems found, listed or not.
+func (e *ValidationError) Total() int {
+	return len(e.Problems) + e.Omitted
+}
+
+// OmittedLine says how many problems are not listed, or is "" when none.
+func (e *ValidationError) OmittedLine() string {
+	if e.Omitted == 0 {
+		return ""
+	}
+	s := "s"
+	if e.Omitted == 1 {
+		s = ""
+	}
+	return fmt.Sprintf("… and %d more problem%s", e.Omitted, s)
 }
 
 // Error lists the problems one per line.
@@ -44,9 +78,12 @@ func (e *ValidationError) Error() string {
 	if len(e.Problems) == 0 {
 		return "invalid configuration"
 	}
-	lines := make([]string, len(e.Problems))
+	lines := make([]string, len(e.Problems), len(e.Problems)+1)
 	for i, p := range e.Problems {
 		lines[i] = p.String()
+	}
+	if l := e.OmittedLine(); l != "" {
+		lines = append(lines, l)
 	}
 	return strings.Join(lines, "\n")
 }
@@ -69,11 +106,11 @@ func printable(s string) string {
 // like need none, and a replica with nothing to run is not misconfigured.
 // Commands that run projectors decide themselves whether zero is an error.
 //
-// Validate parses connection strings with pgconn.ParseConfig, which like
+// Validate parses connection strings with pgxpool.ParseConfig, which like
 // libpq also consults PG* environment variables and the files they name.
 func (c *Config) Validate() error {
 	if ps := c.problems(); len(ps) > 0 {
-		return &ValidationError{Problems: ps}
+		return newValidationError(ps)
 	}
 	return nil
 }
@@ -98,13 +135,14 @@ var (
 	projectorRe = regexp.MustCompile(`^[a-z0-9_.-]{1,63}$`)
 )
 
-// Limits enforced by Validate.
+// Limits enforced by Validate. The ranges of numeric keys are the `limit`
+// tags of their fields in config.go.
 const (
-	maxIdentLen    = 63 // PostgreSQL's NAMEDATALEN - 1
-	maxMaxConns    = 1000
-	maxBatchSize   = 10000
-	maxMaxAttempts = 100
-	maxKeepalives  = 127 // Linux rejects a larger TCP_KEEPCNT
+	maxIdentLen = 63 // PostgreSQL's NAMEDATALEN - 1
+	// maxNodeIDLen keeps "projectord-coord " + node_id within the 63 bytes
+	// of application_name: takeover finds a stalled node's sessions by that
+	// name, and PostgreSQL would truncate a longer one.
+	maxNodeIDLen = maxIdentLen - len("projectord-coord ")
 )
 
 type checker struct {
@@ -115,22 +153,72 @@ func (k *checker) add(path, format string, args ...any) {
 	k.problems = append(k.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
-func (k *checker) intRange(path string, v, lo, hi int64) {
-	if v < lo || v > hi {
-		k.add(path, "must be between %d and %d", lo, hi)
+// limited checks a numeric key against the `limit:"lo,hi"` tag of its
+// field, the one place a key's range is written down (decode errors quote
+// it too).
+func (k *checker) limited(path string, v int64) {
+	l, ok := limitAt(path)
+	if !ok {
+		panic("config: no limit tag for " + path) // a field added without its range
+	}
+	if v < l.lo || v > l.hi {
+		k.add(path, "must be between %s", l)
 	}
 }
 
-func (k *checker) positive(path string, d time.Duration) {
-	if d <= 0 {
-		k.add(path, "must be a positive duration such as \"5s\"")
-	}
+// limit is the range of a numeric key, inclusive.
+type limit struct {
+	lo, hi   int64
+	duration bool
 }
 
-func (k *checker) durationRange(path string, d, lo, hi time.Duration) {
-	if d < lo || d > hi {
-		k.add(path, "must be between %s and %s", lo, hi)
+// String words the range: "1 and 10000", "1ms and 1m0s".
+func (l limit) String() string {
+	if l.duration {
+		return fmt.Sprintf("%s and %s", time.Duration(l.lo), time.Duration(l.hi))
 	}
+	return fmt.Sprintf("%d and %d", l.lo, l.hi)
+}
+
+// limitAt returns the limit of the field a key path names, such as
+// "projectors[3].on_error.initial"; ok is false when the path names no
+// field or its field has no limit tag.
+func limitAt(path string) (limit, bool) {
+	f, ok := fieldAt(path)
+	if !ok {
+		return limit{}, false
+	}
+	tag, ok := f.Tag.Lookup("limit")
+	if !ok {
+		return limit{}, false
+	}
+	l, err := parseLimit(tag, f.Type == durationType)
+	if err != nil {
+		panic(fmt.Sprintf("config: bad limit tag on %s: %v", path, err))
+	}
+	return l, true
+}
+
+func parseLimit(tag string, duration bool) (limit, error) {
+	lo, hi, ok := strings.Cut(tag, ",")
+	if !ok {
+		return limit{}, fmt.Errorf("%q is not lo,hi", tag)
+	}
+	parse := func(s string) (int64, error) {
+		if duration {
+			d, err := time.ParseDuration(s)
+			return int64(d), err
+		}
+		return strconv.ParseInt(s, 10, 64)
+	}
+	l := limit{duration: duration}
+	var err1, err2 error
+	l.lo, err1 = parse(lo)
+	l.hi, err2 = parse(hi)
+	if err1 != nil || err2 != nil || l.lo > l.hi {
+		return limit{}, fmt.Errorf("%q is not lo,hi", tag)
+	}
+	return l, nil
 }
 
 func (k *checker) oneOf(path, v string, allowed []string) {
@@ -156,9 +244,12 @@ func (k *checker) ident(path, v string, qualified bool) {
 	k.add(path, "%q is not %s made of letters, digits, _ and $, starting with a letter or _, at most %d bytes", v, what, maxIdentLen)
 }
 
-// dsn checks that a connection string parses, without repeating its password.
+// dsn checks that a connection string parses, without repeating its
+// password. It parses as the daemon will, with pgxpool.ParseConfig, so
+// pgx's and the pool's own parameters (default_query_exec_mode,
+// pool_max_conns, ...) are checked too, and the error names the parameter.
 func (k *checker) dsn(path, dsn string) {
-	_, err := pgconn.ParseConfig(dsn)
+	_, err := pgxpool.ParseConfig(dsn)
 	if err == nil {
 		return
 	}
@@ -180,11 +271,11 @@ func (c *Config) problems() []Problem {
 	if c.HTTP.Listen != "" {
 		checkListen(&k, "http.listen", c.HTTP.Listen)
 	}
-	k.positive("metrics.refresh_interval", c.Metrics.RefreshInterval)
+	k.limited("metrics.refresh_interval", int64(c.Metrics.RefreshInterval))
 	k.oneOf("log.level", c.Log.Level, logLevels)
 	k.oneOf("log.format", c.Log.Format, logFormats)
-	k.positive("shutdown_timeout", c.ShutdownTimeout)
-	k.intRange("defaults.batch_size", int64(c.Defaults.BatchSize), 1, maxBatchSize)
+	k.limited("shutdown_timeout", int64(c.ShutdownTimeout))
+	k.limited("defaults.batch_size", int64(c.Defaults.BatchSize))
 	checkPolicy(&k, "defaults.on_error", c.Defaults.OnError, nil)
 	c.checkProjectors(&k)
 	return k.problems
@@ -197,9 +288,9 @@ func (c *Config) checkDatabase(k *checker) {
 	} else {
 		k.dsn("database.url", d.URL)
 	}
-	k.intRange("database.max_conns", int64(d.MaxConns), 1, maxMaxConns)
-	k.positive("database.connect_timeout", d.ConnectTimeout)
-	k.positive("database.query_timeout", d.QueryTimeout)
+	k.limited("database.max_conns", int64(d.MaxConns))
+	k.limited("database.connect_timeout", int64(d.ConnectTimeout))
+	k.limited("database.query_timeout", int64(d.QueryTimeout))
 }
 
 func (c *Config) checkSource(k *checker) {
@@ -231,7 +322,7 @@ func (c *Config) checkSource(k *checker) {
 			k.add(path, "is required")
 		}
 	}
-	k.durationRange("source.poll_interval", s.PollInterval, time.Millisecond, time.Minute)
+	k.limited("source.poll_interval", int64(s.PollInterval))
 	if s.Listen || s.NotifyChannel != "" {
 		if s.NotifyChannel == "" {
 			k.add("source.notify_channel", "is required when source.listen is true")
@@ -243,24 +334,38 @@ func (c *Config) checkSource(k *checker) {
 
 func (c *Config) checkCoordination(k *checker) {
 	co := c.Coordination
+	if co.NodeID != "" {
+		checkNodeID(k, "coordination.node_id", co.NodeID)
+	}
 	if co.URL != "" {
 		k.dsn("coordination.url", co.URL)
 	}
-	k.positive("coordination.acquire_interval", co.AcquireInterval)
-	k.positive("coordination.heartbeat_interval", co.HeartbeatInterval)
-	k.positive("coordination.lease_timeout", co.LeaseTimeout)
+	k.limited("coordination.lock_namespace", int64(co.LockNamespace))
+	k.limited("coordination.acquire_interval", int64(co.AcquireInterval))
+	k.limited("coordination.heartbeat_interval", int64(co.HeartbeatInterval))
+	k.limited("coordination.lease_timeout", int64(co.LeaseTimeout))
 	if co.HeartbeatInterval > 0 && co.LeaseTimeout > 0 && co.LeaseTimeout <= 2*co.HeartbeatInterval {
 		k.add("coordination.lease_timeout", "must be more than twice coordination.heartbeat_interval (%s), so that one late heartbeat does not depose a live leader", 2*co.HeartbeatInterval)
 	}
-	k.positive("coordination.tcp_user_timeout", co.TCPUserTimeout)
-	// PostgreSQL's tcp_keepalives_* settings have a resolution of one second.
-	if co.KeepaliveIdle < time.Second {
-		k.add("coordination.keepalive_idle", "must be at least 1s")
+	k.limited("coordination.tcp_user_timeout", int64(co.TCPUserTimeout))
+	k.limited("coordination.keepalive_idle", int64(co.KeepaliveIdle))
+	k.limited("coordination.keepalive_interval", int64(co.KeepaliveInterval))
+	k.limited("coordination.keepalive_count", int64(co.KeepaliveCount))
+}
+
+// checkNodeID checks a node id: it is carried in application_name, which
+// PostgreSQL truncates to 63 bytes and in which it replaces anything but
+// printable ASCII, so a longer or exotic id would no longer find its own
+// sessions; and it is printed in logs and status, where a control
+// character would forge lines.
+func checkNodeID(k *checker, path, id string) {
+	ok := len(id) <= maxNodeIDLen && strings.TrimSpace(id) == id
+	for i := 0; ok && i < len(id); i++ {
+		ok = id[i] >= 0x20 && id[i] <= 0x7e
 	}
-	if co.KeepaliveInterval < time.Second {
-		k.add("coordination.keepalive_interval", "must be at least 1s")
+	if !ok {
+		k.add(path, "%q must be 1 to %d printable ASCII characters (no control characters, no leading or trailing space), to fit PostgreSQL's application_name", id, maxNodeIDLen)
 	}
-	k.intRange("coordination.keepalive_count", int64(co.KeepaliveCount), 1, maxKeepalives)
 }
 
 func checkListen(k *checker, path, addr string) {
@@ -282,13 +387,13 @@ func checkPolicy(k *checker, path string, p ErrorPolicy, base *ErrorPolicy) {
 		b = *base
 	}
 	if all || p.MaxAttempts != b.MaxAttempts {
-		k.intRange(path+".max_attempts", int64(p.MaxAttempts), 1, maxMaxAttempts)
+		k.limited(path+".max_attempts", int64(p.MaxAttempts))
 	}
 	if all || p.Initial != b.Initial {
-		k.positive(path+".initial", p.Initial)
+		k.limited(path+".initial", int64(p.Initial))
 	}
 	if all || p.Max != b.Max {
-		k.positive(path+".max", p.Max)
+		k.limited(path+".max", int64(p.Max))
 	}
 	if p.Initial > 0 && p.Max > 0 && p.Initial > p.Max && (all || p.Initial != b.Initial || p.Max != b.Max) {
 		k.add(path+".initial", "must not exceed %s.max (%s)", path, p.Max)
@@ -316,7 +421,7 @@ func (c *Config) checkProjectors(k *checker) {
 
 		eff := effectiveProjector(p, c.Defaults)
 		if eff.BatchSize != c.Defaults.BatchSize {
-			k.intRange(path+".batch_size", int64(eff.BatchSize), 1, maxBatchSize)
+			k.limited(path+".batch_size", int64(eff.BatchSize))
 		}
 		checkPolicy(k, path+".on_error", eff.OnError, &c.Defaults.OnError)
 
