@@ -39,10 +39,16 @@ func TestPGPoisonErrorSummary(t *testing.T) {
 	cfg.Metrics.RefreshInterval = 50 * time.Millisecond
 	d := tb.startDaemon(t, cfg, "node-a")
 
+	want := map[string]ErrorSummary{
+		"halts":   {Kind: "poison", Then: "halt", SQLState: "22P02", XID: bad.XID, Position: bad.Position},
+		"letters": {Kind: "poison", Then: "dead_letter", SQLState: "22P02", XID: bad.XID, Position: bad.Position},
+	}
+	// Until the policy applies, last_error is a "retrying:" note with a
+	// summary of its own: wait for the policy's outcome.
 	summarised := func() bool {
 		n := 0
 		for _, p := range d.Snapshot().Projectors {
-			if p.LastErrorSummary != nil {
+			if p.LastErrorSummary != nil && *p.LastErrorSummary == want[p.Name] {
 				n++
 			}
 		}
@@ -50,10 +56,6 @@ func TestPGPoisonErrorSummary(t *testing.T) {
 	}
 	require.Eventually(t, summarised, 30*time.Second, 10*time.Millisecond, "both projectors record the poison event")
 	snap := d.Snapshot()
-	want := map[string]ErrorSummary{
-		"halts":   {Kind: "poison", Then: "halt", SQLState: "22P02", XID: bad.XID, Position: bad.Position},
-		"letters": {Kind: "poison", Then: "dead_letter", SQLState: "22P02", XID: bad.XID, Position: bad.Position},
-	}
 	for _, p := range snap.Projectors {
 		require.Contains(t, p.LastError, "4111-1111-1111-1111", "the full text stays for `projectord status`")
 		require.Equal(t, want[p.Name], *p.LastErrorSummary, p.Name)
