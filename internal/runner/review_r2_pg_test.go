@@ -1,0 +1,55 @@
+package runner
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/config"
+)
+
+// TestReviewLexerMismatchSkipsNothing: handlers that are valid SQL, where
+// "@event_type" sits inside a string literal as PostgreSQL reads it, but the
+// handler compiler reads it as code: a dollar-quote tag with a non-ASCII
+// letter ($é$...$é$, allowed by PostgreSQL), and a typed literal whose type
+// name ends in "e" (name'\'), which the compiler takes for an E” string.
+// The compiler rewrites the literal's "@event_type" into a parameter and so
+// binds two arguments to a statement PostgreSQL sees with one. That fails
+// for every event alike, client-side ("mismatched param and argument
+// count"), passes the start-up check, and is charged to each event in turn:
+// under `then: skip` every event is skipped.
+func TestReviewLexerMismatchSkipsNothing(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct{ handler, node string }{
+		"dollar tag": {`INSERT INTO applied (projector, position, node) VALUES ('%s', @position, $é$ @event_type $é$)`, " @event_type "},
+		"typed literal": {`INSERT INTO applied (projector, position, node) VALUES ('%s', @position, name'\' || ' @event_type ')`,
+			`\ @event_type `},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tb := setupPG(t)
+			tb.appendEvents(t, 5, 5, "A")
+			cfg := tb.config(t, config.Projector{Name: "lx",
+				OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: "skip"},
+				Sink:    config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": fmt.Sprintf(c.handler, "lx")}}}})
+			d := tb.startDaemon(t, cfg, "node-a")
+			// Either every event is applied, or the projector refuses the
+			// handler (halts) without passing over any event.
+			want := tb.lastEvent(t)
+			require.Eventually(t, func() bool {
+				return tb.peek("lx").Cursor == want || d.States()["lx"] == StateHalted
+			}, 30*time.Second, 5*time.Millisecond)
+			cp := tb.checkpoint(t, "lx")
+			if d.States()["lx"] == StateHalted {
+				require.True(t, cp.Cursor.IsZero(), "halted after passing over events: %s (%s)", cp.Cursor, cp.LastError)
+				return
+			}
+			require.Equal(t, 5, tb.checkExactlyOnce(t, "lx"), "last_error: %s", cp.LastError)
+			var node string
+			require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT node FROM applied LIMIT 1`).Scan(&node))
+			require.Equal(t, c.node, node)
+		})
+	}
+}
