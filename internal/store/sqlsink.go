@@ -216,9 +216,9 @@ func lex(s string, f func(kind tokenKind, text string) bool) {
 			continue
 		case c == '\'':
 			j := skipQuoted(s, i, c)
-			kind, text = tokenString, unquote(s[i:j], i > 0 && (s[i-1] == 'E' || s[i-1] == 'e'))
+			kind, text = tokenString, unquote(s[i:j], eStringAt(s, i))
 			i = j
-		case c == '$' && (i == 0 || !isIdent(s[i-1])):
+		case c == '$' && (i == 0 || !identByte(s[i-1])):
 			j := skipDollarQuoted(s, i)
 			if j == i+1 {
 				kind, text = tokenOther, "$"
@@ -292,7 +292,7 @@ func compileHandler(src string) (*statement, error) {
 			j := skipBlockComment(src, i)
 			b.WriteString(src[i:j])
 			i = j
-		case c == '$' && (i == 0 || !isIdent(src[i-1])):
+		case c == '$' && (i == 0 || !identByte(src[i-1])):
 			j := skipDollarQuoted(src, i)
 			b.WriteString(src[i:j])
 			i = j
@@ -301,7 +301,7 @@ func compileHandler(src string) (*statement, error) {
 				return nil, fmt.Errorf("one statement per handler: found more after ';'")
 			}
 			i = len(src)
-		case c == '@' && i+1 < len(src) && isIdentStart(src[i+1]) && (i == 0 || !isIdent(src[i-1])):
+		case c == '@' && i+1 < len(src) && isIdentStart(src[i+1]) && (i == 0 || !identByte(src[i-1])):
 			j := i + 1
 			for j < len(src) && isIdent(src[j]) {
 				j++
@@ -340,10 +340,35 @@ func lookupParam(name string) *param {
 func isIdentStart(c byte) bool { return c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z') }
 func isIdent(c byte) bool      { return isIdentStart(c) || (c >= '0' && c <= '9') || c == '$' }
 
+// identByte reports whether c continues an identifier for PostgreSQL, whose
+// identifiers (and dollar-quote tags) also take every byte from 0x80 up.
+func identByte(c byte) bool { return isIdent(c) || c >= 0x80 }
+
+// eStringAt reports whether the quote at i opens an E'' string: an E that
+// begins a token right before it. In name'...' (a typed literal) or
+// somE'...' the E ends an identifier, and the string is a standard one.
+func eStringAt(s string, i int) bool {
+	if i == 0 || (s[i-1] != 'E' && s[i-1] != 'e') {
+		return false
+	}
+	j := i - 1
+	for j > 0 && identByte(s[j-1]) {
+		j--
+	}
+	// Only the digits of a number may precede the E in the same run (the
+	// lexer gives 1E'x' back as 1 and E'x').
+	for k := j; k < i-1; k++ {
+		if s[k] < '0' || s[k] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // skipQuoted returns the index after the literal or identifier opened at i.
 // Doubled quotes escape; backslashes escape only in E” strings.
 func skipQuoted(s string, i int, q byte) int {
-	escapes := q == '\'' && i > 0 && (s[i-1] == 'E' || s[i-1] == 'e')
+	escapes := q == '\'' && eStringAt(s, i)
 	for j := i + 1; j < len(s); j++ {
 		switch {
 		case escapes && s[j] == '\\':
@@ -380,7 +405,7 @@ func skipBlockComment(s string, i int) int {
 // skipDollarQuoted skips $tag$...$tag$; a lone $ (as in $1) is copied.
 func skipDollarQuoted(s string, i int) int {
 	j := i + 1
-	for j < len(s) && s[j] != '$' && isIdent(s[j]) {
+	for j < len(s) && s[j] != '$' && identByte(s[j]) {
 		j++
 	}
 	if j >= len(s) || s[j] != '$' || (j > i+1 && s[i+1] >= '0' && s[i+1] <= '9') {
@@ -497,9 +522,20 @@ func (s *SQLSink) check(ctx context.Context, pool *pgxpool.Pool, withReset bool)
 	if withReset && s.reset != "" {
 		types, stmts["reset"] = append(types, "reset"), s.reset
 	}
+	// The number of parameters each handler binds, so a statement that
+	// PostgreSQL reads with another number (the compiler took a literal or
+	// comment for code, or code for one) is refused here: binding it fails
+	// client-side for every event alike. -1 (the reset SQL): not checked.
+	binds := map[string]int{"reset": -1}
+	for t, st := range s.handlers {
+		binds[t] = len(st.fields)
+	}
+	if s.fallback != nil {
+		binds["*"] = len(s.fallback.fields)
+	}
 	var out []StatementProblem
 	for _, t := range types {
-		problem, err := checkStatement(ctx, conn.Conn(), stmts[t])
+		problem, err := checkStatement(ctx, conn.Conn(), stmts[t], binds[t])
 		if err != nil {
 			return nil, err
 		}
@@ -520,7 +556,7 @@ const checkName = "projectord_check"
 // constant expressions, so `'abc'::text::int` fails here as it would for
 // every event. problem is PostgreSQL's refusal of the statement; err is any
 // other failure.
-func checkStatement(ctx context.Context, conn *pgx.Conn, sql string) (problem, err error) {
+func checkStatement(ctx context.Context, conn *pgx.Conn, sql string, binds int) (problem, err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -549,6 +585,10 @@ func checkStatement(ctx context.Context, conn *pgx.Conn, sql string) (problem, e
 		return refusal(err)
 	}
 	prepared = true
+	if binds >= 0 && len(sd.ParamOIDs) != binds {
+		return fmt.Errorf("PostgreSQL reads %d parameters in this statement where projectord binds %d: "+
+			"a @name inside a string, quoted identifier or comment was taken for code, or the reverse", len(sd.ParamOIDs), binds), nil
+	}
 	explain := "EXPLAIN EXECUTE " + checkName
 	if n := len(sd.ParamOIDs); n > 0 {
 		explain += "(" + strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ") + ")"
