@@ -53,3 +53,42 @@ func TestReviewLexerMismatchSkipsNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewEventSlowAsAWholeReachesThePolicy: one event whose handler and
+// whose deferred constraint trigger (run at COMMIT) each stay under the
+// server-side statement_timeout (3/4 of query_timeout), but together need
+// longer than query_timeout. Every attempt ends with our own deadline and
+// no answer (ClassNoAnswer), which is never charged to a single event: the
+// event is retried for ever and the error policy (halt) is never reached,
+// however deterministic the failure.
+func TestReviewEventSlowAsAWholeReachesThePolicy(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	_, err := tb.pool.Exec(tb.ctx, `
+		CREATE TABLE slow_rm (position bigint NOT NULL);
+		CREATE FUNCTION slow_check() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.55); RETURN NULL; END $$;
+		CREATE CONSTRAINT TRIGGER slow_check AFTER INSERT ON slow_rm DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW EXECUTE FUNCTION slow_check();`)
+	require.NoError(t, err)
+	tb.appendEvents(t, 1, 1, "A")
+	cfg := tb.config(t, config.Projector{Name: "slow",
+		Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO slow_rm SELECT @position FROM pg_sleep(0.55)`}}}})
+	cfg.Database.QueryTimeout = time.Second
+	d := tb.startDaemon(t, cfg, "node-a")
+	// max_attempts 2 with millisecond backoff: a few seconds at most.
+	halted := func() bool { return d.States()["slow"] == StateHalted }
+	if !assertEventually(t, halted, 20*time.Second) {
+		t.Fatalf("the event never reached its error policy; last_error: %s", tb.peek("slow").LastError)
+	}
+}
+
+// assertEventually polls cond until it holds or within passes.
+func assertEventually(t *testing.T, cond func() bool, within time.Duration) bool {
+	t.Helper()
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
