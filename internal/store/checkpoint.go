@@ -246,13 +246,26 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 		// discards a connection on which even this fails.
 		_, _ = conn.Exec(ctx, "ROLLBACK")
 	}
-	if firstErr != nil {
-		return firstErr
+	if firstErr == nil && closeErr != nil {
+		firstErr = fmt.Errorf("error committing batch of %s: %w", req.Projector, closeErr)
 	}
-	if closeErr != nil {
-		return fmt.Errorf("error committing batch of %s: %w", req.Projector, closeErr)
+	if firstErr != nil && ctx.Err() != nil && errors.Is(firstErr, context.DeadlineExceeded) {
+		firstErr = t.probe(ctx, firstErr)
 	}
-	return nil
+	return firstErr
+}
+
+// probe tells a batch that outlasted its deadline because it is slow (its
+// statements each within statement_timeout, but not all of them, or its
+// COMMIT, within the deadline) from a server or network that stopped
+// answering: the first may be the event's fault, the second never is.
+func (t *Target) probe(ctx context.Context, err error) error {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(time.Second, t.timeout/4))
+	defer cancel()
+	if t.pool.Ping(pctx) != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrSlowBatch, err)
 }
 
 // queueDeadLetter records dl with the values the event had in the source:

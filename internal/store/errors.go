@@ -25,6 +25,10 @@ var (
 	// source.ordering and its cursor cannot be converted exactly: resuming
 	// would replay or skip events.
 	ErrOrderingChanged = errors.New("checkpoint was written under another source.ordering and cannot be converted exactly")
+	// ErrSlowBatch marks a batch that ran out of its deadline while the
+	// server went on answering (a probe on another connection got through
+	// at once): the batch was slow in itself, not the server or network.
+	ErrSlowBatch = errors.New("the batch outlasted its deadline while the server answered")
 	// ErrNoConnection means no connection could be had for a commit: nothing
 	// was sent, so nothing about the batch can be learnt from it.
 	ErrNoConnection = errors.New("no database connection")
@@ -155,6 +159,9 @@ func Classify(err error) ErrorClass {
 	if errors.As(err, &pgErr) {
 		return classifyCode(pgErr)
 	}
+	if errors.Is(err, ErrSlowBatch) {
+		return ClassTimeout
+	}
 	// Our own deadline, with no answer from the server.
 	if errors.Is(err, context.DeadlineExceeded) {
 		return ClassNoAnswer
@@ -170,8 +177,11 @@ func Classify(err error) ErrorClass {
 	if errors.As(err, &netErr) {
 		return ClassTransient
 	}
-	var applyErr *ApplyError
-	if errors.As(err, &applyErr) {
+	// A row the reader could not decode is the event's. Any other failure
+	// on our side of the wire (pgx refusing to build the statement) would
+	// fail for every event alike.
+	var bad *BadRowError
+	if errors.As(err, &bad) {
 		return ClassEvent
 	}
 	return ClassDatabase

@@ -85,12 +85,14 @@ func TestClassifyOtherErrors(t *testing.T) {
 		err  error
 		want store.ErrorClass
 	}{
-		"deadline":                {fmt.Errorf("commit: %w", context.DeadlineExceeded), store.ClassTimeout},
-		"deadline of a statement": {&store.ApplyError{Index: 1, Err: context.DeadlineExceeded}, store.ClassTimeout},
+		"deadline":                {fmt.Errorf("commit: %w", context.DeadlineExceeded), store.ClassNoAnswer},
+		"deadline of a statement": {&store.ApplyError{Index: 1, Err: context.DeadlineExceeded}, store.ClassNoAnswer},
+		"deadline, server alive":  {fmt.Errorf("commit: %w: %w", store.ErrSlowBatch, context.DeadlineExceeded), store.ClassTimeout},
 		"no connection":           {fmt.Errorf("%w: %w", store.ErrNoConnection, context.DeadlineExceeded), store.ClassTransient},
 		"eof":                     {fmt.Errorf("read: %w", io.ErrUnexpectedEOF), store.ClassTransient},
 		"connect":                 {&pgconn.ConnectError{}, store.ClassTransient},
-		"undecodable event":       {&store.ApplyError{Index: 0, Err: errors.New("cannot decode data")}, store.ClassEvent},
+		"undecodable event":       {&store.ApplyError{Index: 0, Err: &store.BadRowError{}}, store.ClassEvent},
+		"client-side failure":     {&store.ApplyError{Index: 0, Err: errors.New("mismatched param and argument count")}, store.ClassDatabase},
 		"client error, no event":  {errors.New("conn busy"), store.ClassDatabase},
 	} {
 		require.Equal(t, tc.want, store.Classify(tc.err), name)

@@ -149,7 +149,7 @@ func TestSinkCheckTimeoutIsNotABadHandler(t *testing.T) {
 	err = store.NewTarget(tb.pool, 300*time.Millisecond).CheckSink(tb.ctx, sink)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, store.ErrBadHandler)
-	require.Contains(t, []store.ErrorClass{store.ClassTransient, store.ClassTimeout}, store.Classify(err), "worth retrying: %v", err)
+	require.Contains(t, []store.ErrorClass{store.ClassTransient, store.ClassTimeout, store.ClassNoAnswer}, store.Classify(err), "worth retrying: %v", err)
 
 	require.NoError(t, tx.Rollback(tb.ctx))
 	require.NoError(t, store.NewTarget(tb.pool, 10*time.Second).CheckSink(tb.ctx, sink))

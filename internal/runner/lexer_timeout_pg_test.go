@@ -10,7 +10,7 @@ import (
 	"github.com/projectord/projectord/internal/config"
 )
 
-// TestReviewLexerMismatchSkipsNothing: handlers that are valid SQL, where
+// TestPGHandlerLexedLikePostgresSkipsNothing: handlers that are valid SQL, where
 // "@event_type" sits inside a string literal as PostgreSQL reads it, but the
 // handler compiler reads it as code: a dollar-quote tag with a non-ASCII
 // letter ($é$...$é$, allowed by PostgreSQL), and a typed literal whose type
@@ -20,7 +20,7 @@ import (
 // for every event alike, client-side ("mismatched param and argument
 // count"), passes the start-up check, and is charged to each event in turn:
 // under `then: skip` every event is skipped.
-func TestReviewLexerMismatchSkipsNothing(t *testing.T) {
+func TestPGHandlerLexedLikePostgresSkipsNothing(t *testing.T) {
 	t.Parallel()
 	for name, c := range map[string]struct{ handler, node string }{
 		"dollar tag": {`INSERT INTO applied (projector, position, node) VALUES ('%s', @position, $é$ @event_type $é$)`, " @event_type "},
@@ -54,14 +54,14 @@ func TestReviewLexerMismatchSkipsNothing(t *testing.T) {
 	}
 }
 
-// TestReviewEventSlowAsAWholeReachesThePolicy: one event whose handler and
+// TestPGEventSlowAsAWholeReachesThePolicy: one event whose handler and
 // whose deferred constraint trigger (run at COMMIT) each stay under the
 // server-side statement_timeout (3/4 of query_timeout), but together need
 // longer than query_timeout. Every attempt ends with our own deadline and
 // no answer (ClassNoAnswer), which is never charged to a single event: the
 // event is retried for ever and the error policy (halt) is never reached,
 // however deterministic the failure.
-func TestReviewEventSlowAsAWholeReachesThePolicy(t *testing.T) {
+func TestPGEventSlowAsAWholeReachesThePolicy(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	_, err := tb.pool.Exec(tb.ctx, `

@@ -11,14 +11,14 @@ import (
 	"github.com/projectord/projectord/internal/store"
 )
 
-// TestReviewCheckSinkRefusesParameterCountMismatch: whatever the compiler's
+// TestSinkCheckRefusesParameterCountMismatch: whatever the compiler's
 // lexer gets wrong (here: a target that runs with
 // standard_conforming_strings off, where 'x\' ...' escapes the quote), a
 // handler whose compiled SQL PostgreSQL reads with fewer parameters than
 // projectord binds fails client-side for every event alike. The start-up
 // check must refuse it (ErrBadHandler), not pass it to be charged to each
 // event in turn.
-func TestReviewCheckSinkRefusesParameterCountMismatch(t *testing.T) {
+func TestSinkCheckRefusesParameterCountMismatch(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	cfg, err := pgxpool.ParseConfig(tb.url)
