@@ -207,12 +207,26 @@ const propDoneSQL = `
 	           ELSE (e.transaction_id, e.global_position) <= (cp.last_xid, cp.last_position)
 	                OR e.global_position <= cp.position_floor END`
 
+// propDoneSQLUnprepared is propDoneSQL before `source prepare`: the table
+// has no transaction_id yet, so every checkpoint is a position one.
+const propDoneSQLUnprepared = `
+	SELECT e.global_position, e.data->>'v' = 'x' AS bad
+	FROM events e, projectord.checkpoints cp
+	WHERE cp.projector = $1 AND e.global_position <= cp.last_position`
+
+func (c *propCluster) doneSQL() string {
+	if c.prepared {
+		return propDoneSQL
+	}
+	return propDoneSQLUnprepared
+}
+
 // checkOracle compares one projector's read model (and dead letters) with
 // the events its checkpoint counts as done. It returns how many of them
 // there are.
 func (c *propCluster) checkOracle(t *testing.T, name string, strict bool, then string) int {
 	ctx := c.tb.ctx
-	rows, err := c.tb.pool.Query(ctx, propDoneSQL, name)
+	rows, err := c.tb.pool.Query(ctx, c.doneSQL(), name)
 	require.NoError(t, err)
 	type ev struct{ bad bool }
 	done := map[int64]ev{}
@@ -412,7 +426,7 @@ func runPropertySeed(t *testing.T, seed uint64) {
 // doneCount is how many events the projector's checkpoint counts as done.
 func (c *propCluster) doneCount(t *testing.T, name string) int {
 	var n int
-	require.NoError(t, c.tb.pool.QueryRow(c.tb.ctx, `SELECT count(*) FROM (`+propDoneSQL+`) d`, name).Scan(&n))
+	require.NoError(t, c.tb.pool.QueryRow(c.tb.ctx, `SELECT count(*) FROM (`+c.doneSQL()+`) d`, name).Scan(&n))
 	return n
 }
 
@@ -424,7 +438,7 @@ func (c *propCluster) waitQuiet(t *testing.T) {
 	require.Eventually(t, func() bool {
 		for _, p := range propProjectors {
 			var n int
-			if err := c.tb.pool.QueryRow(context.Background(), `SELECT count(*) FROM (`+propDoneSQL+`) d`, p.name).Scan(&n); err != nil {
+			if err := c.tb.pool.QueryRow(context.Background(), `SELECT count(*) FROM (`+c.doneSQL()+`) d`, p.name).Scan(&n); err != nil {
 				return false
 			}
 			if n == events {
@@ -436,7 +450,22 @@ func (c *propCluster) waitQuiet(t *testing.T) {
 			return false
 		}
 		return true
-	}, 60*time.Second, 20*time.Millisecond, "the projectors never caught up")
+	}, 60*time.Second, 20*time.Millisecond, "the projectors never caught up: %s", c.describe(events))
+}
+
+// describe is each projector's checkpoint and each replica's state of it.
+func (c *propCluster) describe(events int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d events;", events)
+	for _, p := range propProjectors {
+		cp := c.tb.peek(p.name)
+		fmt.Fprintf(&b, " %s: %d done, cursor %s floor %d %s %q epoch %d leader %s;", p.name, c.doneCount(c.t, p.name),
+			cp.Cursor, cp.PositionFloor, cp.Status, cp.LastError, cp.Epoch, cp.LeaderNode)
+		for _, d := range c.replicas {
+			fmt.Fprintf(&b, " %s=%s", d.Node(), d.States()[p.name])
+		}
+	}
+	return b.String()
 }
 
 // haltedEverywhere reports whether the projector is halted in the database
