@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -41,7 +43,10 @@ do not change the exit code.`,
 				}
 			}
 			if checkDB {
-				warnings, err := checkDatabase(cmd, cfg)
+				resolved, warnings, err := checkDatabase(cmd, cfg)
+				if resolved != "" {
+					fmt.Fprintf(e.stdout, "source table %s resolves to %s\n", printable(cfg.Source.Table), printable(resolved))
+				}
 				// Warnings do not fail the check: they are printed, and the
 				// exit code stays what the problems make it.
 				for _, w := range warnings {
@@ -82,11 +87,25 @@ do not change the exit code.`,
 
 // checkDatabase checks the source and prepares every handler. It returns
 // warnings (mapped source columns that may hold NULL) beside the error.
-func checkDatabase(cmd *cobra.Command, cfg *config.Config) (warnings []string, _ error) {
+func checkDatabase(cmd *cobra.Command, cfg *config.Config) (resolved string, warnings []string, _ error) {
 	ctx := cmd.Context()
 	var problems []config.Problem
 	err := withPool(ctx, cfg, cfg.Database.URL, func(pool *pgxpool.Pool) error {
-		src := runner.SourceOf(cfg.Source)
+		if err := store.CheckTrust(ctx, pool); err != nil {
+			return err
+		}
+		switch err := lockBudget(ctx, cfg, pool); {
+		case errors.Is(err, store.ErrLockBudget):
+			problems = append(problems, config.Problem{Path: "projectors", Message: err.Error()})
+		case err != nil:
+			return err
+		}
+		src, err := runner.SourceOf(cfg.Source).Resolve(ctx, pool)
+		if err != nil {
+			problems = append(problems, config.Problem{Path: "source.table", Message: err.Error()})
+			return nil
+		}
+		resolved = src.QualifiedName()
 		layout, err := src.Inspect(ctx, pool)
 		if err != nil {
 			problems = append(problems, config.Problem{Path: "source", Message: err.Error()})
@@ -96,12 +115,12 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) (warnings []string, _
 		return nil
 	})
 	if err != nil {
-		return warnings, err
+		return resolved, warnings, err
 	}
 	for i, p := range cfg.Projectors {
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		if err != nil {
-			return warnings, &configError{err: err}
+			return resolved, warnings, &configError{err: err}
 		}
 		url := p.Sink.SQL.TargetURL
 		if url == "" {
@@ -119,11 +138,27 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) (warnings []string, _
 			return err
 		})
 		if err != nil {
-			return warnings, err
+			return resolved, warnings, err
 		}
 	}
 	if len(problems) > 0 {
-		return warnings, &config.ValidationError{Problems: problems}
+		return resolved, warnings, &config.ValidationError{Problems: problems}
 	}
-	return warnings, nil
+	return resolved, warnings, nil
+}
+
+// lockBudget checks the configured projectors against the coordination
+// server's lock table, as `run` does at start-up.
+func lockBudget(ctx context.Context, cfg *config.Config, source *pgxpool.Pool) error {
+	check := func(pool *pgxpool.Pool) error {
+		ls, err := store.ReadLockSettings(ctx, pool)
+		if err != nil {
+			return err
+		}
+		return ls.Check(len(cfg.Projectors), int(cfg.Database.MaxConns))
+	}
+	if cfg.Coordination.URL == "" || cfg.Coordination.URL == cfg.Database.URL {
+		return check(source)
+	}
+	return withPool(ctx, cfg, cfg.Coordination.URL, check)
 }

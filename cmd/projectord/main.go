@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/store"
 )
 
 // Exit codes.
@@ -49,7 +50,9 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	case errors.As(err, &uerr), isCobraUsageError(err):
 		fmt.Fprintf(stderr, "projectord: %s\nRun 'projectord --help' for usage.\n", oneLine(err.Error()))
 		return exitConfig
-	case errors.As(err, new(*configError)):
+	case errors.As(err, new(*configError)),
+		// Not the database's failure: an operator has to fix the setup.
+		errors.Is(err, store.ErrUntrustedSchema), errors.Is(err, store.ErrLockBudget):
 		fmt.Fprintf(stderr, "projectord: %s\n", oneLine(err.Error()))
 		return exitConfig
 	default:

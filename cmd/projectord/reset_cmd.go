@@ -43,6 +43,9 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 				url = cfg.Database.URL
 			}
 			err = withPool(cmd.Context(), cfg, url, func(pool *pgxpool.Pool) error {
+				if err := store.CheckTrust(cmd.Context(), pool); err != nil {
+					return err
+				}
 				epoch, err := store.NewTarget(pool, cfg.Database.QueryTimeout).Reset(cmd.Context(), p.Name, p.Sink.SQL.Reset)
 				if err != nil {
 					return err

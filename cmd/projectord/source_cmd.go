@@ -23,7 +23,10 @@ func newSourceCmd(e *env, g *globalFlags) *cobra.Command {
 		Long: `Print (and with --apply, run) the SQL that makes an existing events table
 gap-safe: a transaction_id xid8 column (existing rows get the constant xid 1,
 new rows their writer's transaction id) and a (transaction_id, position)
-index built concurrently.
+index built concurrently. It connects to resolve source.table as the daemon
+does (an unqualified name through the connection's search_path) and prints
+the table it resolved to. After --apply it verifies that the column, a valid
+index and the trigger exist, and fails otherwise.
 
 --notify adds a statement-level trigger that NOTIFYs source.notify_channel,
 so projectors wake without waiting for the next poll (set source.listen: true).
@@ -38,21 +41,37 @@ truth either way.`,
 			if err != nil {
 				return err
 			}
-			steps := store.PrepareSQL(runner.SourceOf(cfg.Source), notify, cfg.Source.NotifyChannel)
-			for _, s := range steps {
-				fmt.Fprintf(e.stdout, "-- %s\n%s;\n\n", s.Why, s.SQL)
-			}
-			if !apply {
-				fmt.Fprintln(e.stdout, "-- Not applied. Re-run with --apply to execute these statements.")
-				return nil
-			}
+			// The table is resolved on the database, as the daemon resolves
+			// it, so what is printed and altered is the table it reads.
 			return withPool(cmd.Context(), cfg, cfg.Database.URL, func(pool *pgxpool.Pool) error {
+				ctx := cmd.Context()
+				src, err := runner.SourceOf(cfg.Source).Resolve(ctx, pool)
+				if err != nil {
+					return err
+				}
+				if err := store.CheckTrust(ctx, pool); err != nil {
+					return err
+				}
+				steps := store.PrepareSQL(src, notify, cfg.Source.NotifyChannel)
+				fmt.Fprintf(e.stdout, "-- source table %s resolves to %s\n\n", printable(cfg.Source.Table), printable(src.QualifiedName()))
 				for _, s := range steps {
-					if _, err := pool.Exec(cmd.Context(), s.SQL); err != nil {
+					fmt.Fprintf(e.stdout, "-- %s\n%s;\n\n", s.Why, s.SQL)
+				}
+				if !apply {
+					fmt.Fprintln(e.stdout, "-- Not applied. Re-run with --apply to execute these statements.")
+					return nil
+				}
+				for _, s := range steps {
+					if _, err := pool.Exec(ctx, s.SQL); err != nil {
 						return fmt.Errorf("error applying %q: %w", s.Why, err)
 					}
 				}
-				fmt.Fprintln(e.stdout, "-- Applied.")
+				// IF NOT EXISTS skips an object whose name is taken, and a
+				// failed concurrent build leaves an invalid index: check.
+				if err := store.VerifyPrepared(ctx, pool, src, notify); err != nil {
+					return err
+				}
+				fmt.Fprintln(e.stdout, "-- Applied and verified.")
 				return nil
 			})
 		},

@@ -97,7 +97,16 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 	if err != nil {
 		return runner.Snapshot{}, err
 	}
-	reader := store.NewReader(src, runner.SourceOf(cfg.Source), cfg.Database.QueryTimeout)
+	// Nothing is read from a schema another role planted (CheckTrust); the
+	// source table is the one the daemon resolves.
+	if err := store.CheckTrust(ctx, src); err != nil {
+		return runner.Snapshot{}, err
+	}
+	source, err := runner.SourceOf(cfg.Source).Resolve(ctx, src)
+	if err != nil {
+		return runner.Snapshot{}, err
+	}
+	reader := store.NewReader(src, source, cfg.Database.QueryTimeout)
 	head, _, err := reader.Newest(ctx)
 	if err != nil {
 		return runner.Snapshot{}, err
@@ -121,6 +130,9 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		if !ok {
 			tp, err := pool(url)
 			if err != nil {
+				return runner.Snapshot{}, err
+			}
+			if err := store.CheckTrust(ctx, tp); err != nil {
 				return runner.Snapshot{}, err
 			}
 			t = store.NewTarget(tp, cfg.Database.QueryTimeout)

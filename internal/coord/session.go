@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
 
@@ -90,6 +91,11 @@ type Session struct {
 	lastErr error
 
 	lastTakeOverCheck time.Time // session goroutine only
+	// After PostgreSQL's lock table ran full, acquisitions pause until
+	// acquireResume, for a pause that doubles while it stays full (session
+	// goroutine only): retrying at once would keep it full for everyone.
+	acquirePause  time.Duration
+	acquireResume time.Time
 
 	cancel    context.CancelCauseFunc
 	stopped   <-chan struct{} // closed by Stop; for tests
@@ -267,8 +273,14 @@ func (s *Session) run(ctx context.Context) {
 	for {
 		conn, err := s.connect(ctx)
 		if err == nil {
-			delay = 100 * time.Millisecond
+			// The delay starts over only after a session that lasted: one
+			// that fails right after connecting (a server out of memory or
+			// locks) must not be retried ten times a second.
+			up := time.Now()
 			err = s.serve(ctx, conn)
+			if time.Since(up) >= max(s.cfg.LeaseTimeout, time.Second) {
+				delay = 100 * time.Millisecond
+			}
 			s.down(err)
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = conn.Close(cctx)
@@ -531,11 +543,18 @@ func (s *Session) handle(conn *pgx.Conn, reqs []*request) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	if time.Now().Before(s.acquireResume) {
+		s.failAll(acq, errLockTablePaused)
+		return nil
+	}
 	qctx, cancel := s.opCtx()
 	defer cancel()
 	rows, err := conn.Query(qctx, `SELECT k, pg_try_advisory_lock($1, k) FROM unnest($2::int4[]) AS k`, s.cfg.Namespace, ids)
 	if err != nil {
 		s.failAll(acq, err)
+		if s.lockTableFull(conn, ids, err) {
+			return nil
+		}
 		return fmt.Errorf("error acquiring locks: %w", err)
 	}
 	got := map[int32]bool{}
@@ -551,8 +570,12 @@ func (s *Session) handle(conn *pgx.Conn, reqs []*request) error {
 	}
 	if err := rows.Err(); err != nil {
 		s.failAll(acq, err)
+		if s.lockTableFull(conn, ids, err) {
+			return nil
+		}
 		return fmt.Errorf("error acquiring locks: %w", err)
 	}
+	s.acquirePause = 0
 	var orphans []*request
 	var refused []int32
 	s.mu.Lock()
@@ -587,6 +610,35 @@ func (s *Session) handle(conn *pgx.Conn, reqs []*request) error {
 		return s.takeOver(conn, refused)
 	}
 	return nil
+}
+
+// errLockTablePaused answers acquisitions while they pause after
+// PostgreSQL ran out of lock table space.
+var errLockTablePaused = errors.New("acquisitions paused: PostgreSQL's lock table was full (out of shared memory)")
+
+// lockTableFull handles an acquisition that failed because PostgreSQL's
+// shared lock table is full (53200 out of shared memory), which fails
+// every client of the cluster: the session stays up and keeps its leases,
+// but acquires nothing more for a while (1s, doubling to 1m while it
+// stays full). Session locks the statement took before it failed outlive
+// it, so they are released first. It reports false for any other error,
+// or when that release fails: then the session must reconnect.
+func (s *Session) lockTableFull(conn *pgx.Conn, ids []int32, err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "53200" || conn.IsClosed() {
+		return false
+	}
+	qctx, cancel := context.WithTimeout(context.Background(), s.opTimeout())
+	defer cancel()
+	if _, err := conn.Exec(qctx, `SELECT pg_advisory_unlock($1, k) FROM unnest($2::int4[]) AS k`, s.cfg.Namespace, ids); err != nil {
+		return false
+	}
+	s.acquirePause = min(max(2*s.acquirePause, time.Second), time.Minute)
+	d := jitter(s.acquirePause)
+	s.acquireResume = time.Now().Add(d)
+	s.log.Warn("PostgreSQL's lock table is full; acquiring no more projectors for a while (raise max_locks_per_transaction, or run fewer projectors)",
+		zap.Int("wanted", len(ids)), zap.Duration("retry_in", d), zap.Error(err))
+	return true
 }
 
 func (s *Session) failAll(reqs []*request, err error) {

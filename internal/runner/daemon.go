@@ -140,7 +140,8 @@ func (d *Daemon) bootstrap(ctx, bg context.Context) {
 		if err == nil {
 			return
 		}
-		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, errFatal) {
+		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, store.ErrUntrustedSchema) ||
+			errors.Is(err, store.ErrLockBudget) || errors.Is(err, errFatal) {
 			d.log.Error("cannot start", zap.Error(err))
 			select {
 			case d.fatal <- err:
@@ -258,7 +259,13 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	if err := d.prepareSchema(steps, source); err != nil {
 		return err
 	}
-	src := SourceOf(cfg.Source)
+	// Resolved once: every statement names the table found now, so the
+	// one checked is the one read (docs/architecture.md).
+	src, err := SourceOf(cfg.Source).Resolve(steps, source)
+	if err != nil {
+		return err
+	}
+	d.log.Info("source table", zap.String("configured", cfg.Source.Table), zap.String("resolved", src.QualifiedName()))
 	layout, err := src.Inspect(steps, source)
 	if err != nil {
 		return err
@@ -313,6 +320,9 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return fmt.Errorf("%w: invalid coordination URL: %s", errFatal, config.RedactURL(err.Error()))
 	}
 	cc.ConnectTimeout = cfg.Database.ConnectTimeout
+	if err := d.checkLockBudget(steps, source, coordURL, cc); err != nil {
+		return err
+	}
 	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
 	watcher := NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
 	listen := []string{store.ResetChannel}
@@ -389,6 +399,34 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	}
 	d.log.Info("projectord started", zap.String("node", d.node), zap.Int("projectors", len(cfg.Projectors)))
 	return nil
+}
+
+// checkLockBudget refuses to start when leading every configured projector
+// would take more of the coordination server's shared lock table than one
+// replica's share (store.LockSettings.Budget): running out of it fails
+// every client of the cluster, not only this one. A coordination database
+// other than the source is checked for a squatted schema too, since the
+// session writes its node row there.
+func (d *Daemon) checkLockBudget(ctx context.Context, source *pgxpool.Pool, coordURL string, cc *pgx.ConnConfig) error {
+	var q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+	} = source
+	if coordURL != d.cfg.Database.URL {
+		conn, err := pgx.ConnectConfig(ctx, cc)
+		if err != nil {
+			return fmt.Errorf("error connecting to the coordination database %s: %w", config.RedactURL(coordURL), err)
+		}
+		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+		if err := store.CheckTrust(ctx, conn); err != nil {
+			return err
+		}
+		q = conn
+	}
+	ls, err := store.ReadLockSettings(ctx, q)
+	if err != nil {
+		return err
+	}
+	return ls.Check(len(d.cfg.Projectors), int(d.cfg.Database.MaxConns))
 }
 
 func (d *Daemon) closePools() {

@@ -18,6 +18,10 @@ var (
 	ErrNoXID8 = errors.New("source table has no xid8 transaction_id column: run `projectord source prepare` (or set source.ordering: position to accept skipped events)")
 	// ErrSchemaTooNew means the database was migrated by a newer projectord.
 	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+	// ErrUntrustedSchema means schema projectord, or an object in it, is
+	// owned by a role projectord does not run as: its functions would run
+	// another role's code with projectord's privileges.
+	ErrUntrustedSchema = errors.New("untrusted schema projectord")
 	// ErrClusterChanged means the checkpoint was written on another PostgreSQL
 	// cluster (a dump/restore resets xids), so its cursor is meaningless here.
 	ErrClusterChanged = errors.New("checkpoint belongs to another PostgreSQL cluster (system_identifier changed)")

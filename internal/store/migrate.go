@@ -70,7 +70,8 @@ type MigrateResult struct {
 // Migrate brings schema projectord up to this binary's version. It is
 // idempotent and safe to run from several processes at once: everything runs
 // in one transaction behind an advisory transaction lock. A database whose
-// schema is newer than the binary yields ErrSchemaTooNew.
+// schema is newer than the binary yields ErrSchemaTooNew; a schema owned by
+// a role projectord does not run as yields ErrUntrustedSchema.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, binaryVersion string) (MigrateResult, error) {
 	ms, err := loadMigrations()
 	if err != nil {
@@ -82,6 +83,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, binaryVersion string) (Mig
 			return err
 		}
 		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS projectord`); err != nil {
+			return err
+		}
+		// After the CREATE, so a schema someone else created meanwhile is
+		// checked too; before anything reads or runs what it holds.
+		if err := CheckTrust(ctx, tx); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS projectord.schema_migrations (
@@ -125,8 +131,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, binaryVersion string) (Mig
 }
 
 // CheckSchema verifies, without changing anything, that the database's
-// schema is exactly what this binary expects (for `run --no-migrate`).
+// schema is exactly what this binary expects (for `run --no-migrate`), and
+// that it is trusted (CheckTrust).
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := CheckTrust(ctx, pool); err != nil {
+		return err
+	}
 	var v int
 	err := pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM projectord.schema_migrations`).Scan(&v)
 	if err != nil {

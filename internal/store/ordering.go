@@ -87,7 +87,7 @@ func (t *Target) Convert(ctx context.Context, cp Checkpoint, r *Reader) (Checkpo
 func (r *Reader) exactPosition(ctx context.Context, cp Checkpoint) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	t, xid, pos := quoteTable(r.src.Table), quoteCol(r.src.Columns.TransactionID), quoteCol(r.src.Columns.Position)
+	t, xid, pos := r.src.sqlTable(), quoteCol(r.src.Columns.TransactionID), quoteCol(r.src.Columns.Position)
 	q := fmt.Sprintf(`SELECT n.first,
 			CASE WHEN n.first IS NULL THEN (SELECT max(%[2]s) FROM %[1]s)
 				ELSE (SELECT max(%[2]s) FROM %[1]s WHERE %[2]s < n.first) END,
@@ -99,7 +99,7 @@ func (r *Reader) exactPosition(ctx context.Context, cp Checkpoint) (int64, error
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42703" || pgErr.Code == "42883") { // undefined column, or not xid8
 		return 0, fmt.Errorf("%w: projector %s has an xid8 checkpoint (cursor %s), and source.ordering is position, but %s has no xid8 column %q to convert it with: %s; reset the projector (projectord reset %s --yes) or restore the column and keep source.ordering: xid8",
-			ErrOrderingChanged, cp.Projector, cp.Cursor, r.src.Table, r.src.Columns.TransactionID, pgErr.Message, cp.Projector)
+			ErrOrderingChanged, cp.Projector, cp.Cursor, r.src.QualifiedName(), r.src.Columns.TransactionID, pgErr.Message, cp.Projector)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("error checking the checkpoint of %s against the source: %w", cp.Projector, err)

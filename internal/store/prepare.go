@@ -1,8 +1,17 @@
 package store
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // NativeTableSQL creates an events table in the recommended native layout.
@@ -23,15 +32,8 @@ func NativeTableSQL(table string) []string {
     UNIQUE (stream_id, stream_version)
 )`, t),
 		fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s (transaction_id, global_position)`,
-			indexNameFor(Source{Table: table, Columns: NativeColumns}), t),
+			quoteCol(indexNameFor(Source{Table: table, Columns: NativeColumns})), t),
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // PrepareStep is one statement of `source prepare`, with why it is there.
@@ -47,8 +49,12 @@ type PrepareStep struct {
 // xid, so they keep their position order and are read first; new rows get
 // their writer's xid), the (transaction_id, position) index, and, with
 // notify, the opt-in statement-level NOTIFY trigger.
+//
+// src should be resolved (Source.Resolve), so the statements name the very
+// table the daemon reads. Object names always fit PostgreSQL's 63 bytes
+// and never collide with the table's own name (see objectName).
 func PrepareSQL(src Source, notify bool, channel string) []PrepareStep {
-	t := quoteTable(src.Table)
+	t := src.sqlTable()
 	xid, pos := quoteCol(src.Columns.TransactionID), quoteCol(src.Columns.Position)
 	steps := []PrepareStep{
 		{
@@ -57,19 +63,20 @@ func PrepareSQL(src Source, notify bool, channel string) []PrepareStep {
 		},
 		{
 			Why:        "index the gap-safe cursor (built concurrently: writers are not blocked)",
-			SQL:        fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s, %s)", indexNameFor(src), t, xid, pos),
+			SQL:        fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s, %s)", quoteCol(indexNameFor(src)), t, xid, pos),
 			Concurrent: true,
 		},
 	}
 	if notify {
-		trig := quoteCol(truncate(src.Table[strings.LastIndexByte(src.Table, '.')+1:]+"_projectord_notify", 63))
+		trig := quoteCol(triggerNameFor(src))
 		steps = append(steps, PrepareStep{
 			Why: "opt-in wake-up hint: one NOTIFY per inserting statement. NOTIFY serialises committing writers " +
 				"(8 single-row writers fell from 11.8k to 5.1k transactions/s on a 2-core machine); polling stays the source of truth",
 			SQL: fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS projectord;
-CREATE OR REPLACE FUNCTION projectord.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION projectord.notify_events() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_notify(TG_ARGV[0], '');
+    PERFORM pg_catalog.pg_notify(TG_ARGV[0], '');
     RETURN NULL;
 END
 $$;
@@ -81,9 +88,124 @@ CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION project
 	return steps
 }
 
+// maxIdentLen is PostgreSQL's identifier limit (NAMEDATALEN - 1 bytes):
+// a longer name is silently truncated.
+const maxIdentLen = 63
+
+// indexNameFor names the (transaction_id, position) index.
 func indexNameFor(src Source) string {
-	base := src.Table[strings.LastIndexByte(src.Table, '.')+1:]
-	return quoteCol(truncate(base+"_"+src.Columns.TransactionID+"_"+src.Columns.Position+"_idx", 63))
+	return objectName(src, "_"+src.Columns.TransactionID+"_"+src.Columns.Position+"_idx", "_xid_idx")
+}
+
+// triggerNameFor names the NOTIFY trigger.
+func triggerNameFor(src Source) string {
+	return objectName(src, "_projectord_notify", "_projectord_notify")
+}
+
+// objectName is the table's name plus suffix when that fits in 63 bytes
+// (the name earlier versions gave, so re-running prepare finds the objects
+// it made). Otherwise it is the table's name cut short (at a character
+// boundary) plus a hash of the qualified table and suffix, plus short: a
+// name PostgreSQL keeps whole, that never equals the table's own (it is
+// longer, or ends in a hash of itself), and that differs between tables
+// whose names share the first bytes.
+func objectName(src Source, suffix, short string) string {
+	base := src.relName()
+	if name := base + suffix; len(name) <= maxIdentLen {
+		return name
+	}
+	for salt := byte(0); ; salt++ {
+		h := sha256.Sum256([]byte(src.QualifiedName() + "\x00" + suffix + string([]byte{salt})))
+		tail := "_" + hex.EncodeToString(h[:4]) + short
+		name := cutUTF8(base, maxIdentLen-len(tail)) + tail
+		if name != base {
+			return name
+		}
+	}
+}
+
+// cutUTF8 shortens s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// VerifyPrepared checks, after `source prepare --apply`, that every object
+// it is meant to leave exists as it should: the xid8 column, the
+// (transaction_id, position) index on this table and valid (a failed
+// CONCURRENTLY build leaves an INVALID index behind, and IF NOT EXISTS
+// would skip it, or another relation of the same name, silently), and,
+// with notify, the trigger. src must be resolved.
+func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify bool) error {
+	if !src.Resolved() {
+		return fmt.Errorf("source table %s: not resolved", src.Table)
+	}
+	table := src.QualifiedName()
+	var xidType *string
+	if err := pool.QueryRow(ctx, `SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+		WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped`, src.oid, src.Columns.TransactionID).Scan(&xidType); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("error verifying %s: %w", table, err)
+	}
+	switch {
+	case xidType == nil:
+		return fmt.Errorf("source prepare did not take effect: %s has no column %q", table, src.Columns.TransactionID)
+	case *xidType != "xid8":
+		return fmt.Errorf("source prepare did not take effect: column %q of %s is %s, not xid8; rename it or map source.columns.transaction_id to a new column", src.Columns.TransactionID, table, *xidType)
+	}
+
+	idx := indexNameFor(src)
+	var kind, am string
+	var on uint32
+	var valid, ready, partial bool
+	var keys []string
+	err := pool.QueryRow(ctx, `SELECT c.relkind::text, coalesce(am.amname::text, ''), coalesce(i.indrelid, 0),
+			coalesce(i.indisvalid, false), coalesce(i.indisready, false), i.indpred IS NOT NULL OR i.indexprs IS NOT NULL,
+			coalesce((SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
+				JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+				WHERE k.n <= i.indnkeyatts), '{}')
+		FROM pg_catalog.pg_class c
+		LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+		LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
+		WHERE c.relnamespace = (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = $1) AND c.relname = $2`,
+		src.oid, idx).Scan(&kind, &am, &on, &valid, &ready, &partial, &keys)
+	want := []string{src.Columns.TransactionID, src.Columns.Position}
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("source prepare did not take effect: index %s.%s does not exist", src.schema, idx)
+	case err != nil:
+		return fmt.Errorf("error verifying index %s.%s: %w", src.schema, idx, err)
+	case kind != "i":
+		return fmt.Errorf("source prepare could not create index %s.%s: a relation of that name (relkind %s) already exists; rename it and re-run", src.schema, idx, kind)
+	case on != src.oid:
+		return fmt.Errorf("source prepare could not create index %s.%s: an index of that name exists on another table; rename it and re-run", src.schema, idx)
+	case !valid || !ready:
+		return fmt.Errorf("index %s.%s on %s is INVALID: building it concurrently failed (see the server log); drop it (DROP INDEX CONCURRENTLY %s) and re-run source prepare --apply",
+			src.schema, idx, table, pgx.Identifier{src.schema, idx}.Sanitize())
+	case am != "btree" || partial || !slices.Equal(keys, want):
+		return fmt.Errorf("index %s.%s on %s is not the btree index on (%s) the reader needs (it is %s on (%s)); rename it and re-run",
+			src.schema, idx, table, strings.Join(want, ", "), am, strings.Join(keys, ", "))
+	}
+
+	if notify {
+		trig := triggerNameFor(src)
+		var ours bool
+		err := pool.QueryRow(ctx, `SELECT tgfoid = pg_catalog.to_regprocedure('projectord.notify_events()') AND tgenabled <> 'D'
+			FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2 AND NOT tgisinternal`, src.oid, trig).Scan(&ours)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("source prepare did not take effect: trigger %s on %s does not exist", trig, table)
+		case err != nil:
+			return fmt.Errorf("error verifying trigger %s on %s: %w", trig, table, err)
+		case !ours:
+			return fmt.Errorf("trigger %s on %s does not call projectord.notify_events() or is disabled", trig, table)
+		}
+	}
+	return nil
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

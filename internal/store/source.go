@@ -39,11 +39,89 @@ type Source struct {
 	Table    string // optionally schema-qualified
 	Columns  Columns
 	Ordering Ordering
+
+	// Set by Resolve: the table Table named when resolved, so every
+	// statement reads, checks and alters that one table.
+	oid          uint32
+	schema, name string
 }
 
 // quoteTable quotes a possibly schema-qualified table name.
 func quoteTable(name string) string {
 	return pgx.Identifier(strings.Split(name, ".")).Sanitize()
+}
+
+// Resolve looks the table up once, as PostgreSQL resolves the name on this
+// connection (an unqualified name through its search_path), and returns
+// the source pinned to that table: every statement built from it names
+// the table schema-qualified, so what is checked is what is read and what
+// `source prepare` alters. A table that does not exist is an error that
+// says where it was looked for.
+func (s Source) Resolve(ctx context.Context, q querier) (Source, error) {
+	rows, err := q.Query(ctx, `SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, current_setting('search_path')
+		FROM (SELECT pg_catalog.to_regclass($1) AS oid) r
+		LEFT JOIN pg_catalog.pg_class c ON c.oid = r.oid
+		LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace`, s.sqlTable())
+	if err != nil {
+		return s, fmt.Errorf("error looking up source table %s: %w", s.Table, err)
+	}
+	var oid *uint32
+	var schema, name, kind *string
+	var path string
+	found := false
+	for rows.Next() {
+		found = true
+		if err := rows.Scan(&oid, &schema, &name, &kind, &path); err != nil {
+			return s, fmt.Errorf("error looking up source table %s: %w", s.Table, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return s, fmt.Errorf("error looking up source table %s: %w", s.Table, err)
+	}
+	if !found { // the query always returns one row
+		return s, fmt.Errorf("error looking up source table %s: no answer", s.Table)
+	}
+	if oid == nil || schema == nil {
+		if strings.Contains(s.Table, ".") {
+			return s, fmt.Errorf("source table %s does not exist", s.Table)
+		}
+		return s, fmt.Errorf("source table %s does not exist in any schema of the search_path (%s); schema-qualify source.table", s.Table, path)
+	}
+	switch *kind {
+	case "r", "p", "v", "m", "f":
+	default:
+		return s, fmt.Errorf("source table %s resolves to %s.%s, which is not a table or view", s.Table, *schema, *name)
+	}
+	s.oid, s.schema, s.name = *oid, *schema, *name
+	return s, nil
+}
+
+// Resolved reports whether Resolve pinned the source to a table.
+func (s Source) Resolved() bool { return s.oid != 0 }
+
+// QualifiedName is the table as resolved, schema.table; before Resolve, the
+// configured name.
+func (s Source) QualifiedName() string {
+	if !s.Resolved() {
+		return s.Table
+	}
+	return s.schema + "." + s.name
+}
+
+// sqlTable is the table for a statement: schema-qualified once resolved.
+func (s Source) sqlTable() string {
+	if !s.Resolved() {
+		return quoteTable(s.Table)
+	}
+	return pgx.Identifier{s.schema, s.name}.Sanitize()
+}
+
+// relName is the table's own name, without its schema.
+func (s Source) relName() string {
+	if s.Resolved() {
+		return s.name
+	}
+	return s.Table[strings.LastIndexByte(s.Table, '.')+1:]
 }
 
 func quoteCol(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -69,17 +147,20 @@ type Layout struct {
 	Columns map[string]ColumnInfo // by column name
 }
 
-// Inspect runs Check's verifications and returns the table's layout.
+// Inspect runs Check's verifications and returns the table's layout. It
+// inspects the table Resolve pinned, resolving the name first if needed.
 func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error) {
-	schema, table := "public", s.Table
-	if i := strings.IndexByte(s.Table, '.'); i >= 0 {
-		schema, table = s.Table[:i], s.Table[i+1:]
+	if !s.Resolved() {
+		r, err := s.Resolve(ctx, pool)
+		if err != nil {
+			return Layout{}, err
+		}
+		s = r
 	}
 	rows, err := pool.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
-		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, schema, table)
+		FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, s.oid)
 	if err != nil {
-		return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.Table, err)
+		return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.QualifiedName(), err)
 	}
 	l := Layout{Columns: map[string]ColumnInfo{}}
 	for rows.Next() {
@@ -91,10 +172,10 @@ func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error)
 		l.Columns[name] = ci
 	}
 	if err := rows.Err(); err != nil {
-		return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.Table, err)
+		return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.QualifiedName(), err)
 	}
 	if len(l.Columns) == 0 {
-		return Layout{}, fmt.Errorf("source table %s does not exist", s.Table)
+		return Layout{}, fmt.Errorf("source table %s does not exist", s.QualifiedName())
 	}
 	var problems []string
 	for field, col := range s.mapping() {
@@ -105,12 +186,12 @@ func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error)
 			continue
 		}
 		if _, ok := l.Columns[col]; !ok {
-			problems = append(problems, fmt.Sprintf("source.columns.%s: column %q not found in %s", field, col, s.Table))
+			problems = append(problems, fmt.Sprintf("source.columns.%s: column %q not found in %s", field, col, s.QualifiedName()))
 		}
 	}
 	if s.Ordering != OrderPosition {
 		if ci, ok := l.Columns[s.Columns.TransactionID]; !ok || ci.Type != "xid8" {
-			return Layout{}, fmt.Errorf("%w (table %s, column %q)", ErrNoXID8, s.Table, s.Columns.TransactionID)
+			return Layout{}, fmt.Errorf("%w (table %s, column %q)", ErrNoXID8, s.QualifiedName(), s.Columns.TransactionID)
 		}
 	}
 	if len(problems) > 0 {
@@ -144,7 +225,7 @@ func (s Source) NullableWarnings(l Layout) []string {
 		if f.field == "position" || f.field == "transaction_id" {
 			effect = "a row with NULL there is never read: it has no place in the cursor order"
 		}
-		out = append(out, fmt.Sprintf("source.columns.%s: column %q of %s is nullable: %s", f.field, f.col, s.Table, effect))
+		out = append(out, fmt.Sprintf("source.columns.%s: column %q of %s is nullable: %s", f.field, f.col, s.QualifiedName(), effect))
 	}
 	return out
 }
@@ -253,7 +334,7 @@ func (s Source) selectList(p readPlan) string {
 func (s Source) readSQL(f Filter, p readPlan) string {
 	var b strings.Builder
 	pos := quoteCol(s.Columns.Position)
-	fmt.Fprintf(&b, "SELECT %s FROM %s WHERE ", s.selectList(p), quoteTable(s.Table))
+	fmt.Fprintf(&b, "SELECT %s FROM %s WHERE ", s.selectList(p), s.sqlTable())
 	if s.Ordering == OrderPosition {
 		fmt.Fprintf(&b, "%s > $2 AND $1::xid8 IS NOT NULL", pos)
 	} else {
@@ -318,20 +399,20 @@ func (s Source) newestSQL() string {
 	// DESC sorts NULLs first: a row with a NULL cursor column, which no
 	// read returns, must not be the head either.
 	if s.Ordering == OrderPosition {
-		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos, pos)
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, s.sqlTable(), pos, pos)
 	}
 	xid := quoteCol(s.Columns.TransactionID)
 	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s IS NOT NULL AND %s IS NOT NULL ORDER BY %s DESC, %s DESC LIMIT 1",
-		xid, pos, quoteTable(s.Table), xid, pos, xid, pos)
+		xid, pos, s.sqlTable(), xid, pos, xid, pos)
 }
 
 // headSQL is the newest readable cursor: an index-only walk from the top.
 func (s Source) headSQL() string {
 	pos := quoteCol(s.Columns.Position)
 	if s.Ordering == OrderPosition {
-		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, quoteTable(s.Table), pos, pos)
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, s.sqlTable(), pos, pos)
 	}
 	xid := quoteCol(s.Columns.TransactionID)
 	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s < pg_snapshot_xmin(pg_current_snapshot()) AND %s IS NOT NULL ORDER BY %s DESC, %s DESC LIMIT 1",
-		xid, pos, quoteTable(s.Table), xid, pos, xid, pos)
+		xid, pos, s.sqlTable(), xid, pos, xid, pos)
 }
