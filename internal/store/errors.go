@@ -181,11 +181,12 @@ func Classify(err error) ErrorClass {
 	if errors.As(err, &netErr) {
 		return ClassTransient
 	}
-	// A row the reader could not decode is the event's. Any other failure
-	// on our side of the wire (pgx refusing to build the statement) would
-	// fail for every event alike.
-	var bad *BadRowError
-	if errors.As(err, &bad) {
+	// A failure a sink reports for one event that is not PostgreSQL's (a
+	// row the reader could not decode, an in-memory sink's error) is the
+	// event's. (A handler pgx would bind wrongly for every event is
+	// refused by the start-up check instead: SQLSink.Check.)
+	var applyErr *ApplyError
+	if errors.As(err, &applyErr) {
 		return ClassEvent
 	}
 	return ClassDatabase

@@ -92,7 +92,6 @@ func TestClassifyOtherErrors(t *testing.T) {
 		"eof":                     {fmt.Errorf("read: %w", io.ErrUnexpectedEOF), store.ClassTransient},
 		"connect":                 {&pgconn.ConnectError{}, store.ClassTransient},
 		"undecodable event":       {&store.ApplyError{Index: 0, Err: &store.BadRowError{}}, store.ClassEvent},
-		"client-side failure":     {&store.ApplyError{Index: 0, Err: errors.New("mismatched param and argument count")}, store.ClassDatabase},
 		"client error, no event":  {errors.New("conn busy"), store.ClassDatabase},
 	} {
 		require.Equal(t, tc.want, store.Classify(tc.err), name)
