@@ -378,12 +378,22 @@ func runPropertySeed(t *testing.T, seed uint64) {
 			stopDaemon(c.replicas[k])
 			c.replicas[k] = c.startReplica()
 		case op < 4:
+			// The leader of a random projector, if one leads: every session
+			// of its replica dies at once (its coordination session and
+			// its pool connections, mid-batch or not).
 			k := rng.IntN(len(c.replicas))
+			p := propProjectors[rng.IntN(len(propProjectors))].name
+			leading := false
+			for i, d := range c.replicas {
+				if d.States()[p] == StateLeader {
+					k, leading = i, true
+				}
+			}
 			node := c.replicas[k].Node()
 			var n int
 			require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 				WHERE application_name IN ('projectord ' || $1, 'projectord-coord ' || $1)`, node).Scan(&n))
-			t.Logf("op: kill the sessions of %s (%d)", node, n)
+			t.Logf("op: kill the sessions of %s, leader of %s? %v (%d sessions)", node, p, leading, n)
 		case op < 6:
 			p := propProjectors[rng.IntN(len(propProjectors))]
 			cfg := c.config()
