@@ -82,7 +82,8 @@ func errorClass(err error) string {
 }
 
 // Public returns s for unauthenticated HTTP (/status): every error text
-// replaced by its ErrorSummary. Names, nodes, cursors and lag stay.
+// replaced by its ErrorSummary, a prepared transaction's name by
+// "(redacted)". Names, nodes, cursors and lag stay.
 func (s Snapshot) Public() Snapshot {
 	ps := make([]ProjectorStatus, len(s.Projectors))
 	for i, p := range s.Projectors {
@@ -100,6 +101,12 @@ func (s Snapshot) Public() Snapshot {
 		}
 	}
 	s.Error = ""
+	// A prepared transaction's name is whatever its client chose (XA
+	// managers put business identifiers in it): only that one holds the
+	// horizon goes out. The name is in `projectord status`.
+	if s.Horizon.Prepared != "" {
+		s.Horizon.Prepared = "(redacted)"
+	}
 	return s
 }
 

@@ -161,18 +161,19 @@ func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify 
 	idx := indexNameFor(src)
 	var kind, am string
 	var on uint32
-	var valid, ready, partial bool
+	var valid, ready, partial, ascending bool
 	var keys []string
 	err := pool.QueryRow(ctx, `SELECT c.relkind::text, coalesce(am.amname::text, ''), coalesce(i.indrelid, 0),
 			coalesce(i.indisvalid, false), coalesce(i.indisready, false), i.indpred IS NOT NULL OR i.indexprs IS NOT NULL,
 			coalesce((SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
 				JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-				WHERE k.n <= i.indnkeyatts), '{}')
+				WHERE k.n <= i.indnkeyatts), '{}'),
+			NOT EXISTS (SELECT FROM unnest(i.indoption::int2[]) WITH ORDINALITY o(opt, n) WHERE o.n <= i.indnkeyatts AND o.opt <> 0)
 		FROM pg_catalog.pg_class c
 		LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
 		LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
 		WHERE c.relnamespace = (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = $1) AND c.relname = $2`,
-		src.oid, idx).Scan(&kind, &am, &on, &valid, &ready, &partial, &keys)
+		src.oid, idx).Scan(&kind, &am, &on, &valid, &ready, &partial, &keys, &ascending)
 	want := []string{src.Columns.TransactionID, src.Columns.Position}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -186,9 +187,15 @@ func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify 
 	case !valid || !ready:
 		return fmt.Errorf("index %s.%s on %s is INVALID: building it concurrently failed (see the server log); drop it (DROP INDEX CONCURRENTLY %s) and re-run source prepare --apply",
 			src.schema, idx, table, pgx.Identifier{src.schema, idx}.Sanitize())
-	case am != "btree" || partial || !slices.Equal(keys, want):
-		return fmt.Errorf("index %s.%s on %s is not the btree index on (%s) the reader needs (it is %s on (%s)); rename it and re-run",
-			src.schema, idx, table, strings.Join(want, ", "), am, strings.Join(keys, ", "))
+	case am != "btree" || partial || !slices.Equal(keys, want) || !ascending:
+		// A key in DESC or NULLS FIRST order cannot serve the reader's
+		// ORDER BY transaction_id, position (mixed directions).
+		order := ""
+		if !ascending {
+			order = ", not all ascending"
+		}
+		return fmt.Errorf("index %s.%s on %s is not the ascending btree index on (%s) the reader needs (it is %s on (%s)%s); rename it and re-run",
+			src.schema, idx, table, strings.Join(want, ", "), am, strings.Join(keys, ", "), order)
 	}
 
 	if notify {
