@@ -14,7 +14,7 @@ import (
 // "@event_type" sits inside a string literal as PostgreSQL reads it, but the
 // handler compiler reads it as code: a dollar-quote tag with a non-ASCII
 // letter ($é$...$é$, allowed by PostgreSQL), and a typed literal whose type
-// name ends in "e" (name'\'), which the compiler takes for an E” string.
+// name ends in "e" (name'\'), which the compiler took for an escape string (E'...').
 // The compiler rewrites the literal's "@event_type" into a parameter and so
 // binds two arguments to a statement PostgreSQL sees with one. That fails
 // for every event alike, client-side ("mismatched param and argument

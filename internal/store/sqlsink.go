@@ -344,7 +344,7 @@ func isIdent(c byte) bool      { return isIdentStart(c) || (c >= '0' && c <= '9'
 // identifiers (and dollar-quote tags) also take every byte from 0x80 up.
 func identByte(c byte) bool { return isIdent(c) || c >= 0x80 }
 
-// eStringAt reports whether the quote at i opens an E'' string: an E that
+// eStringAt reports whether the quote at i opens an escape string (E'...'): an E that
 // begins a token right before it. In name'...' (a typed literal) or
 // somE'...' the E ends an identifier, and the string is a standard one.
 func eStringAt(s string, i int) bool {
@@ -366,7 +366,7 @@ func eStringAt(s string, i int) bool {
 }
 
 // skipQuoted returns the index after the literal or identifier opened at i.
-// Doubled quotes escape; backslashes escape only in E” strings.
+// Doubled quotes escape; backslashes escape only in escape strings (E'...').
 func skipQuoted(s string, i int, q byte) int {
 	escapes := q == '\'' && eStringAt(s, i)
 	for j := i + 1; j < len(s); j++ {

@@ -14,8 +14,11 @@ type querier interface {
 }
 
 // untrustedSQL lists schema projectord and every object in it whose owner
-// is neither current_user, nor a role current_user is a member of, nor a
-// superuser (who could run any code as us anyway). A role with CREATE on
+// is neither current_user, nor a superuser (who could run any code as us
+// anyway), nor a role that already holds current_user's privileges (so
+// whoever can act as it can already act as us). A role current_user is
+// merely a member of is not enough: its other members could create the
+// schema as that role and have their code run with our privileges. A role with CREATE on
 // the database can create the schema first; its tables, views, functions,
 // types and operators would then run its code with our privileges: the
 // functions when we call them, a view's functions when we read it.
@@ -45,14 +48,14 @@ WITH objs AS (
 	 WHERE n.nspname = 'projectord')
 SELECT o.kind, o.name, pg_catalog.pg_get_userbyid(o.owner)::text, current_user::text
   FROM objs o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
- WHERE NOT r.rolsuper AND NOT pg_catalog.pg_has_role(current_user, o.owner, 'MEMBER')
+ WHERE NOT r.rolsuper AND o.owner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+   AND NOT pg_catalog.pg_has_role(o.owner, current_user, 'USAGE')
  ORDER BY o.kind = 'schema' DESC, o.kind, o.name
  LIMIT 5`
 
 // CheckTrust returns ErrUntrustedSchema, naming each object and its owner,
 // when schema projectord exists but it, or anything in it, is owned by a
-// role projectord does not run as (current_user, a role it is a member of,
-// or a superuser). A missing schema is no error: migrate creates it.
+// role projectord does not trust (see untrustedSQL). A missing schema is no error: migrate creates it.
 func CheckTrust(ctx context.Context, q querier) error {
 	rows, err := q.Query(ctx, untrustedSQL)
 	if err != nil {

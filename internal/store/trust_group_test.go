@@ -14,14 +14,14 @@ import (
 	"github.com/projectord/projectord/internal/store"
 )
 
-// TestReviewCheckTrustRefusesSchemaOfSharedGroupRole: projectord's role
+// TestCheckTrustRefusesSchemaOfSharedGroupRole: projectord's role
 // (app) and another role (squatter) are both members of a group role. The
 // squatter, acting as the group, creates schema projectord with its own
 // advance(). CheckTrust, run as app, accepts it because app is a member of
 // the owner; but every member of the group can plant code there, which then
 // runs with app's privileges. Only an owner that already holds app's
 // privileges (app itself, a member of app, a superuser) is safe.
-func TestReviewCheckTrustRefusesSchemaOfSharedGroupRole(t *testing.T) {
+func TestCheckTrustRefusesSchemaOfSharedGroupRole(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	tb := setup(t) // admin pool on a fresh database
@@ -63,12 +63,12 @@ func TestReviewCheckTrustRefusesSchemaOfSharedGroupRole(t *testing.T) {
 		"schema projectord was created by %s (as group %s), a role that does not hold %s's privileges", squatter, group, app)
 }
 
-// TestReviewVerifyPreparedRefusesDescendingIndex: an index of the name
+// TestVerifyPreparedRefusesDescendingIndex: an index of the name
 // source prepare uses already exists on (transaction_id DESC,
 // global_position). CREATE INDEX ... IF NOT EXISTS skips it and
 // VerifyPrepared reports success, though the reader's ORDER BY
 // transaction_id, global_position cannot walk it (mixed directions).
-func TestReviewVerifyPreparedRefusesDescendingIndex(t *testing.T) {
+func TestVerifyPreparedRefusesDescendingIndex(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	src, err := tb.src.Resolve(tb.ctx, tb.pool)
