@@ -141,6 +141,15 @@ func TestPGSwitchFromXID8ToPositionRefusesWhenNotExact(t *testing.T) {
 	var applied int
 	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM applied`).Scan(&applied))
 	require.Zero(t, applied)
+
+	// Back to xid8, as the message says: the leader runs, and the refusal
+	// no longer shows as the projector's last error.
+	xcfg := tb.config(t, config.Projector{Name: "sw"})
+	tb.startDaemon(t, xcfg, "node-b")
+	tb.waitCaughtUp(t, "sw")
+	c = tb.checkpoint(t, "sw")
+	require.Equal(t, store.StatusRunning, c.Status)
+	require.Empty(t, c.LastError)
 }
 
 func TestPGSwitchFromPositionToXID8AfterSourcePrepare(t *testing.T) {

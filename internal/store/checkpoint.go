@@ -131,8 +131,11 @@ func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int
 			-- and the reader's ordering; a row an older binary wrote has none
 			-- recorded, and its cursor tells (0/P only comes from position)
 			ordering = CASE WHEN `+atStartSQL+` THEN excluded.ordering
-				ELSE coalesce(c.ordering, CASE WHEN c.last_xid <> '0' THEN 'xid8' ELSE 'position' END) END
-		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()))
+				ELSE coalesce(c.ordering, CASE WHEN c.last_xid <> '0' THEN 'xid8' ELSE 'position' END) END,
+			-- an earlier refusal to convert the ordering is this claim's to
+			-- repeat (Convert) or to end
+			last_error = CASE WHEN starts_with(coalesce(c.last_error, ''), $5) THEN NULL ELSE c.last_error END
+		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()), ErrOrderingChanged.Error())
 	err := row.Scan(append(checkpointDest(&c), &stored)...)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: %w", projector, err)
