@@ -42,6 +42,23 @@ type Checkpoint struct {
 	// PositionFloor: every event at or below this position is done, whatever
 	// its xid (a position checkpoint converted to xid8); 0 for none.
 	PositionFloor int64
+	// LastErrorAt is when LastError was written (zero if never).
+	LastErrorAt time.Time
+	// Halt is the halt record while Status is halted by a leader (Halt);
+	// nil otherwise.
+	Halt *HaltRecord
+}
+
+// HaltRecord says who halted a projector, when, and on what.
+type HaltRecord struct {
+	// By is the node that halted it.
+	By string
+	At time.Time
+	// Event is the event it halted on; nil when a handler fails for every
+	// event alike (store.ErrBadHandler).
+	Event *Cursor
+	// Sink is the fingerprint of the sink that halted it (SQLSink.Fingerprint).
+	Sink string
 }
 
 // AtStart reports whether the checkpoint has no progress at all: such a
@@ -92,15 +109,48 @@ func (t *Target) Pool() *pgxpool.Pool { return t.pool }
 
 const checkpointCols = `projector, last_xid, last_position, epoch, coalesce(leader_node, ''),
 	coalesce(leader_since, 'epoch'::timestamptz), status, coalesce(last_error, ''), events_applied, updated_at,
-	coalesce(ordering, ''), position_floor`
+	coalesce(ordering, ''), position_floor, coalesce(last_error_at, 'epoch'::timestamptz),
+	halted_at IS NOT NULL AND status = 'halted', coalesce(halted_by, ''), coalesce(halted_at, 'epoch'::timestamptz),
+	halted_position IS NOT NULL, coalesce(halted_xid, '0'), coalesce(halted_position, 0), coalesce(halted_sink, '')`
 
-func checkpointDest(c *Checkpoint) []any {
+// checkpointScan receives one row of checkpointCols.
+type checkpointScan struct {
+	c                Checkpoint
+	halted, hasEvent bool
+	halt             HaltRecord
+	haltXID          uint64
+	haltPos          int64
+}
+
+func (s *checkpointScan) dest() []any {
+	c := &s.c
 	return []any{&c.Projector, &c.Cursor.XID, &c.Cursor.Position, &c.Epoch, &c.LeaderNode,
-		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &c.Ordering, &c.PositionFloor}
+		&c.LeaderSince, &c.Status, &c.LastError, &c.EventsApplied, &c.UpdatedAt, &c.Ordering, &c.PositionFloor,
+		&c.LastErrorAt, &s.halted, &s.halt.By, &s.halt.At, &s.hasEvent, &s.haltXID, &s.haltPos, &s.halt.Sink}
+}
+
+func (s *checkpointScan) result() Checkpoint {
+	c := s.c
+	if c.LastErrorAt.Year() <= 1970 {
+		c.LastErrorAt = time.Time{}
+	}
+	if s.halted {
+		h := s.halt
+		if s.hasEvent {
+			h.Event = &Cursor{XID: s.haltXID, Position: s.haltPos}
+		}
+		c.Halt = &h
+	}
+	return c
 }
 
 func scanCheckpoint(row pgx.Row, c *Checkpoint) error {
-	return row.Scan(checkpointDest(c)...)
+	var s checkpointScan
+	if err := row.Scan(s.dest()...); err != nil {
+		return err
+	}
+	*c = s.result()
+	return nil
 }
 
 // atStartSQL is Checkpoint.AtStart for the row aliased c.
@@ -112,11 +162,22 @@ const atStartSQL = `(c.last_xid = '0' AND c.last_position = 0 AND c.position_flo
 // unknown); a checkpoint written against another cluster yields
 // ErrClusterChanged. ord is the reader's ordering: a checkpoint at the start
 // adopts it; any other keeps the ordering that wrote its cursor, which the
-// caller must then convert (Convert) if it differs.
+// caller must then convert (Convert) if it differs. Claim names no sink, so
+// it claims a halted projector too, ending its halt (ClaimSink does not).
 func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int64, ord Ordering) (Checkpoint, error) {
+	return t.ClaimSink(ctx, projector, node, sourceID, ord, "")
+}
+
+// ClaimSink is Claim by a replica whose sink has the fingerprint sink. A
+// projector halted under the same fingerprint is not claimed: the epoch
+// stays, and the error matches ErrProjectorHalted (a *HaltedError with the
+// checkpoint). Under another fingerprint (the handlers were changed) the
+// claim ends the halt. A halt without a record (an ordering refusal) never
+// refuses a claim: the claim repeats the check that made it.
+func (t *Target) ClaimSink(ctx context.Context, projector, node string, sourceID int64, ord Ordering, sink string) (Checkpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	var c Checkpoint
+	var s checkpointScan
 	var stored *int64
 	row := t.pool.QueryRow(ctx, `INSERT INTO projectord.checkpoints AS c
 			(projector, epoch, leader_node, leader_since, status, system_identifier, ordering)
@@ -133,18 +194,93 @@ func (t *Target) Claim(ctx context.Context, projector, node string, sourceID int
 			ordering = CASE WHEN `+atStartSQL+` THEN excluded.ordering
 				ELSE coalesce(c.ordering, CASE WHEN c.last_xid <> '0' THEN 'xid8' ELSE 'position' END) END,
 			-- an earlier refusal to convert the ordering is this claim's to
-			-- repeat (Convert) or to end
-			last_error = CASE WHEN starts_with(coalesce(c.last_error, ''), $5) THEN NULL ELSE c.last_error END
-		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()), ErrOrderingChanged.Error())
-	err := row.Scan(append(checkpointDest(&c), &stored)...)
+			-- repeat (Convert) or to end; a halt this claim ends takes its
+			-- message along
+			last_error = CASE WHEN starts_with(coalesce(c.last_error, ''), $5) THEN NULL
+				WHEN c.status = 'halted' AND c.halted_at IS NOT NULL THEN NULL ELSE c.last_error END,
+			halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL
+		WHERE NOT (c.status = 'halted' AND c.halted_at IS NOT NULL AND c.halted_sink = nullif($6, ''))
+		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()), ErrOrderingChanged.Error(), sink)
+	err := row.Scan(append(s.dest(), &stored)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		c, ok, lerr := t.Load(ctx, projector)
+		if lerr != nil {
+			return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: %w", projector, lerr)
+		}
+		if !ok || c.Halt == nil {
+			// Resumed and deleted between the two statements: try again later.
+			return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: it changed during the claim", projector)
+		}
+		return c, &HaltedError{Checkpoint: c}
+	}
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("error claiming checkpoint of %s: %w", projector, err)
 	}
+	c := s.result()
 	if sourceID != 0 && stored != nil && *stored != sourceID && !c.AtStart() {
 		return c, fmt.Errorf("%w: projector %s has cursor %s from cluster %d, the source is cluster %d; reset the projector (see README, Operations)",
 			ErrClusterChanged, projector, c.Cursor, *stored, sourceID)
 	}
 	return c, nil
+}
+
+// HaltedError is a claim refused because the projector is halted under the
+// claimer's own sink.
+type HaltedError struct{ Checkpoint Checkpoint }
+
+func (e *HaltedError) Error() string {
+	h := e.Checkpoint.Halt
+	what := "a handler that fails for every event"
+	if h.Event != nil {
+		what = "event " + h.Event.String()
+	}
+	return fmt.Sprintf("projector %s was halted by %s at %s on %s: %s; run `projectord resume %s` once the cause is fixed",
+		e.Checkpoint.Projector, h.By, h.At.UTC().Format(time.RFC3339), what, e.Checkpoint.LastError, e.Checkpoint.Projector)
+}
+
+func (e *HaltedError) Unwrap() error { return ErrProjectorHalted }
+
+// Halt records that the leader under epoch halted the projector: on event
+// (nil for a handler that fails for every event alike), under the sink with
+// fingerprint sink, for the reason msg. It returns ErrFenced when the epoch
+// has moved: a deposed leader halts nothing.
+func (t *Target) Halt(ctx context.Context, projector string, epoch int64, event *Cursor, sink, msg string) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	var xid *uint64
+	var pos *int64
+	if event != nil {
+		xid, pos = &event.XID, &event.Position
+	}
+	tag, err := t.pool.Exec(ctx, `UPDATE projectord.checkpoints
+		SET status = 'halted', last_error = $3, last_error_at = now(), updated_at = now(),
+			halted_by = coalesce(leader_node, ''), halted_at = now(), halted_xid = $4, halted_position = $5,
+			halted_sink = nullif($6, '')
+		WHERE projector = $1 AND epoch = $2`, projector, epoch, msg, xid, pos, sink)
+	if err != nil {
+		return fmt.Errorf("error recording the halt of %s: %w", projector, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrFenced
+	}
+	return nil
+}
+
+// Resume ends a projector's halt: the next claim by any replica runs it
+// again, from its checkpoint. It reports whether the projector was halted.
+// Replicas learn of it through ResumeChannel (the caller notifies) or their
+// next status refresh.
+func (t *Target) Resume(ctx context.Context, projector string) (was bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	tag, err := t.pool.Exec(ctx, `UPDATE projectord.checkpoints
+		SET status = 'running', last_error = NULL, updated_at = now(),
+			halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL
+		WHERE projector = $1 AND status = 'halted'`, projector)
+	if err != nil {
+		return false, fmt.Errorf("error resuming %s: %w", projector, err)
+	}
+	return tag.RowsAffected() > 0, nil
 }
 
 // Load returns the projector's checkpoint; ok is false when it has none.
@@ -383,6 +519,10 @@ func ProjectorID(ctx context.Context, pool *pgxpool.Pool, name string, timeout t
 // leader restarts from the new checkpoint at once.
 const ResetChannel = "projectord_reset"
 
+// ResumeChannel carries the name of a projector that was resumed, so the
+// replicas that saw it halted compete for it again at once.
+const ResumeChannel = "projectord_resume"
+
 // resetAttempts bounds how often Reset retries after PostgreSQL's deadlock
 // detector chose it as the victim.
 const resetAttempts = 8
@@ -438,7 +578,8 @@ func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int
 		// (the next claim records its own) and no position floor.
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
 			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
-				events_applied = 0, status = 'running', last_error = NULL, updated_at = now()
+				events_applied = 0, status = 'running', last_error = NULL, updated_at = now(),
+				halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL
 			WHERE projector = $1 RETURNING epoch`, projector).Scan(&epoch)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("projector %s has no checkpoint in this database: nothing to reset", projector)

@@ -14,6 +14,9 @@ var (
 	// ErrFenced means the checkpoint's epoch or cursor moved under us: another
 	// leader took over. The transaction was rolled back; step down.
 	ErrFenced = errors.New("checkpoint fenced: another leader holds this projector")
+	// ErrProjectorHalted means a claim was refused: the projector is halted
+	// under the claimer's own sink (see HaltedError).
+	ErrProjectorHalted = errors.New("projector halted")
 	// ErrNoXID8 means the source table lacks a usable xid8 transaction column.
 	ErrNoXID8 = errors.New("source table has no xid8 transaction_id column: run `projectord source prepare` (or set source.ordering: position to accept skipped events)")
 	// ErrSchemaTooNew means the database was migrated by a newer projectord.

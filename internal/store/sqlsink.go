@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -72,9 +74,10 @@ func (s *statement) args(e *Event) []any {
 // SQLSink runs one statement per event, chosen by event type, with event
 // fields bound as typed parameters (never spliced into SQL text).
 type SQLSink struct {
-	handlers map[string]*statement
-	fallback *statement // "*"
-	reset    string
+	handlers    map[string]*statement
+	fallback    *statement // "*"
+	reset       string
+	fingerprint string
 }
 
 // CompileSQLSink checks and compiles handler SQL. Errors name the event type.
@@ -102,7 +105,32 @@ func CompileSQLSink(handlers map[string]string, reset string) (*SQLSink, error) 
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
 	}
+	h := sha256.New()
+	for _, t := range types {
+		// Length-prefixed, so no two handler sets write the same bytes.
+		fmt.Fprintf(h, "%d:%s%d:%s", len(t), t, len(handlers[t]), handlers[t])
+	}
+	s.fingerprint = "sql:" + hex.EncodeToString(h.Sum(nil))[:16]
 	return s, nil
+}
+
+// Fingerprint identifies the sink's handlers (not its reset SQL): a halt
+// recorded under one fingerprint is ended by a claim under another, that
+// is by a replica whose handlers were changed.
+func (s *SQLSink) Fingerprint() string { return s.fingerprint }
+
+// HandledTypes returns the event types a statement runs for, sorted; all is
+// true when a "*" handler takes every type.
+func (s *SQLSink) HandledTypes() (types []string, all bool) {
+	if s.fallback != nil {
+		return nil, true
+	}
+	types = make([]string, 0, len(s.handlers))
+	for t := range s.handlers {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	return types, false
 }
 
 // Reset returns the SQL that empties the read model, or "".
