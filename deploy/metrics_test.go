@@ -117,7 +117,7 @@ var promqlFunctions = map[string]bool{
 	"increase": true, "delta": true, "deriv": true, "histogram_quantile": true, "absent": true,
 	"max_over_time": true, "min_over_time": true, "avg_over_time": true, "changes": true, "resets": true,
 	"vector": true, "scalar": true, "clamp_min": true, "clamp_max": true, "label_replace": true, "time": true,
-	"topk": true, "bottomk": true, "quantile": true, "sort": true, "sort_desc": true,
+	"topk": true, "bottomk": true, "quantile": true, "sort": true, "sort_desc": true, "round": true,
 }
 
 var promqlKeywords = map[string]bool{
