@@ -44,6 +44,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 		Observer: m, OnHeartbeatFailure: m.HeartbeatFailed})
 	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
 	m.SetFreshness(d.LeasesFresh)
+	m.SetView(d.View)
 	a := &app{cfg: cfg, log: log, daemon: d, metrics: m, sd: sdnotify.FromEnv()}
 	if cfg.HTTP.Listen != "" {
 		a.srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))

@@ -19,8 +19,7 @@ start, in one transaction that first bumps the leader epoch. Running replicas
 need no restart: the current leader is fenced at its next commit (a batch in
 flight cannot commit after the reset SQL), steps down, and the next leader
 replays every event into the emptied read model. A halted
-projector's status is cleared, but replicas that halted it keep it halted
-until they restart.
+projector's halt is cleared too, on every replica.
 
 Without reset SQL only the checkpoint moves, so handlers must be idempotent
 (upserts) for the replay to be correct.`,

@@ -48,6 +48,7 @@ environment variables and flags; precedence is flag > env > file > default.`,
 		newSourceCmd(e, g),
 		newStatusCmd(e, g),
 		newResetCmd(e, g),
+		newResumeCmd(e, g),
 		newVersionCmd(e),
 		newDevCmd(e, g),
 	)

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/netproxy"
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgcluster"
 )
@@ -57,7 +58,7 @@ type env struct {
 
 type replica struct {
 	node  string
-	proxy *proxy
+	proxy *netproxy.Proxy
 	port  int
 	cfg   string
 	cmd   *exec.Cmd
@@ -123,7 +124,7 @@ func lastLines(s string, n int) string {
 
 func (e *env) addReplica(node string) {
 	t := e.t
-	r := &replica{node: node, proxy: newProxy(t, fmt.Sprintf("127.0.0.1:%d", e.cluster.Port()))}
+	r := &replica{node: node, proxy: netproxy.New(t, fmt.Sprintf("127.0.0.1:%d", e.cluster.Port()))}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	r.port = l.Addr().(*net.TCPAddr).Port
@@ -141,7 +142,7 @@ metrics: {refresh_interval: 200ms}
 http: {listen: "127.0.0.1:%d"}
 shutdown_timeout: 5s
 projectors:
-%s`, r.proxy.addr(), node, heartbeat, leaseTimeout, r.port, handlers.String())), 0o600))
+%s`, r.proxy.Addr(), node, heartbeat, leaseTimeout, r.port, handlers.String())), 0o600))
 	e.replicas[node] = r
 }
 

@@ -56,10 +56,10 @@ func TestChaosPartitionedLeader(t *testing.T) {
 		r := e.replicas[old]
 		after := e.maxApplied("p1")
 		fault := time.Now()
-		r.proxy.setCut(true)
+		r.proxy.SetCut(true)
 		took := e.measureFailover("partition", "p1", old, after, fault, leaseTimeout+10*time.Second)
 		require.Less(t, took, leaseTimeout+5*time.Second, "partition failover target")
-		r.proxy.setCut(false)
+		r.proxy.SetCut(false)
 		e.waitReady(r)
 	}
 	e.finish()

@@ -1,7 +1,9 @@
 // Package metrics exports projectord's Prometheus metrics (listed in the README's Metrics section) on
 // an injected registry. Everything derived from the database (head, lag,
-// horizon) is refreshed by the daemon on a ticker and pushed in through
-// Snapshot, so a scrape never costs the database anything.
+// horizon) comes from the daemon's latest status snapshot (refreshed on a
+// ticker), read at scrape time through SetView, so a scrape never costs the
+// database anything and never serves what the replica cannot know: while
+// the snapshot is stale, none of it is exported.
 package metrics
 
 import (
@@ -28,18 +30,27 @@ type BuildInfo struct{ Version, Commit, GoVersion string }
 
 // Metrics implements runner.Observer and records what projectors do.
 type Metrics struct {
-	state, checkpoint, lagEvents, lagSeconds  *prometheus.GaugeVec
+	state                                     *prometheus.GaugeVec
 	processed, batches, errors, leaderChanges *prometheus.CounterVec
+	poison                                    *prometheus.CounterVec
 	batchDuration                             *prometheus.HistogramVec
-	head, horizonAge, unsafeOrdering          prometheus.Gauge
+	unsafeOrdering                            prometheus.Gauge
 	hbFailures                                prometheus.Counter
 
 	projectors []string
 	leaderDesc *prometheus.Desc
+	// What comes from the database, computed at scrape time (viewCollector).
+	checkpointDesc, lagEventsDesc, lagSecondsDesc, headDesc, horizonDesc *prometheus.Desc
 
 	mu      sync.Mutex
 	leading map[string]bool
-	fresh   func() bool
+	// live is the checkpoint position of each projector this replica leads,
+	// from its own commits (fresher than any snapshot).
+	live   map[string]int64
+	fresh  func() bool
+	view   func() (runner.Snapshot, bool)
+	pushed runner.Snapshot
+	pushes bool
 }
 
 var _ runner.Observer = (*Metrics)(nil)
@@ -54,37 +65,43 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 	}
 	m := &Metrics{
-		state:      g("projector_state", "1 for the supervisor's current state on this replica.", "projector", "state"),
-		checkpoint: g("projector_checkpoint_position", "Position of the projector's checkpoint (exported by its leader only).", "projector"),
-		lagEvents:  g("projector_lag_events", "Committed events the projector has not applied yet (leader only; capped at 1e6).", "projector"),
-		lagSeconds: g("projector_lag_seconds", "Age of the oldest unprocessed event in seconds, 0 when caught up (leader only).", "projector"),
-		processed:  c("events_processed_total", "Events applied by this replica.", "projector"),
-		batches:    c("batches_total", "Batches by result: committed, failed (retried) or fenced (deposed).", "projector", "result"),
-		errors:     c("projector_errors_total", "Errors by reason: read, commit (transient), database (the database's or configuration's fault), shrink (batch split), apply (event retried), poison, fenced, run.", "projector", "reason"),
+		state:     g("projector_state", "1 for the supervisor's current state on this replica.", "projector", "state"),
+		processed: c("events_processed_total", "Events applied by this replica.", "projector"),
+		poison: c("poison_events_total", "Poison events (every retry failed) by what on_error.then did: skipped, dead_lettered or halted; counted once, by the replica whose outcome was recorded.",
+			"projector", "outcome"),
+		batches: c("batches_total", "Batches by result: committed, failed (retried) or fenced (deposed).", "projector", "result"),
+		errors:  c("projector_errors_total", "Errors by reason: read, commit (transient), database (the database's or configuration's fault), shrink (batch split), apply (event retried), poison, fenced, run.", "projector", "reason"),
 		leaderChanges: c("leadership_changes_total",
 			"Times this replica gained or lost leadership of the projector.", "projector"),
 		batchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "batch_duration_seconds", Help: "Time to apply and commit one batch.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"projector"}),
-		head: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_head_position",
-			Help: "Position of the newest committed event (refreshed every metrics.refresh_interval)."}),
-		horizonAge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_horizon_age_seconds",
-			Help: "Age of the oldest transaction holding the xmin horizon back; events committed after it started wait for it."}),
 		unsafeOrdering: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unsafe_ordering",
 			Help: "1 when source.ordering is position: events committed out of order can be skipped."}),
 		hbFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "coordination_heartbeat_failures_total",
 			Help: "Heartbeats of the coordination session that failed (every lease was dropped)."}),
 		leading:    map[string]bool{},
+		live:       map[string]int64{},
 		projectors: projectors,
 		leaderDesc: prometheus.NewDesc(namespace+"_projector_leader",
 			"1 if this replica leads the projector (holds its lock with a fresh heartbeat), else 0.", []string{"projector"}, nil),
+		checkpointDesc: prometheus.NewDesc(namespace+"_projector_checkpoint_position",
+			"Position of the projector's checkpoint (exported by its leader, and by every replica while it is halted).", []string{"projector"}, nil),
+		lagEventsDesc: prometheus.NewDesc(namespace+"_projector_lag_events",
+			"Committed events a handler of the projector acts on and it has not applied yet, capped at 1e6 (leader, or every replica while halted).", []string{"projector"}, nil),
+		lagSecondsDesc: prometheus.NewDesc(namespace+"_projector_lag_seconds",
+			"Age of the oldest such event in seconds, 0 when caught up (leader, or every replica while halted).", []string{"projector"}, nil),
+		headDesc: prometheus.NewDesc(namespace+"_source_head_position",
+			"Position of the newest committed event (refreshed every metrics.refresh_interval; never below an exported checkpoint).", nil, nil),
+		horizonDesc: prometheus.NewDesc(namespace+"_source_horizon_age_seconds",
+			"Age of the oldest transaction holding the xmin horizon back; events committed after it started wait for it.", nil, nil),
 		fresh: func() bool { return true },
 	}
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
-	reg.MustRegister(leaderCollector{m}, m.state, m.checkpoint, m.lagEvents, m.lagSeconds, m.processed, m.batches, m.errors,
-		m.leaderChanges, m.batchDuration, m.head, m.horizonAge, m.unsafeOrdering, m.hbFailures, info,
+	reg.MustRegister(leaderCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
+		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.hbFailures, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
 	for _, p := range projectors {
 		for _, s := range runner.States {
@@ -99,6 +116,9 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 		}
 		for _, r := range reasons {
 			m.errors.WithLabelValues(p, r)
+		}
+		for _, o := range runner.Outcomes {
+			m.poison.WithLabelValues(p, string(o))
 		}
 	}
 	return m
@@ -117,24 +137,13 @@ func (m *Metrics) StateChanged(projector string, s runner.State) {
 	m.mu.Lock()
 	was := m.leading[projector]
 	m.leading[projector] = leads
+	// A new leadership starts from its claimed checkpoint, which only its
+	// commits and snapshots tell; an old one's position may be anyone's now.
+	delete(m.live, projector)
 	m.mu.Unlock()
-	if leads == was {
-		return
+	if leads != was {
+		m.leaderChanges.WithLabelValues(projector).Inc()
 	}
-	m.leaderChanges.WithLabelValues(projector).Inc()
-	if leads {
-		return
-	}
-	// Only the leader exports positions and lag: a standby's would be stale.
-	m.checkpoint.DeleteLabelValues(projector)
-	m.lagEvents.DeleteLabelValues(projector)
-	m.lagSeconds.DeleteLabelValues(projector)
-}
-
-func (m *Metrics) leads(projector string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.leading[projector]
 }
 
 // BatchCommitted implements runner.Observer.
@@ -144,9 +153,16 @@ func (m *Metrics) BatchCommitted(projector string, events int, to store.Cursor, 
 		m.batches.WithLabelValues(projector, "committed").Inc()
 		m.batchDuration.WithLabelValues(projector).Observe(took.Seconds())
 	}
-	if m.leads(projector) {
-		m.checkpoint.WithLabelValues(projector).Set(float64(to.Position))
+	m.mu.Lock()
+	if m.leading[projector] {
+		m.live[projector] = to.Position
 	}
+	m.mu.Unlock()
+}
+
+// Poisoned implements runner.Observer.
+func (m *Metrics) Poisoned(projector string, o runner.Outcome) {
+	m.poison.WithLabelValues(projector, string(o)).Inc()
 }
 
 // Error implements runner.Observer.
@@ -204,17 +220,72 @@ func (m *Metrics) UnsafeOrdering(unsafe bool) {
 	}
 }
 
-// Snapshot updates head, horizon and, for projectors this replica leads,
-// positions and lag.
+// Snapshot records the daemon's latest snapshot; without a view (SetView)
+// it is what scrapes export, always taken as fresh.
 func (m *Metrics) Snapshot(s runner.Snapshot) {
-	m.head.Set(float64(s.Head))
-	m.horizonAge.Set(s.Horizon.AgeSeconds)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pushed, m.pushes = s, true
+}
+
+// SetView makes scrapes read the database-derived values from view, which
+// returns the latest snapshot and whether it is fresh (runner.Daemon.View).
+// Nothing of a stale one is exported.
+func (m *Metrics) SetView(view func() (runner.Snapshot, bool)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.view = view
+}
+
+func (m *Metrics) current() (runner.Snapshot, bool) {
+	m.mu.Lock()
+	view, pushed, ok := m.view, m.pushed, m.pushes
+	m.mu.Unlock()
+	if view != nil {
+		return view()
+	}
+	return pushed, ok
+}
+
+// viewCollector exports, at scrape time, what comes from the database:
+// positions and lag of the projectors this replica leads and of those that
+// are halted (every replica knows a halt: it is recorded in the database),
+// the head and the horizon. The head is never below an exported
+// checkpoint: both are committed events, and a checkpoint moved by a
+// commit after the snapshot is newer than the snapshot's head.
+type viewCollector struct{ m *Metrics }
+
+func (c viewCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.m.checkpointDesc, c.m.lagEventsDesc, c.m.lagSecondsDesc, c.m.headDesc, c.m.horizonDesc} {
+		ch <- d
+	}
+}
+
+func (c viewCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	s, fresh := m.current()
+	if !fresh {
+		return
+	}
+	head := s.Head
 	for _, p := range s.Projectors {
-		if !m.leads(p.Name) {
+		leads := m.Leader(p.Name)
+		if !leads && p.Status != store.StatusHalted {
 			continue
 		}
-		m.checkpoint.WithLabelValues(p.Name).Set(float64(p.Position))
-		m.lagEvents.WithLabelValues(p.Name).Set(float64(p.LagEvents))
-		m.lagSeconds.WithLabelValues(p.Name).Set(p.LagSeconds)
+		pos := p.Position
+		if leads {
+			m.mu.Lock()
+			if live, ok := m.live[p.Name]; ok {
+				pos = live
+			}
+			m.mu.Unlock()
+		}
+		head = max(head, pos)
+		ch <- prometheus.MustNewConstMetric(m.checkpointDesc, prometheus.GaugeValue, float64(pos), p.Name)
+		ch <- prometheus.MustNewConstMetric(m.lagEventsDesc, prometheus.GaugeValue, float64(p.LagEvents), p.Name)
+		ch <- prometheus.MustNewConstMetric(m.lagSecondsDesc, prometheus.GaugeValue, p.LagSeconds, p.Name)
 	}
+	ch <- prometheus.MustNewConstMetric(m.headDesc, prometheus.GaugeValue, float64(head))
+	ch <- prometheus.MustNewConstMetric(m.horizonDesc, prometheus.GaugeValue, s.Horizon.AgeSeconds)
 }

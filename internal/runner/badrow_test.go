@@ -251,10 +251,21 @@ func TestPGBadSourceRowsHaltTheProjectorOneByOne(t *testing.T) {
 			}
 		}
 		requireApplied(t, tb, "halts", before)
+		require.NotNil(t, cp.Halt, "the halt is recorded")
+		require.Equal(t, "node-a", cp.Halt.By)
+		require.Equal(t, &bad.cursor, cp.Halt.Event)
 		// The operator deals with the row and moves the checkpoint past it.
 		_, err = tb.pool.Exec(tb.ctx, `UPDATE projectord.checkpoints SET last_xid = $2, last_position = $3 WHERE projector = $1`,
 			"halts", bad.cursor.XID, bad.cursor.Position)
 		require.NoError(t, err)
+		// Until it is resumed, no replica with these handlers runs it.
+		err = Run(tb.ctx, p, b)
+		require.ErrorIs(t, err, ErrHalted)
+		require.ErrorIs(t, err, store.ErrProjectorHalted, "refused at the claim")
+		require.Equal(t, cp.Epoch, tb.checkpoint(t, "halts").Epoch, "a refused claim fences nobody")
+		was, err := store.NewTarget(tb.pool, time.Minute).Resume(tb.ctx, "halts")
+		require.NoError(t, err)
+		require.True(t, was)
 	}
 	ctx, cancel := context.WithCancel(tb.ctx)
 	done := make(chan error, 1)

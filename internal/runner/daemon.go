@@ -48,6 +48,9 @@ type Daemon struct {
 	bootErr     error
 	refreshLoop time.Time
 	snapshot    Snapshot
+	// snapshotOK: the last refresh succeeded; refreshTook: how long it took.
+	snapshotOK  bool
+	refreshTook time.Duration
 
 	cancel    context.CancelFunc // stops the bootstrap and the supervisors
 	bgCancel  context.CancelFunc // stops the watcher after the supervisors
@@ -325,7 +328,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	}
 	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
 	watcher := NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
-	listen := []string{store.ResetChannel}
+	listen := []string{store.ResetChannel, store.ResumeChannel}
 	if cfg.Source.Listen {
 		listen = append(listen, cfg.Source.NotifyChannel)
 	}
@@ -363,7 +366,8 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	var statusTargets []StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
-		statusTargets = append(statusTargets, StatusTarget{Projector: ProjectorOf(p, cfg, nil, nil), Target: targets[p.Name]})
+		types, all := sinks[p.Name].HandledTypes()
+		statusTargets = append(statusTargets, StatusTargetOf(ProjectorOf(p, cfg, nil, nil), targets[p.Name], types, all))
 	}
 
 	d.mu.Lock()
@@ -440,17 +444,23 @@ func (d *Daemon) closePools() {
 }
 
 // onNotify routes notifications: a reset restarts that projector's run, a
-// source NOTIFY wakes the watcher.
+// resume makes a halted supervisor compete again, a source NOTIFY wakes the
+// watcher.
 func (d *Daemon) onNotify(w *Watcher) func(channel, payload string) {
 	return func(channel, payload string) {
-		if channel != store.ResetChannel {
+		if channel != store.ResetChannel && channel != store.ResumeChannel {
 			w.Kick()
 			return
 		}
 		d.mu.Lock()
 		s := d.supervisors[payload]
 		d.mu.Unlock()
-		if s != nil {
+		switch {
+		case s == nil:
+		case channel == store.ResumeChannel:
+			d.log.Info("projector resumed; competing for it again", zap.String("projector", payload))
+			s.Wake()
+		default:
 			d.log.Info("projector reset; restarting it from its new checkpoint", zap.String("projector", payload))
 			s.Restart()
 		}

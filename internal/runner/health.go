@@ -95,14 +95,42 @@ func (d *Daemon) Readiness() (bool, []Check) {
 	return db.OK && sd.OK, checks
 }
 
-// Snapshot returns the latest periodic snapshot (refresh_interval old at most).
-func (d *Daemon) Snapshot() Snapshot {
+// View returns the latest periodic snapshot and whether it is fresh: the
+// last refresh succeeded, and not longer ago than staleAfter. What a
+// replica that cannot reach the database last read is not what is so now:
+// the metrics export nothing of a stale snapshot, and /status leaves it out.
+func (d *Daemon) View() (Snapshot, bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	s := d.snapshot
-	d.mu.Unlock()
+	return s, d.snapshotOK && time.Since(s.TakenAt) <= d.staleAfter()
+}
+
+// staleAfter is how old a snapshot may be and still be served: three
+// refresh intervals, plus twice what the last refresh took, so a database
+// that is slow but answering does not make it flap. Called with d.mu held.
+func (d *Daemon) staleAfter() time.Duration {
+	return max(3*d.cfg.Metrics.RefreshInterval+2*d.refreshTook, 2*time.Second)
+}
+
+// Snapshot returns what /status serves: the latest periodic snapshot
+// (refresh_interval old at most) with this replica's supervisor states. A
+// stale one (View) keeps only the states: its leaders, positions and lag
+// are no longer known.
+func (d *Daemon) Snapshot() Snapshot {
+	s, fresh := d.View()
 	s.Ready, _ = d.Readiness()
 	s.Node = d.node
 	states := d.States()
+	if !s.TakenAt.IsZero() {
+		at := s.TakenAt
+		s.RefreshedAt = &at
+	}
+	if !fresh && len(s.Projectors) > 0 {
+		s.Stale = true
+		s.Head, s.HeadXID, s.ReadableHead, s.Horizon = 0, 0, 0, HorizonStatus{}
+		s.Projectors = nil
+	}
 	if len(s.Projectors) == 0 {
 		for _, p := range d.cfg.Projectors {
 			s.Projectors = append(s.Projectors, ProjectorStatus{Name: p.Name, Status: "unknown"})
@@ -124,7 +152,8 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 	defer t.Stop()
 	var failing bool
 	for {
-		snap := Snapshot{TakenAt: time.Now()}
+		started := time.Now()
+		snap := Snapshot{TakenAt: started}
 		readable, _ := b.Watcher.Head()
 		snap.ReadableHead = readable.Position
 		err := func() error {
@@ -153,12 +182,21 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 		failing = err != nil
 		d.mu.Lock()
 		d.refreshLoop = time.Now()
+		d.snapshotOK = err == nil
 		if err == nil {
+			// TakenAt is when the refresh ended: every value in it was
+			// read by then.
+			d.refreshTook = d.refreshLoop.Sub(started)
+			snap.TakenAt = d.refreshLoop
 			d.snapshot = snap
 		} else {
 			d.snapshot.Error = snap.Error
 		}
+		sups := d.supervisors
 		d.mu.Unlock()
+		if err == nil {
+			wakeResumed(snap, sups)
+		}
 		if so, ok := d.opts.Observer.(SnapshotObserver); ok && err == nil {
 			so.Snapshot(snap)
 		}
@@ -166,6 +204,19 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 		case <-t.C:
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// wakeResumed wakes the supervisors that saw their projector halted while
+// the database no longer says so: it was resumed or reset, and the
+// notification (ResumeChannel, ResetChannel) was missed, say while the
+// coordination session was down. So a resume takes effect on every
+// replica within a refresh interval at worst.
+func wakeResumed(snap Snapshot, sups map[string]*Supervisor) {
+	for _, p := range snap.Projectors {
+		if s := sups[p.Name]; s != nil && p.Status != store.StatusHalted && s.State() == StateHalted {
+			s.Wake()
 		}
 	}
 }

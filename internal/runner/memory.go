@@ -205,6 +205,25 @@ func (m *Memory) broadcastTurn() {
 type MemNode struct {
 	m    *Memory
 	node string
+	// sink is this replica's sink fingerprint (store.SQLSink.Fingerprint):
+	// a halt recorded under the same one refuses its claims.
+	sink string
+}
+
+// WithSink returns the node with its sink fingerprint set to fp: like a
+// replica whose handlers differ from those of a replica with another one.
+func (n *MemNode) WithSink(fp string) *MemNode { return &MemNode{m: n.m, node: n.node, sink: fp} }
+
+// Resume ends the projector's halt, as `projectord resume` does.
+func (m *Memory) Resume(projector string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.checkpoints[projector]
+	if !ok || c.Status != store.StatusHalted {
+		return false
+	}
+	c.Status, c.LastError, c.Halt = store.StatusRunning, "", nil
+	return true
 }
 
 var _ Backend = (*MemNode)(nil)
@@ -253,6 +272,12 @@ func (n *MemNode) Claim(ctx context.Context, projector string) (store.Checkpoint
 		c = &store.Checkpoint{Projector: projector}
 		m.checkpoints[projector] = c
 	}
+	if c.Status == store.StatusHalted && c.Halt != nil {
+		if c.Halt.Sink == n.sink {
+			return *c, &store.HaltedError{Checkpoint: *c}
+		}
+		c.LastError, c.Halt = "", nil // a changed sink ends the halt
+	}
 	c.Epoch++
 	c.LeaderNode, c.LeaderSince, c.Status = n.node, time.Now(), store.StatusRunning
 	return *c, nil
@@ -300,6 +325,24 @@ func (n *MemNode) SetStatus(ctx context.Context, projector string, epoch int64, 
 		return store.ErrFenced
 	}
 	c.Status, c.LastError = status, lastErr
+	return nil
+}
+
+// Halt implements CheckpointStore.
+func (n *MemNode) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
+	m := n.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.checkpoints[projector]
+	if !ok || c.Epoch != epoch {
+		return store.ErrFenced
+	}
+	h := &store.HaltRecord{By: c.LeaderNode, At: time.Now(), Sink: n.sink}
+	if event != nil {
+		e := *event
+		h.Event = &e
+	}
+	c.Status, c.LastError, c.LastErrorAt, c.Halt = store.StatusHalted, msg, h.At, h
 	return nil
 }
 

@@ -27,7 +27,24 @@ type Observer interface {
 	StateChanged(projector string, s State)
 	BatchCommitted(projector string, events int, to store.Cursor, took time.Duration)
 	Error(projector, reason string, err error)
+	// Poisoned reports a poison event's outcome once it is recorded in the
+	// database, so each poison event is reported once, by the replica that
+	// decided it.
+	Poisoned(projector string, outcome Outcome)
 }
+
+// Outcome is what the error policy did with a poison event.
+type Outcome string
+
+// Poison event outcomes (on_error.then).
+const (
+	OutcomeSkipped      Outcome = "skipped"
+	OutcomeDeadLettered Outcome = "dead_lettered"
+	OutcomeHalted       Outcome = "halted"
+)
+
+// Outcomes lists every outcome, for initialising metric label sets.
+var Outcomes = []Outcome{OutcomeSkipped, OutcomeDeadLettered, OutcomeHalted}
 
 // NopObserver ignores everything.
 type NopObserver struct{}
@@ -35,3 +52,4 @@ type NopObserver struct{}
 func (NopObserver) StateChanged(string, State)                              {}
 func (NopObserver) BatchCommitted(string, int, store.Cursor, time.Duration) {}
 func (NopObserver) Error(string, string, error)                             {}
+func (NopObserver) Poisoned(string, Outcome)                                {}

@@ -103,7 +103,7 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 			return store.Checkpoint{}, err
 		}
 	}
-	cp, err := t.Claim(ctx, projector, b.Node, b.SourceID, b.Reader.Ordering())
+	cp, err := t.ClaimSink(ctx, projector, b.Node, b.SourceID, b.Reader.Ordering(), b.fingerprint(projector))
 	if err != nil {
 		return cp, err
 	}
@@ -147,6 +147,25 @@ func (b *PGBackend) SetStatus(ctx context.Context, projector string, epoch int64
 		return err
 	}
 	return t.SetStatus(ctx, projector, epoch, status, lastErr)
+}
+
+// Halt implements CheckpointStore: the halt is recorded with the
+// fingerprint of the projector's sink, so replicas running the same
+// handlers do not claim it again.
+func (b *PGBackend) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
+	t, _, err := b.target(projector)
+	if err != nil {
+		return err
+	}
+	return t.Halt(ctx, projector, epoch, event, b.fingerprint(projector), msg)
+}
+
+func (b *PGBackend) fingerprint(projector string) string {
+	_, s, err := b.target(projector)
+	if err != nil || s == nil {
+		return ""
+	}
+	return s.Fingerprint()
 }
 
 // CheckSink implements SinkChecker: it prepares and plans every handler of

@@ -55,6 +55,10 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		if cause := context.Cause(leaseCtx); cause != nil {
 			return cause
 		}
+		if errors.Is(err, store.ErrProjectorHalted) {
+			// Halted by a replica with the same sink: nothing to lead.
+			return fmt.Errorf("%w: %w", ErrHalted, err)
+		}
 		return fmt.Errorf("error claiming %s: %w", p.Name, err)
 	}
 	log = log.With(zap.Int64("epoch", cp.Epoch))
@@ -111,21 +115,29 @@ func (l *loop) checkSink(ctx, leaseCtx context.Context) error {
 	case ctx.Err() != nil:
 		return nil // stopped; the run ends at once
 	case errors.Is(err, store.ErrBadHandler):
-		return l.halt(leaseCtx, err)
+		return l.halt(leaseCtx, nil, err)
 	}
 	return fmt.Errorf("error checking the sink of %s: %w", l.p.Name, err)
 }
 
-// halt records a handler error that no retry can fix and stops the
-// projector; no event is charged for it.
-// Only the leader may halt: a deposed one (its successor claimed the
-// checkpoint meanwhile) steps down instead, so it keeps competing.
-func (l *loop) halt(ctx context.Context, err error) error {
-	if serr := l.b.SetStatus(ctx, l.p.Name, l.epoch, store.StatusHalted, err.Error()); errors.Is(serr, store.ErrFenced) {
+// halt records in the database that the projector halted, on event (nil
+// for a handler that fails for every event alike, which charges no event),
+// and stops it: from then on no replica with the same sink claims it until
+// an operator resumes it. Only the leader may halt: a deposed one (its
+// successor claimed the checkpoint meanwhile) steps down instead, so it
+// keeps competing. A halt that could not be recorded is not a halt: the
+// run ends with that error, and whoever leads next meets the event again.
+func (l *loop) halt(ctx context.Context, event *store.Cursor, err error) error {
+	serr := l.b.Halt(ctx, l.p.Name, l.epoch, event, err.Error())
+	switch {
+	case errors.Is(serr, store.ErrFenced):
 		l.p.Observer.Error(l.p.Name, "fenced", serr)
 		return fmt.Errorf("%w: %v", ErrDeposed, serr)
-	} else if serr != nil {
-		l.log.Warn("error recording projector status", zap.Error(serr))
+	case serr != nil:
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
+		return fmt.Errorf("error recording the halt of %s (%v): %w", l.p.Name, err, serr)
 	}
 	return fmt.Errorf("%w: %v", ErrHalted, err)
 }
@@ -430,7 +442,7 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 		// A handler that fails for every event alike (it tried to end the
 		// batch's transaction): a configuration error, never an event's.
 		l.p.Observer.Error(l.p.Name, "commit", err)
-		return l.halt(ctx, err)
+		return l.halt(ctx, nil, err)
 	}
 	class := store.Classify(err)
 	index, cause := -1, err
@@ -582,8 +594,13 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			lastErr = applyErr.Err
 		}
 	}
-	l.p.Observer.Error(l.p.Name, reasonPoison, lastErr)
 	msg := fmt.Sprintf("%s failed %d times: %v", what, l.p.Policy.MaxAttempts, lastErr)
+	// A poison event is reported once its outcome is recorded, by this
+	// replica: a leader deposed before that leaves it to its successor.
+	poisoned := func(o Outcome) {
+		l.p.Observer.Error(l.p.Name, reasonPoison, lastErr)
+		l.p.Observer.Poisoned(l.p.Name, o)
+	}
 	// The policy's outcome replaces the retry note in last_error and stays.
 	l.retryReason, l.shown = "", ""
 	switch l.p.Policy.Then {
@@ -592,6 +609,7 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		if err := l.commit(ctx, nil, bad.Cursor); err != nil {
 			return err
 		}
+		poisoned(OutcomeSkipped)
 		l.outcome = "skipped " + msg
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	case ThenDeadLetter:
@@ -605,10 +623,15 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			return l.retryLater(store.Classify(err), fmt.Errorf("error recording dead letter of %s: %w", what, err))
 		}
 		l.advanced(bad.Cursor, 0, 0)
+		poisoned(OutcomeDeadLettered)
 		l.outcome = "dead-lettered " + msg
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	default:
-		return l.halt(ctx, errors.New(msg))
+		err := l.halt(ctx, &bad.Cursor, errors.New(msg))
+		if errors.Is(err, ErrHalted) {
+			poisoned(OutcomeHalted)
+		}
+		return err
 	}
 	return l.rest(ctx, events[index+1:], to)
 }

@@ -36,6 +36,7 @@ type EventReader interface {
 type CheckpointStore interface {
 	// Claim bumps the projector's epoch for this replica and returns the
 	// checkpoint to resume from. Commits under older epochs fail from now on.
+	// A halted projector is not claimed (see Halt).
 	Claim(ctx context.Context, projector string) (store.Checkpoint, error)
 	// Commit applies the request's events through the projector's sink and
 	// moves the checkpoint, atomically. store.ErrFenced means deposed;
@@ -43,6 +44,13 @@ type CheckpointStore interface {
 	Commit(ctx context.Context, req store.CommitRequest) error
 	// SetStatus records the projector's status and last error under epoch.
 	SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error
+	// Halt records, under epoch, that the projector halted: on event (nil
+	// for a sink that fails for every event alike), for the reason msg.
+	// From then on Claim refuses the projector, with an error matching
+	// store.ErrProjectorHalted, until an operator resumes it (or, for a
+	// backend that fingerprints its sinks, a replica with another sink
+	// claims it). store.ErrFenced means deposed: nothing was recorded.
+	Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error
 }
 
 // SinkFilter is optional. A backend that knows which event types a

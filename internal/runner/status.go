@@ -44,7 +44,12 @@ type Snapshot struct {
 	ReadableHead int64             `json:"readable_head"`
 	Horizon      HorizonStatus     `json:"horizon"`
 	Projectors   []ProjectorStatus `json:"projectors"`
-	Error        string            `json:"error,omitempty"`
+	// Stale is set when this replica could not refresh from the database
+	// recently (Daemon.View): everything read from it is then left out,
+	// and RefreshedAt says when it last could.
+	Stale       bool       `json:"stale,omitempty"`
+	RefreshedAt *time.Time `json:"refreshed_at,omitempty"`
+	Error       string     `json:"error,omitempty"`
 	// ErrorSummary is Error without its text (Public sets it).
 	ErrorSummary *ErrorSummary `json:"error_summary,omitempty"`
 }
@@ -60,6 +65,44 @@ type HorizonStatus struct {
 type StatusTarget struct {
 	Projector Projector
 	Target    *store.Target
+	// NoLag is set when the projector's sink acts on none of the event
+	// types its filter lets through: it can have no lag.
+	NoLag bool
+}
+
+// HandledFilter narrows a projector's filter, for measuring lag, to the
+// event types its sink acts on (types, or every type when all), so lag
+// counts the events events_processed_total counts: those a handler runs
+// for. Events the sink has no handler for are passed over, like filtered-
+// out ones, and are never anyone's lag. ok is false when no event type is
+// left: the projector can have no lag.
+func HandledFilter(f store.Filter, types []string, all bool) (_ store.Filter, ok bool) {
+	if all {
+		return f, true
+	}
+	if len(f.EventTypes) == 0 {
+		f.EventTypes = types
+		return f, len(types) > 0
+	}
+	var both []string
+	for _, t := range f.EventTypes {
+		for _, h := range types {
+			if t == h {
+				both = append(both, t)
+				break
+			}
+		}
+	}
+	f.EventTypes = both
+	return f, len(both) > 0
+}
+
+// StatusTargetOf is the StatusTarget of a projector whose sink acts on the
+// event types types (every type when all).
+func StatusTargetOf(p Projector, t *store.Target, types []string, all bool) StatusTarget {
+	f, ok := HandledFilter(p.Filter, types, all)
+	p.Filter = f
+	return StatusTarget{Projector: p, Target: t, NoLag: !ok}
 }
 
 // CollectStatus reads every projector's checkpoint (one query per target
@@ -97,7 +140,7 @@ func CollectStatus(ctx context.Context, reader *store.Reader, head store.Cursor,
 			st.UpdatedAt = &updated
 			cursor, filter.PositionFloor = c.Cursor, c.PositionFloor
 		}
-		if cursor.Less(head) {
+		if cursor.Less(head) && !p.NoLag {
 			n, oldest, err := reader.Lag(ctx, cursor, filter)
 			if err != nil {
 				return nil, fmt.Errorf("projector %s: %w", p.Projector.Name, err)

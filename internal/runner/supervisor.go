@@ -19,6 +19,9 @@ type Supervisor struct {
 	b     Backend
 	inner Observer
 
+	// wake ends a halted supervisor's wait (Wake).
+	wake chan struct{}
+
 	mu        sync.Mutex
 	state     State
 	cancelRun context.CancelFunc // stops the current run, if any
@@ -26,19 +29,31 @@ type Supervisor struct {
 
 // Restart ends the current leadership gracefully, if this replica leads;
 // the supervisor then competes again and the next leader claims afresh
-// (after a reset, from the new checkpoint).
+// (after a reset, from the new checkpoint). A halted supervisor competes
+// again too: a reset ends the halt.
 func (s *Supervisor) Restart() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.cancelRun != nil {
 		s.cancelRun()
+	}
+	s.mu.Unlock()
+	s.Wake()
+}
+
+// Wake makes a halted supervisor compete for its projector again: the
+// halt may have ended (projectord resume, reset). If it has not, the claim
+// is refused and the supervisor is halted again; anything else ignores it.
+func (s *Supervisor) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
 // NewSupervisor returns a supervisor of p on b.
 func NewSupervisor(p Projector, b Backend) *Supervisor {
 	p.defaults()
-	s := &Supervisor{p: p, b: b, state: StateStarting}
+	s := &Supervisor{p: p, b: b, state: StateStarting, wake: make(chan struct{}, 1)}
 	s.inner = p.Observer
 	s.p.Observer = tracker{s}
 	return s
@@ -53,6 +68,7 @@ func (t tracker) BatchCommitted(p string, n int, to store.Cursor, d time.Duratio
 	t.s.inner.BatchCommitted(p, n, to, d)
 }
 func (t tracker) Error(p, reason string, err error) { t.s.inner.Error(p, reason, err) }
+func (t tracker) Poisoned(p string, o Outcome)      { t.s.inner.Poisoned(p, o) }
 
 // State returns the supervisor's current state.
 func (s *Supervisor) State() State {
@@ -99,9 +115,20 @@ func (s *Supervisor) Run(ctx context.Context) {
 		}
 		switch {
 		case errors.Is(err, ErrHalted):
+			// The halt is recorded in the database: no replica runs the
+			// projector until it ends. Wait to be told it may have.
+			if s.State() != StateHalted {
+				log.Warn("projector is halted; no replica runs it until `projectord resume` (or a changed handler)", zap.Error(err))
+			}
 			s.set(StateHalted)
-			<-ctx.Done()
-			return
+			select {
+			case <-s.wake:
+			case <-ctx.Done():
+				return
+			}
+			log.Info("projector may have been resumed; competing for it again")
+			bo.reset()
+			continue
 		case err == nil, errors.Is(err, ErrNotLeader), errors.Is(err, coord.ErrUnavailable):
 			bo.reset()
 		case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrDeposed):

@@ -1,16 +1,16 @@
-package chaos
+// Package netproxy is a TCP proxy for tests that can be cut like a network
+// partition: forwarding stops in both directions and no socket is closed,
+// so neither end sees an error until its own timeouts fire.
+package netproxy
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
 )
 
-// proxy forwards TCP to target until cut; cut stops forwarding in both
-// directions without closing any socket, as a network partition does, so
-// neither end sees an error until its own timeouts fire.
-type proxy struct {
+// Proxy forwards TCP connections to a target until cut.
+type Proxy struct {
 	ln     net.Listener
 	target string
 
@@ -20,22 +20,24 @@ type proxy struct {
 	conns []net.Conn
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+// New starts a proxy to target on a free loopback port; it closes with t.
+func New(t testing.TB, target string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target}
+	p := &Proxy{ln: ln, target: target}
 	p.heal = sync.NewCond(&p.mu)
 	go p.serve()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
 }
 
-func (p *proxy) addr() string { return p.ln.Addr().String() }
+// Addr is the proxy's host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-func (p *proxy) serve() {
+func (p *Proxy) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -45,7 +47,7 @@ func (p *proxy) serve() {
 	}
 }
 
-func (p *proxy) pipe(client net.Conn) {
+func (p *Proxy) pipe(client net.Conn) {
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
 		client.Close()
@@ -58,7 +60,7 @@ func (p *proxy) pipe(client net.Conn) {
 	p.copy(client, server)
 }
 
-func (p *proxy) copy(dst, src net.Conn) {
+func (p *Proxy) copy(dst, src net.Conn) {
 	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
@@ -74,23 +76,23 @@ func (p *proxy) copy(dst, src net.Conn) {
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
-				return
-			}
 			return
 		}
 	}
 }
 
-func (p *proxy) setCut(cut bool) {
+// SetCut stops (true) or resumes (false) forwarding on every connection.
+// New connections are still accepted while cut, and hang like the rest.
+func (p *Proxy) SetCut(cut bool) {
 	p.mu.Lock()
 	p.cut = cut
 	p.mu.Unlock()
 	p.heal.Broadcast()
 }
 
-func (p *proxy) close() {
-	p.setCut(false)
+// Close heals, stops accepting and closes every connection.
+func (p *Proxy) Close() {
+	p.SetCut(false)
 	p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
