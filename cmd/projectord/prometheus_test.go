@@ -280,8 +280,8 @@ func newAlertWatch(ps *promServer) *alertWatch {
 		since: map[string]time.Time{}, longest: map[string]time.Duration{}}
 }
 
+// forbid sets the states alert must not be in from now on (none: any).
 func (w *alertWatch) forbid(alert string, states ...string) { w.forbidden[alert] = states }
-func (w *alertWatch) allow(alert string)                    { delete(w.forbidden, alert) }
 
 // poll takes one look at /api/v1/alerts and checks it.
 func (w *alertWatch) poll(t *testing.T) {
@@ -444,7 +444,11 @@ func (ob *obsBundle) writer(t *testing.T, every time.Duration, n int) {
 // shipped rules, `for` divided by forFactor) scraping three real replicas
 // of two projectors under a writer, and checks at every poll which alerts
 // are pending or firing: through a SIGTERM handover and a kill -9 of the
-// new leader no MultipleLeaders is ever pending and no NoLeader firing.
+// new leader MultipleLeaders never fires (nor pends outside a handover) and
+// NoLeader never fires; through a halt of p, Halted fires and NoLeader,
+// PoisonEvents, Stalled and DatabaseUnreachable do not, with p's lag in
+// Prometheus; after `projectord resume p` Halted resolves, one replica
+// leads p and its lag returns to 0.
 func TestPrometheusAlertsThroughHandoverAndHalt(t *testing.T) {
 	t.Parallel()
 	requirePrometheus(t)
@@ -526,6 +530,65 @@ func TestPrometheusAlertsThroughHandoverAndHalt(t *testing.T) {
 		w.until(t, 30*time.Second, "the restarted replica is scraped again", allUp)
 	}
 	w.watchFor(t, 2*ps.fors["ProjectordMultipleLeaders"])
-	t.Logf("handovers as Prometheus saw them: SIGTERM %s, kill -9 %s; %d polls of /api/v1/alerts, alerts seen (polls): %v, longest episodes: %v; %s in all",
-		handovers[0].Round(time.Millisecond), handovers[1].Round(time.Millisecond), w.polls, w.seen, w.longest, time.Since(start).Round(time.Second))
+
+	// Halt: an event p cannot apply (n = -1 breaks applied_p's CHECK), and
+	// p's on_error is {max_attempts: 1, then: halt}.
+	var bad int64
+	require.NoError(t, ob.pool.QueryRow(ob.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+		VALUES ('bad', 1, 'A', '{"n": -1}') RETURNING global_position`).Scan(&bad))
+	haltSent := time.Now()
+	w.forbid("ProjectordProjectorHalted") // may now be pending and firing
+	w.until(t, 60*time.Second, "ProjectordProjectorHalted fires for p", func() bool {
+		return w.state("ProjectordProjectorHalted", "p") == "firing"
+	})
+	haltFiring := time.Since(haltSent)
+	var status string
+	var haltedAt int64
+	require.NoError(t, ob.pool.QueryRow(ob.ctx, `SELECT status, coalesce(halted_position, 0) FROM projectord.checkpoints WHERE projector = 'p'`).
+		Scan(&status, &haltedAt))
+	require.Equal(t, "halted", status)
+	require.Equal(t, bad, haltedAt, "halted on the bad event")
+	// Prometheus' view of the halt: every replica reports it, none leads p,
+	// and p's lag is exported (by all three) and above 0 as the writer goes on.
+	w.until(t, 30*time.Second, "Prometheus sees p halted on three replicas, led by none, with lag", func() bool {
+		h, okH := ps.scalar(`count(projectord_projector_state{job="projectord",projector="p",state="halted"} == 1)`)
+		l, okL := ps.scalar(`sum(projectord_projector_leader{job="projectord",projector="p"})`)
+		n, okN := ps.scalar(`count(projectord_projector_lag_events{job="projectord",projector="p"})`)
+		_, okLag := ps.scalar(`max(projectord_projector_lag_events{job="projectord",projector="p"}) > 0`)
+		return okH && h == 3 && okL && l == 0 && okN && n == 3 && okLag
+	})
+	// Held long enough for a NoLeader or DatabaseUnreachable it started to
+	// fire (both forbidden from firing all along, PoisonEvents and Stalled
+	// too: a halt is neither), Halted firing throughout.
+	w.watchFor(t, ps.fors["ProjectordNoLeader"]+2*promInterval)
+	require.Equal(t, "firing", w.state("ProjectordProjectorHalted", "p"))
+	require.Empty(t, w.state("ProjectordProjectorHalted", "q"))
+	_, ok := ps.scalar(`max(projectord_projector_lag_events{job="projectord",projector="p"}) > 0`)
+	require.True(t, ok, "Prometheus has p's lag, above 0")
+	halted, ok := ps.scalar(`sum(projectord_poison_events_total{job="projectord",projector="p",outcome="halted"})`)
+	require.True(t, ok)
+	require.Equal(t, 1.0, halted, "the halt is counted once")
+
+	// The read model accepts the event now; the operator resumes p.
+	_, err = ob.pool.Exec(ob.ctx, `ALTER TABLE applied_p DROP CONSTRAINT n_not_negative`)
+	require.NoError(t, err)
+	out, err := exec.Command(binary, "resume", "p", "--config", rs[0].cfg).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "p resumed")
+	resumed := time.Now()
+	w.until(t, 60*time.Second, "Halted resolves, one replica leads p, its lag returns to 0", func() bool {
+		lag, ok := ps.scalar(`max(projectord_projector_lag_events{job="projectord",projector="p"})`)
+		return w.state("ProjectordProjectorHalted", "p") == "" && ps.promLeader("p") != "" && ok && lag == 0
+	})
+	recovered := time.Since(resumed)
+	w.forbid("ProjectordProjectorHalted", "pending", "firing")
+	var n int
+	require.NoError(t, ob.pool.QueryRow(ob.ctx, `SELECT n FROM applied_p WHERE position = $1`, bad).Scan(&n))
+	require.Equal(t, -1, n, "the event it halted on is applied")
+	w.watchFor(t, ps.fors["ProjectordNoLeader"]+2*promInterval)
+
+	t.Logf("handovers as Prometheus saw them: SIGTERM %s, kill -9 %s; halt firing %s after the bad event; resumed, led and caught up %s after resume; "+
+		"%d polls of /api/v1/alerts, alerts seen (polls): %v, longest episodes: %v; %s in all",
+		handovers[0].Round(time.Millisecond), handovers[1].Round(time.Millisecond), haltFiring.Round(time.Millisecond), recovered.Round(time.Millisecond),
+		w.polls, w.seen, w.longest, time.Since(start).Round(time.Second))
 }
