@@ -11,6 +11,10 @@
 //	  └──────────────────────┘ heartbeat older than lease_timeout/2
 //	       every lease on the session is lost at once
 //
+// Every session that was up and ends for any cause but Stop is reported
+// once to Config.OnSessionLost, with one of LossReasons: connection,
+// heartbeat, query, stalled or pooler.
+//
 // While up, the session serves lock requests (acquire attempts arriving
 // together are coalesced into one query, so load does not grow with the
 // number of projectors), verifies every held lock in pg_locks on each
