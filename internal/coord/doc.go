@@ -21,4 +21,7 @@
 // heartbeat, refreshes this node's row in projectord.nodes, and listens for
 // release notifications so standbys retry at once instead of at their next
 // tick. Locks are never re-checked with pg_try_advisory_lock: they stack.
+// Soon after it comes up, and then at most once a minute on a heartbeat,
+// it deletes the rows of other nodes silent for Config.NodeExpiry whose
+// coordination backend is gone.
 package coord

@@ -51,6 +51,10 @@ type Config struct {
 	// the session goroutine, after every lease on the session has ended,
 	// and must not block.
 	OnSessionLost func(reason string)
+	// NodeExpiry is how long the row of a node whose coordination backend
+	// is gone stays in projectord.nodes after its last heartbeat; 0 keeps
+	// such rows for ever. See expireNodes.
+	NodeExpiry time.Duration
 	// PoolBackends, if set, is the registry of this replica's pool
 	// connections, recorded in the node row so that takeover reaches them.
 	PoolBackends *PoolBackends
@@ -95,6 +99,7 @@ type Session struct {
 	lastErr error
 
 	lastTakeOverCheck time.Time // session goroutine only
+	expireNext        time.Time // session goroutine only: next expireNodes
 	// After PostgreSQL's lock table ran full, acquisitions pause until
 	// acquireResume, for a pause that doubles while it stays full (session
 	// goroutine only): retrying at once would keep it full for everyone.
@@ -424,6 +429,14 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		s.lastHB = lastHB
 		s.mu.Unlock()
 		hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
+		// Dead nodes' rows are expired on the heartbeat's cadence, soon
+		// after the first session comes up and then once a minute.
+		if s.cfg.NodeExpiry > 0 && !lastHB.Before(s.expireNext) {
+			s.expireNext = lastHB.Add(expireEvery)
+			if err := s.expireNodes(conn); err != nil {
+				return fail(err)
+			}
+		}
 		return nil
 	}
 	for {
@@ -828,6 +841,46 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 	return nil
 }
 
+// expireEvery is how often a session looks for expired node rows.
+const expireEvery = time.Minute
+
+// expireNodes deletes the rows of other nodes that have not heartbeated for
+// NodeExpiry and whose coordination backend is gone. A row whose backend
+// still lives (same pid, started before the row's last heartbeat) is kept
+// however old it is: takeOver finds a stalled node's sessions through it. A
+// backend whose start this role may not see (pg_stat_activity hides it
+// without pg_read_all_stats) counts as alive. A failure is only logged,
+// unless it took the connection with it.
+func (s *Session) expireNodes(conn *pgx.Conn) error {
+	qctx, cancel := s.opCtx()
+	defer cancel()
+	// A row locked by someone else is being written (by its own node, come
+	// back): it is skipped, never waited for.
+	rows, err := conn.Query(qctx, `DELETE FROM projectord.nodes WHERE node_id IN (
+		SELECT n.node_id FROM projectord.nodes n
+		WHERE n.node_id <> $1 AND n.heartbeat_at < now() - make_interval(secs => $2)
+		  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+			WHERE a.pid = n.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= n.heartbeat_at))
+		FOR UPDATE SKIP LOCKED)
+		RETURNING node_id`, s.cfg.NodeID, s.cfg.NodeExpiry.Seconds())
+	var nodes []string
+	if err == nil {
+		nodes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		if conn.IsClosed() {
+			return lost(conn, LostQuery, fmt.Errorf("error expiring node rows: %w", err))
+		}
+		s.log.Warn("error expiring the rows of dead nodes", zap.Error(err))
+		return nil
+	}
+	if len(nodes) > 0 {
+		s.log.Info("removed the rows of dead nodes", zap.Int("rows", len(nodes)), zap.Strings("nodes", nodes),
+			zap.Duration("node_expiry", s.cfg.NodeExpiry))
+	}
+	return nil
+}
+
 // Reasons a coordination session was lost, as given to Config.OnSessionLost
 // (a metric's label values: the set is closed).
 const (
@@ -839,7 +892,7 @@ const (
 	// its deadline, without the server or network closing the connection.
 	LostHeartbeat = "heartbeat"
 	// LostQuery: likewise for another query of the session (acquire,
-	// release, takeover).
+	// release, takeover, node expiry).
 	LostQuery = "query"
 	// LostStalled: no successful heartbeat for lease_timeout/2 (the process
 	// was frozen or starved), so a standby may be taking over.

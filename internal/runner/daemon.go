@@ -338,6 +338,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		LeaseTimeout: cfg.Coordination.LeaseTimeout, TCPUserTimeout: cfg.Coordination.TCPUserTimeout,
 		KeepaliveIdle: cfg.Coordination.KeepaliveIdle, KeepaliveInterval: cfg.Coordination.KeepaliveInterval,
 		KeepaliveCount: cfg.Coordination.KeepaliveCount,
+		NodeExpiry:     cfg.Coordination.NodeExpiry,
 		Listen:         listen,
 		OnNotify:       d.onNotify(watcher),
 		OnSessionLost:  d.opts.OnSessionLost,
