@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -45,8 +46,15 @@ type Config struct {
 	// notifications on the session goroutine and must not block.
 	Listen   []string
 	OnNotify func(channel, payload string)
-	// OnHeartbeatFailure is called each time a heartbeat fails (metrics).
-	OnHeartbeatFailure func()
+	// OnSessionLost is called once for every session that was up and ended
+	// for any cause but Stop, with one of LossReasons (metrics). It runs on
+	// the session goroutine, after every lease on the session has ended,
+	// and must not block.
+	OnSessionLost func(reason string)
+	// NodeExpiry is how long the row of a node whose coordination backend
+	// is gone stays in projectord.nodes after its last heartbeat; 0 keeps
+	// such rows for ever. See expireNodes.
+	NodeExpiry time.Duration
 	// PoolBackends, if set, is the registry of this replica's pool
 	// connections, recorded in the node row so that takeover reaches them.
 	PoolBackends *PoolBackends
@@ -91,6 +99,7 @@ type Session struct {
 	lastErr error
 
 	lastTakeOverCheck time.Time // session goroutine only
+	expireNext        time.Time // session goroutine only: next expireNodes
 	// After PostgreSQL's lock table ran full, acquisitions pause until
 	// acquireResume, for a pause that doubles while it stays full (session
 	// goroutine only): retrying at once would keep it full for everyone.
@@ -271,6 +280,7 @@ func (s *Session) run(ctx context.Context) {
 	defer close(s.done)
 	delay := 100 * time.Millisecond
 	for {
+		reason := "" // why a session that was up ended; "" if it never came up
 		conn, err := s.connect(ctx)
 		if err == nil {
 			// The delay starts over only after a session that lasted: one
@@ -282,6 +292,13 @@ func (s *Session) run(ctx context.Context) {
 				delay = 100 * time.Millisecond
 			}
 			s.down(err)
+			stopping := ctx.Err() != nil
+			if !stopping {
+				reason = lossReason(conn, err)
+				if s.cfg.OnSessionLost != nil {
+					s.cfg.OnSessionLost(reason)
+				}
+			}
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = conn.Close(cctx)
 			cancel()
@@ -289,7 +306,11 @@ func (s *Session) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("coordination session down, reconnecting", zap.Error(err), zap.Duration("retry_in", delay))
+		fields := []zap.Field{zap.Error(err), zap.Duration("retry_in", delay)}
+		if reason != "" {
+			fields = append(fields, zap.String("reason", reason))
+		}
+		s.log.Warn("coordination session down, reconnecting", fields...)
 		if !sleep(ctx, jitter(delay)) {
 			return
 		}
@@ -401,9 +422,6 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 	turnNext := now.Add(jitter(s.cfg.AcquireInterval))
 	beat := func() error {
 		if err := s.heartbeat(conn); err != nil {
-			if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
-				s.cfg.OnHeartbeatFailure()
-			}
 			return fail(err)
 		}
 		lastHB = time.Now()
@@ -411,6 +429,14 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		s.lastHB = lastHB
 		s.mu.Unlock()
 		hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
+		// Dead nodes' rows are expired on the heartbeat's cadence, soon
+		// after the first session comes up and then once a minute.
+		if s.cfg.NodeExpiry > 0 && !lastHB.Before(s.expireNext) {
+			s.expireNext = lastHB.Add(expireEvery)
+			if err := s.expireNodes(conn); err != nil {
+				return fail(err)
+			}
+		}
 		return nil
 	}
 	for {
@@ -421,7 +447,8 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		// A process frozen (SIGSTOP, GC, VM pause) past half the lease must
 		// assume a standby is about to take over.
 		if stale := time.Since(lastHB); stale > s.cfg.LeaseTimeout/2 {
-			return fmt.Errorf("no successful heartbeat for %s (lease_timeout %s)", stale.Round(time.Millisecond), s.cfg.LeaseTimeout)
+			return &sessionLost{reason: LostStalled,
+				err: fmt.Errorf("no successful heartbeat for %s (lease_timeout %s)", stale.Round(time.Millisecond), s.cfg.LeaseTimeout)}
 		}
 		if s.pendingAcquire() {
 			// Standbys wake together at a turn; give the rest of them a
@@ -444,7 +471,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		}
 		if reqs := s.take(); len(reqs) > 0 {
 			if err := s.handle(conn, reqs); err != nil {
-				return fail(err)
+				return fail(lost(conn, LostQuery, err))
 			}
 		}
 		now = time.Now()
@@ -480,7 +507,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 				s.cfg.OnNotify(n.Channel, n.Payload)
 			}
 		case conn.IsClosed() || waitCtx.Err() == nil:
-			return fail(fmt.Errorf("coordination connection failed: %w", err))
+			return fail(&sessionLost{reason: LostConnection, err: fmt.Errorf("coordination connection failed: %w", err)})
 		}
 	}
 }
@@ -787,10 +814,11 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`,
 		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, pids, starts, s.cfg.Version).Scan(&pid, &granted)
 	if err != nil {
-		return fmt.Errorf("heartbeat failed: %w", err)
+		return lost(conn, LostHeartbeat, fmt.Errorf("heartbeat failed: %w", err))
 	}
 	if pid != conn.PgConn().PID() {
-		return fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)
+		return &sessionLost{reason: LostPooler,
+			err: fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)}
 	}
 	s.cfg.PoolBackends.recorded(gen)
 	have := make(map[int32]bool, len(granted))
@@ -811,6 +839,128 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 		l.end(ErrLockMissing)
 	}
 	return nil
+}
+
+// expireEvery is how often a session looks for expired node rows.
+const expireEvery = time.Minute
+
+// expireNodes deletes the rows of other nodes that have not heartbeated for
+// NodeExpiry and whose coordination backend is gone. A row whose backend
+// still lives (same pid, started before the row's last heartbeat) is kept
+// however old it is: takeOver finds a stalled node's sessions through it. A
+// backend whose start this role may not see (pg_stat_activity hides it
+// without pg_read_all_stats) counts as alive. A failure is only logged,
+// unless it took the connection with it.
+func (s *Session) expireNodes(conn *pgx.Conn) error {
+	qctx, cancel := s.opCtx()
+	defer cancel()
+	// A row locked by someone else is being written (by its own node, come
+	// back): it is skipped, never waited for.
+	rows, err := conn.Query(qctx, `DELETE FROM projectord.nodes WHERE node_id IN (
+		SELECT n.node_id FROM projectord.nodes n
+		WHERE n.node_id <> $1 AND n.heartbeat_at < now() - make_interval(secs => $2)
+		  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+			WHERE a.pid = n.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= n.heartbeat_at))
+		FOR UPDATE SKIP LOCKED)
+		RETURNING node_id`, s.cfg.NodeID, s.cfg.NodeExpiry.Seconds())
+	var nodes []string
+	if err == nil {
+		nodes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		if conn.IsClosed() {
+			return lost(conn, LostQuery, fmt.Errorf("error expiring node rows: %w", err))
+		}
+		s.log.Warn("error expiring the rows of dead nodes", zap.Error(err))
+		return nil
+	}
+	if len(nodes) > 0 {
+		s.log.Info("removed the rows of dead nodes", zap.Int("rows", len(nodes)), zap.Strings("nodes", nodes),
+			zap.Duration("node_expiry", s.cfg.NodeExpiry))
+	}
+	return nil
+}
+
+// Reasons a coordination session was lost, as given to Config.OnSessionLost
+// (a metric's label values: the set is closed).
+const (
+	// LostConnection: the server or the network closed the connection (a
+	// terminated backend, a PostgreSQL restart, a reset, keepalives or
+	// tcp_user_timeout giving up), whatever the session was doing.
+	LostConnection = "connection"
+	// LostHeartbeat: the heartbeat query failed, or did not answer within
+	// its deadline, without the server or network closing the connection.
+	LostHeartbeat = "heartbeat"
+	// LostQuery: likewise for another query of the session (acquire,
+	// release, takeover, node expiry).
+	LostQuery = "query"
+	// LostStalled: no successful heartbeat for lease_timeout/2 (the process
+	// was frozen or starved), so a standby may be taking over.
+	LostStalled = "stalled"
+	// LostPooler: the heartbeat answered from another backend than the
+	// session's (a connection pooler is in the way).
+	LostPooler = "pooler"
+)
+
+// LossReasons returns every reason OnSessionLost may be given.
+func LossReasons() []string {
+	return []string{LostConnection, LostHeartbeat, LostQuery, LostStalled, LostPooler}
+}
+
+// sessionLost is why serve ended, when it was not stopped.
+type sessionLost struct {
+	reason string
+	err    error
+}
+
+func (e *sessionLost) Error() string { return e.err.Error() }
+func (e *sessionLost) Unwrap() error { return e.err }
+
+// lost wraps err, the failure of a query of the given kind (LostHeartbeat or
+// LostQuery), with its reason. An error that already has one keeps it.
+func lost(conn *pgx.Conn, kind string, err error) error {
+	var sl *sessionLost
+	if errors.As(err, &sl) {
+		return err
+	}
+	return &sessionLost{reason: classify(conn, kind, err), err: err}
+}
+
+// classify tells a connection that the server or the network closed
+// (LostConnection) from a query that failed or ran out of time on its own
+// (kind). Running out of the query's own deadline is the query's failure,
+// although pgx then closes the connection itself.
+func classify(conn *pgx.Conn, kind string, err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return kind
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		sev := pgErr.SeverityUnlocalized
+		if sev == "" {
+			sev = pgErr.Severity
+		}
+		// Class 08 is a connection exception, 57P an operator or crash
+		// shutdown (pg_terminate_backend is 57P01); FATAL and PANIC end the
+		// connection whatever their code.
+		if strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || sev == "FATAL" || sev == "PANIC" {
+			return LostConnection
+		}
+		return kind
+	}
+	if conn.IsClosed() {
+		return LostConnection
+	}
+	return kind
+}
+
+// lossReason is the reason of a session that serve ended with err.
+func lossReason(conn *pgx.Conn, err error) string {
+	var sl *sessionLost
+	if errors.As(err, &sl) {
+		return sl.reason
+	}
+	return classify(conn, LostQuery, err)
 }
 
 // shutdown releases every held lock and removes the node row.
