@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/store"
 )
 
 // ReleaseChannel is the NOTIFY channel on which a released projector's name
@@ -380,21 +382,20 @@ func (s *Session) setup(conn *pgx.Conn) error {
 	}
 	// Every pool connection registered so far is recorded before the
 	// session is up, so before any lease.
-	gen, pids, starts := s.cfg.PoolBackends.snapshot()
-	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
-		VALUES ($1, $2, pg_backend_pid(), $3, now(), now(), `+poolBackendsSQL+`)
-		ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, backend_pid = excluded.backend_pid,
-			version = excluded.version, heartbeat_at = now(), pool_backends = excluded.pool_backends`,
-		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version, pids, starts); err != nil {
-		return fmt.Errorf("error registering node: %w", err)
+	gen, row := s.nodeRow()
+	if err := store.RegisterNode(ctx, conn, row); err != nil {
+		return err
 	}
 	s.cfg.PoolBackends.recorded(gen)
 	return nil
 }
 
-// poolBackendsSQL builds the node row's pool_backends from the parameters
-// $4 (pids) and $5 (backend_starts).
-const poolBackendsSQL = `ARRAY(SELECT ROW(p, b)::projectord.node_backend FROM unnest($4::int4[], $5::timestamptz[]) AS u(p, b))`
+// nodeRow is this replica's node row now, and the PoolBackends generation
+// it records.
+func (s *Session) nodeRow() (uint64, store.NodeRow) {
+	gen, pids, starts := s.cfg.PoolBackends.snapshot()
+	return gen, store.NodeRow{NodeID: s.cfg.NodeID, Hostname: s.cfg.Hostname, Version: s.cfg.Version, PoolPIDs: pids, PoolStarts: starts}
+}
 
 // serve runs the connected session until ctx ends or the connection fails.
 func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
@@ -689,68 +690,21 @@ func (s *Session) failAll(reqs []*request, err error) {
 func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	// Pids alone are never trusted: a dead node's pid may by now belong to
-	// an unrelated, newer session. The coordination backend must have
-	// started before the node's last heartbeat; a pool backend must match
-	// the backend_start it registered (PoolBackends). Sessions named after
-	// the node by default are a fallback for unregistered ones (an older
-	// replica), looked for in this database only: other databases of the
-	// cluster may run other deployments with the same node ids. A name of
-	// 63 bytes or more may be a longer node id's name, truncated by the
-	// server, so it never matches. Advisory locks belong to one database.
-	rows, err := conn.Query(qctx, `
-		WITH stale AS (
-			SELECT DISTINCT n.node_id, l.pid, extract(epoch FROM now() - n.heartbeat_at)::float8 AS silent
-			FROM pg_locks l
-			JOIN projectord.nodes n ON n.backend_pid = l.pid
-			JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start <= n.heartbeat_at
-			WHERE l.locktype = 'advisory' AND l.classid = $1::int4::oid AND l.objsubid = 2 AND l.granted
-			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			  AND l.objid::int8 = ANY($2::int8[]) AND n.node_id <> $3
-			  AND n.heartbeat_at < now() - make_interval(secs => $4)),
-		victims AS (
-			SELECT s.node_id, s.silent, s.pid FROM stale s
-			UNION
-			SELECT s.node_id, s.silent, a.pid
-			FROM stale s JOIN projectord.nodes n ON n.node_id = s.node_id
-			CROSS JOIN LATERAL unnest(n.pool_backends) b
-			JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.backend_start
-			UNION
-			SELECT s.node_id, s.silent, a.pid
-			FROM stale s JOIN pg_stat_activity a
-			  ON a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)
-			 AND octet_length(a.application_name) < 63 AND a.datname = current_database())
-		SELECT node_id, silent, pid, pg_terminate_backend(pid) FROM victims`,
-		s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout.Seconds())
+	victims, err := store.TerminateStalled(qctx, conn, s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout)
 	if err != nil {
-		s.log.Warn("error checking for stalled leaders", zap.Error(err))
+		s.log.Warn("error taking over from a stalled leader (terminating needs superuser or pg_signal_backend)", zap.Error(err))
 		if conn.IsClosed() {
 			return err
 		}
 		return nil
 	}
 	terminated := 0
-	for rows.Next() {
-		var node string
-		var silent float64
-		var pid int32
-		var ok bool
-		if err := rows.Scan(&node, &silent, &pid, &ok); err != nil {
-			rows.Close()
-			return err
-		}
-		if ok {
+	for _, v := range victims {
+		if v.Terminated {
 			terminated++
 		}
-		s.log.Warn("terminated a session of a stalled leader", zap.String("stalled_node", node),
-			zap.Duration("silent_for", time.Duration(silent*float64(time.Second))), zap.Int32("pid", pid), zap.Bool("terminated", ok))
-	}
-	if err := rows.Err(); err != nil {
-		s.log.Warn("error taking over from a stalled leader (terminating needs superuser or pg_signal_backend)", zap.Error(err))
-		if conn.IsClosed() {
-			return err
-		}
-		return nil
+		s.log.Warn("terminated a session of a stalled leader", zap.String("stalled_node", v.Node),
+			zap.Duration("silent_for", v.Silent), zap.Int32("pid", v.PID), zap.Bool("terminated", v.Terminated))
 	}
 	if terminated > 0 {
 		// The locks go as the backends exit; try again at once.
@@ -800,19 +754,8 @@ func (s *Session) unlock(conn *pgx.Conn, rel []*request) error {
 func (s *Session) heartbeat(conn *pgx.Conn) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	var pid uint32
-	var granted []int64
-	gen, pids, starts := s.cfg.PoolBackends.snapshot()
-	// An upsert, so a row deleted by someone else comes back: a node without
-	// a row could never be declared stalled.
-	err := conn.QueryRow(qctx, `WITH hb AS (
-			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
-			VALUES ($2, $3, pg_backend_pid(), $6, now(), now(), `+poolBackendsSQL+`)
-			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid(),
-				pool_backends = excluded.pool_backends RETURNING 1)
-		SELECT pg_backend_pid(), coalesce(array_agg(objid::int8), '{}') FROM pg_locks
-		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`,
-		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, pids, starts, s.cfg.Version).Scan(&pid, &granted)
+	gen, row := s.nodeRow()
+	pid, granted, err := store.HeartbeatNode(qctx, conn, s.cfg.Namespace, row)
 	if err != nil {
 		return lost(conn, LostHeartbeat, fmt.Errorf("heartbeat failed: %w", err))
 	}
@@ -854,19 +797,7 @@ const expireEvery = time.Minute
 func (s *Session) expireNodes(conn *pgx.Conn) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	// A row locked by someone else is being written (by its own node, come
-	// back): it is skipped, never waited for.
-	rows, err := conn.Query(qctx, `DELETE FROM projectord.nodes WHERE node_id IN (
-		SELECT n.node_id FROM projectord.nodes n
-		WHERE n.node_id <> $1 AND n.heartbeat_at < now() - make_interval(secs => $2)
-		  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-			WHERE a.pid = n.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= n.heartbeat_at))
-		FOR UPDATE SKIP LOCKED)
-		RETURNING node_id`, s.cfg.NodeID, s.cfg.NodeExpiry.Seconds())
-	var nodes []string
-	if err == nil {
-		nodes, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	nodes, err := store.ExpireNodes(qctx, conn, s.cfg.NodeID, s.cfg.NodeExpiry)
 	if err != nil {
 		if conn.IsClosed() {
 			return lost(conn, LostQuery, fmt.Errorf("error expiring node rows: %w", err))
@@ -978,7 +909,7 @@ func (s *Session) shutdown(conn *pgx.Conn) {
 	}
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	if _, err := conn.Exec(qctx, `DELETE FROM projectord.nodes WHERE node_id = $1`, s.cfg.NodeID); err != nil {
+	if err := store.RemoveNode(qctx, conn, s.cfg.NodeID); err != nil {
 		s.log.Warn("error removing node row on stop", zap.Error(err))
 	}
 }
