@@ -92,7 +92,9 @@ func TestPrometheusRuleStructure(t *testing.T) {
 
 // TestPrometheusRulesWithPromtool checks the rules' PromQL and templates
 // with `promtool check rules`, the alerts' behaviour with `promtool test
-// rules` (testdata/rules_test.yaml), and the dashboard's queries' syntax.
+// rules` (testdata/rules_test.yaml), the descriptions that quote $value
+// (testdata/rules_annotations_test.yaml), and the dashboard's queries'
+// syntax.
 // .ci/run installs promtool, so in CI its absence is a failure.
 func TestPrometheusRulesWithPromtool(t *testing.T) {
 	t.Parallel()
@@ -103,6 +105,11 @@ func TestPrometheusRulesWithPromtool(t *testing.T) {
 	full := filepath.Join(dir, "rules_full.yaml")
 	writeYAML(t, full, map[string]any{"groups": pr.Spec.Groups})
 	runTool(t, dir, promtool, "check", "rules", full)
+	// The alerts whose descriptions quote $value, with their annotations.
+	annotated, err := os.ReadFile("testdata/rules_annotations_test.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "rules_annotations_test.yaml"), annotated, 0o600))
+	runTool(t, dir, promtool, "test", "rules", "rules_annotations_test.yaml")
 
 	// promtool test rules compares annotations too; the tests are about
 	// when alerts fire, so they run against the rules without them.
