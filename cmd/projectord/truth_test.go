@@ -280,21 +280,31 @@ func TestHeadNeverBelowCheckpoint(t *testing.T) {
 	ob := setupObs(t)
 	_, base, _ := ob.truthReplica(t, "hc", ob.url, 2*time.Second, sinkYAML("p"))
 	stop := make(chan struct{})
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	go func() {
-		defer close(done)
 		for {
 			select {
 			case <-stop:
+				done <- nil
 				return
 			case <-time.After(5 * time.Millisecond): // the writer's pace, not a synchronisation
 			}
-			if _, err := ob.pool.Exec(ob.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('s', 1, 'A', '{}')`); err != nil {
+			if _, err := ob.pool.Exec(ob.ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+				VALUES ('s-' || gen_random_uuid(), 1, 'A', '{}')`); err != nil {
+				done <- err
 				return
 			}
 		}
 	}()
-	defer func() { close(stop); <-done }()
+	stopped := false
+	stopWriter := func() error {
+		if !stopped {
+			stopped = true
+			close(stop)
+		}
+		return <-done
+	}
+	defer func() { _ = stopWriter() }()
 	moved, samples := 0, 0
 	first := -1.0
 	deadline := time.Now().Add(5 * time.Second)
@@ -315,6 +325,7 @@ func TestHeadNeverBelowCheckpoint(t *testing.T) {
 			moved++
 		}
 	}
+	require.NoError(t, stopWriter(), "the writer kept writing")
 	require.Greater(t, samples, 50)
 	require.Greater(t, moved, 0, "the checkpoint moved between head refreshes")
 }
