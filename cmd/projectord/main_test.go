@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgtest"
+	"github.com/projectord/projectord/internal/testsupport"
 )
 
 // binary is projectord built once for the process tests, with version
@@ -297,20 +297,7 @@ projectors:
 	require.NoError(t, b.wait(t, 10*time.Second))
 }
 
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("condition not met within %s", d)
-		case <-tick.C:
-		}
-	}
-}
+var waitFor = testsupport.WaitFor
 
 func TestConfigValidateRefusesHandlersThatEndTheTransaction(t *testing.T) {
 	t.Parallel()

@@ -65,8 +65,7 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 				return nil
 			}
 			return withPool(cmd.Context(), cfg, coordURL, func(pool *pgxpool.Pool) error {
-				_, err := pool.Exec(cmd.Context(), `SELECT pg_notify($1, $2)`, store.ResetChannel, p.Name)
-				return err
+				return store.Notify(cmd.Context(), pool, store.ResetChannel, p.Name)
 			})
 		},
 	}

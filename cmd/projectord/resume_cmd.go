@@ -57,8 +57,7 @@ a replica whose handlers differ from those that halted it claims it.`,
 				coordURL = cfg.Database.URL
 			}
 			err = withPool(cmd.Context(), cfg, coordURL, func(pool *pgxpool.Pool) error {
-				_, err := pool.Exec(cmd.Context(), `SELECT pg_notify($1, $2)`, store.ResumeChannel, p.Name)
-				return err
+				return store.Notify(cmd.Context(), pool, store.ResumeChannel, p.Name)
 			})
 			if err != nil {
 				// The halt is cleared; replicas see it at their next refresh.

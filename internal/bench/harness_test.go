@@ -19,6 +19,7 @@ import (
 	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgtest"
+	"github.com/projectord/projectord/internal/testsupport"
 )
 
 // Deadlines. Generous: they catch hangs, not slowness.
@@ -26,7 +27,6 @@ const (
 	setupTimeout = 10 * time.Minute // loading data
 	runTimeout   = 10 * time.Minute // one side of one round
 	stopTimeout  = 30 * time.Second // a projector's graceful stop
-	pollEvery    = 2 * time.Millisecond
 )
 
 var nativeSource = store.Source{Table: "public.events", Columns: store.NativeColumns, Ordering: store.OrderXID8}
@@ -336,20 +336,7 @@ func (p *projectord) measureCatchUp(b *testing.B, name string, batch int, sink *
 	return m
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(b *testing.B, what string, timeout time.Duration, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		if b.Context().Err() != nil {
-			b.Fatal(b.Context().Err())
-		}
-		time.Sleep(pollEvery)
-	}
-}
+var waitFor = testsupport.Until
 
 // measurement is one side's result in one round.
 type measurement struct {

@@ -24,6 +24,7 @@ import (
 	"github.com/projectord/projectord/internal/netproxy"
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgcluster"
+	"github.com/projectord/projectord/internal/testsupport"
 )
 
 // Timing of the replicas under test: short enough for tests, in the same
@@ -378,15 +379,4 @@ func (e *env) finish() {
 	t.Logf("%d events, all applied exactly once by each projector; %d metrics samples of 3 replicas, none with two leaders", e.written, e.samples)
 }
 
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		<-tick.C
-	}
-}
+var waitFor = testsupport.WaitFor

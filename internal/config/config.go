@@ -135,6 +135,12 @@ type Coordination struct {
 	// LeaseTimeout is when a silent leader counts as stalled. Default 15s;
 	// 1s to 1h, and more than twice HeartbeatInterval.
 	LeaseTimeout time.Duration `mapstructure:"lease_timeout" limit:"1s,1h"`
+	// NodeExpiry is how long a node's row in projectord.nodes outlives its
+	// last heartbeat once its coordination session is gone (a row whose
+	// session lives is never removed); live replicas delete older ones, at
+	// most once a minute each. Default 1h; 1m to 336h (14 days), and more
+	// than LeaseTimeout.
+	NodeExpiry time.Duration `mapstructure:"node_expiry" limit:"1m,336h"`
 	// TCPUserTimeout bounds unacknowledged data on the coordination socket,
 	// client and server side. Default 10s; 1s (below, one retransmission
 	// drops a healthy connection) to INT_MAX ms, PostgreSQL's maximum of

@@ -65,7 +65,10 @@ func Default() Config {
 			AcquireInterval:   time.Second,
 			HeartbeatInterval: time.Second,
 			// Several missed heartbeats before a leader counts as stalled.
-			LeaseTimeout:      15 * time.Second,
+			LeaseTimeout: 15 * time.Second,
+			// Dead nodes stay visible (projectord status) for a while,
+			// and do not pile up when node ids are pod names.
+			NodeExpiry:        time.Hour,
 			TCPUserTimeout:    10 * time.Second,
 			KeepaliveIdle:     5 * time.Second,
 			KeepaliveInterval: 2 * time.Second,

@@ -165,6 +165,7 @@ coordination: {lease_timeout: 30s}
 	require.NoError(t, err)
 	require.Equal(t, testURL, cfg.Database.URL)
 	require.Equal(t, 20*time.Second, cfg.Coordination.LeaseTimeout)
+	require.Equal(t, time.Hour, cfg.Coordination.NodeExpiry, "node_expiry defaults to 1h")
 	require.Equal(t, "debug", cfg.Log.Level)
 	require.Equal(t, "event_id", cfg.Source.Columns.EventID)
 	require.Equal(t, "global_position", cfg.Source.Columns.Position)
@@ -436,6 +437,7 @@ func TestLoadDefaults(t *testing.T) {
 			AcquireInterval:   time.Second,
 			HeartbeatInterval: time.Second,
 			LeaseTimeout:      15 * time.Second,
+			NodeExpiry:        time.Hour,
 			TCPUserTimeout:    10 * time.Second,
 			KeepaliveIdle:     5 * time.Second,
 			KeepaliveInterval: 2 * time.Second,

@@ -347,6 +347,10 @@ func (c *Config) checkCoordination(k *checker) {
 	if co.HeartbeatInterval > 0 && co.LeaseTimeout > 0 && co.LeaseTimeout <= 2*co.HeartbeatInterval {
 		k.add("coordination.lease_timeout", "must be more than twice coordination.heartbeat_interval (%s), so that one late heartbeat does not depose a live leader", 2*co.HeartbeatInterval)
 	}
+	k.limited("coordination.node_expiry", int64(co.NodeExpiry))
+	if co.LeaseTimeout > 0 && co.NodeExpiry > 0 && co.NodeExpiry <= co.LeaseTimeout {
+		k.add("coordination.node_expiry", "must be more than coordination.lease_timeout (%s): a node is not even stalled before that, and its row must outlive it", co.LeaseTimeout)
+	}
 	k.limited("coordination.tcp_user_timeout", int64(co.TCPUserTimeout))
 	k.limited("coordination.keepalive_idle", int64(co.KeepaliveIdle))
 	k.limited("coordination.keepalive_interval", int64(co.KeepaliveInterval))

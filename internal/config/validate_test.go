@@ -66,6 +66,11 @@ func TestValidateProblems(t *testing.T) {
 		{"coordination url", func(c *Config) { c.Coordination.URL = "host=h port=x" }, "coordination.url", "not a valid PostgreSQL connection string"},
 		{"acquire interval", func(c *Config) { c.Coordination.AcquireInterval = 0 }, "coordination.acquire_interval", "between 10ms and 1h0m0s"},
 		{"lease vs heartbeat", func(c *Config) { c.Coordination.LeaseTimeout = 2 * time.Second }, "coordination.lease_timeout", "more than twice"},
+		{"node expiry too short", func(c *Config) { c.Coordination.NodeExpiry = 59 * time.Second }, "coordination.node_expiry", "between 1m0s and 336h0m0s"},
+		{"node expiry too long", func(c *Config) { c.Coordination.NodeExpiry = 337 * time.Hour }, "coordination.node_expiry", "between 1m0s and 336h0m0s"},
+		{"node expiry vs lease", func(c *Config) {
+			c.Coordination.LeaseTimeout, c.Coordination.NodeExpiry = 10*time.Minute, 10*time.Minute
+		}, "coordination.node_expiry", "must be more than coordination.lease_timeout (10m0s)"},
 		{"tcp user timeout", func(c *Config) { c.Coordination.TCPUserTimeout = 0 }, "coordination.tcp_user_timeout", "between 1s and 596h31m23.647s"},
 		{"keepalive idle", func(c *Config) { c.Coordination.KeepaliveIdle = 500 * time.Millisecond }, "coordination.keepalive_idle", "between 1s and 9h6m7s"},
 		{"keepalive interval", func(c *Config) { c.Coordination.KeepaliveInterval = 0 }, "coordination.keepalive_interval", "between 1s and 9h6m7s"},
@@ -125,6 +130,10 @@ func TestValidateAcceptsEdges(t *testing.T) {
 			c.Projectors[0].EventTypes = []string{"ItemAdded"}
 			c.Projectors[0].Sink.SQL.Handlers = map[string]string{"*": "SELECT 1"}
 		}},
+		{"node expiry just above the lease", func(c *Config) {
+			c.Coordination.LeaseTimeout, c.Coordination.NodeExpiry = time.Minute, time.Minute+time.Millisecond
+		}},
+		{"node expiry range", func(c *Config) { c.Coordination.NodeExpiry = 336 * time.Hour }},
 		{"limits", func(c *Config) {
 			c.Database.MaxConns = 1000
 			c.Source.PollInterval = time.Minute

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/projectord/projectord/internal/store"
 )
 
 // ReleaseChannel is the NOTIFY channel on which a released projector's name
@@ -45,8 +48,15 @@ type Config struct {
 	// notifications on the session goroutine and must not block.
 	Listen   []string
 	OnNotify func(channel, payload string)
-	// OnHeartbeatFailure is called each time a heartbeat fails (metrics).
-	OnHeartbeatFailure func()
+	// OnSessionLost is called once for every session that was up and ended
+	// for any cause but Stop, with one of LossReasons (metrics). It runs on
+	// the session goroutine, after every lease on the session has ended,
+	// and must not block.
+	OnSessionLost func(reason string)
+	// NodeExpiry is how long the row of a node whose coordination backend
+	// is gone stays in projectord.nodes after its last heartbeat; 0 keeps
+	// such rows for ever. See expireNodes.
+	NodeExpiry time.Duration
 	// PoolBackends, if set, is the registry of this replica's pool
 	// connections, recorded in the node row so that takeover reaches them.
 	PoolBackends *PoolBackends
@@ -91,6 +101,7 @@ type Session struct {
 	lastErr error
 
 	lastTakeOverCheck time.Time // session goroutine only
+	expireNext        time.Time // session goroutine only: next expireNodes
 	// After PostgreSQL's lock table ran full, acquisitions pause until
 	// acquireResume, for a pause that doubles while it stays full (session
 	// goroutine only): retrying at once would keep it full for everyone.
@@ -271,6 +282,7 @@ func (s *Session) run(ctx context.Context) {
 	defer close(s.done)
 	delay := 100 * time.Millisecond
 	for {
+		reason := "" // why a session that was up ended; "" if it never came up
 		conn, err := s.connect(ctx)
 		if err == nil {
 			// The delay starts over only after a session that lasted: one
@@ -282,6 +294,13 @@ func (s *Session) run(ctx context.Context) {
 				delay = 100 * time.Millisecond
 			}
 			s.down(err)
+			stopping := ctx.Err() != nil
+			if !stopping {
+				reason = lossReason(conn, err)
+				if s.cfg.OnSessionLost != nil {
+					s.cfg.OnSessionLost(reason)
+				}
+			}
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = conn.Close(cctx)
 			cancel()
@@ -289,7 +308,11 @@ func (s *Session) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("coordination session down, reconnecting", zap.Error(err), zap.Duration("retry_in", delay))
+		fields := []zap.Field{zap.Error(err), zap.Duration("retry_in", delay)}
+		if reason != "" {
+			fields = append(fields, zap.String("reason", reason))
+		}
+		s.log.Warn("coordination session down, reconnecting", fields...)
 		if !sleep(ctx, jitter(delay)) {
 			return
 		}
@@ -359,21 +382,20 @@ func (s *Session) setup(conn *pgx.Conn) error {
 	}
 	// Every pool connection registered so far is recorded before the
 	// session is up, so before any lease.
-	gen, pids, starts := s.cfg.PoolBackends.snapshot()
-	if _, err := conn.Exec(ctx, `INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
-		VALUES ($1, $2, pg_backend_pid(), $3, now(), now(), `+poolBackendsSQL+`)
-		ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, backend_pid = excluded.backend_pid,
-			version = excluded.version, heartbeat_at = now(), pool_backends = excluded.pool_backends`,
-		s.cfg.NodeID, s.cfg.Hostname, s.cfg.Version, pids, starts); err != nil {
-		return fmt.Errorf("error registering node: %w", err)
+	gen, row := s.nodeRow()
+	if err := store.RegisterNode(ctx, conn, row); err != nil {
+		return err
 	}
 	s.cfg.PoolBackends.recorded(gen)
 	return nil
 }
 
-// poolBackendsSQL builds the node row's pool_backends from the parameters
-// $4 (pids) and $5 (backend_starts).
-const poolBackendsSQL = `ARRAY(SELECT ROW(p, b)::projectord.node_backend FROM unnest($4::int4[], $5::timestamptz[]) AS u(p, b))`
+// nodeRow is this replica's node row now, and the PoolBackends generation
+// it records.
+func (s *Session) nodeRow() (uint64, store.NodeRow) {
+	gen, pids, starts := s.cfg.PoolBackends.snapshot()
+	return gen, store.NodeRow{NodeID: s.cfg.NodeID, Hostname: s.cfg.Hostname, Version: s.cfg.Version, PoolPIDs: pids, PoolStarts: starts}
+}
 
 // serve runs the connected session until ctx ends or the connection fails.
 func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
@@ -401,9 +423,6 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 	turnNext := now.Add(jitter(s.cfg.AcquireInterval))
 	beat := func() error {
 		if err := s.heartbeat(conn); err != nil {
-			if ctx.Err() == nil && s.cfg.OnHeartbeatFailure != nil {
-				s.cfg.OnHeartbeatFailure()
-			}
 			return fail(err)
 		}
 		lastHB = time.Now()
@@ -411,6 +430,14 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		s.lastHB = lastHB
 		s.mu.Unlock()
 		hbNext = lastHB.Add(s.cfg.HeartbeatInterval)
+		// Dead nodes' rows are expired on the heartbeat's cadence, soon
+		// after the first session comes up and then once a minute.
+		if s.cfg.NodeExpiry > 0 && !lastHB.Before(s.expireNext) {
+			s.expireNext = lastHB.Add(expireEvery)
+			if err := s.expireNodes(conn); err != nil {
+				return fail(err)
+			}
+		}
 		return nil
 	}
 	for {
@@ -421,7 +448,8 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		// A process frozen (SIGSTOP, GC, VM pause) past half the lease must
 		// assume a standby is about to take over.
 		if stale := time.Since(lastHB); stale > s.cfg.LeaseTimeout/2 {
-			return fmt.Errorf("no successful heartbeat for %s (lease_timeout %s)", stale.Round(time.Millisecond), s.cfg.LeaseTimeout)
+			return &sessionLost{reason: LostStalled,
+				err: fmt.Errorf("no successful heartbeat for %s (lease_timeout %s)", stale.Round(time.Millisecond), s.cfg.LeaseTimeout)}
 		}
 		if s.pendingAcquire() {
 			// Standbys wake together at a turn; give the rest of them a
@@ -444,7 +472,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		}
 		if reqs := s.take(); len(reqs) > 0 {
 			if err := s.handle(conn, reqs); err != nil {
-				return fail(err)
+				return fail(lost(conn, LostQuery, err))
 			}
 		}
 		now = time.Now()
@@ -480,7 +508,7 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 				s.cfg.OnNotify(n.Channel, n.Payload)
 			}
 		case conn.IsClosed() || waitCtx.Err() == nil:
-			return fail(fmt.Errorf("coordination connection failed: %w", err))
+			return fail(&sessionLost{reason: LostConnection, err: fmt.Errorf("coordination connection failed: %w", err)})
 		}
 	}
 }
@@ -662,68 +690,21 @@ func (s *Session) failAll(reqs []*request, err error) {
 func (s *Session) takeOver(conn *pgx.Conn, ids []int32) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	// Pids alone are never trusted: a dead node's pid may by now belong to
-	// an unrelated, newer session. The coordination backend must have
-	// started before the node's last heartbeat; a pool backend must match
-	// the backend_start it registered (PoolBackends). Sessions named after
-	// the node by default are a fallback for unregistered ones (an older
-	// replica), looked for in this database only: other databases of the
-	// cluster may run other deployments with the same node ids. A name of
-	// 63 bytes or more may be a longer node id's name, truncated by the
-	// server, so it never matches. Advisory locks belong to one database.
-	rows, err := conn.Query(qctx, `
-		WITH stale AS (
-			SELECT DISTINCT n.node_id, l.pid, extract(epoch FROM now() - n.heartbeat_at)::float8 AS silent
-			FROM pg_locks l
-			JOIN projectord.nodes n ON n.backend_pid = l.pid
-			JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start <= n.heartbeat_at
-			WHERE l.locktype = 'advisory' AND l.classid = $1::int4::oid AND l.objsubid = 2 AND l.granted
-			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			  AND l.objid::int8 = ANY($2::int8[]) AND n.node_id <> $3
-			  AND n.heartbeat_at < now() - make_interval(secs => $4)),
-		victims AS (
-			SELECT s.node_id, s.silent, s.pid FROM stale s
-			UNION
-			SELECT s.node_id, s.silent, a.pid
-			FROM stale s JOIN projectord.nodes n ON n.node_id = s.node_id
-			CROSS JOIN LATERAL unnest(n.pool_backends) b
-			JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.backend_start
-			UNION
-			SELECT s.node_id, s.silent, a.pid
-			FROM stale s JOIN pg_stat_activity a
-			  ON a.application_name IN ('projectord ' || s.node_id, 'projectord-coord ' || s.node_id)
-			 AND octet_length(a.application_name) < 63 AND a.datname = current_database())
-		SELECT node_id, silent, pid, pg_terminate_backend(pid) FROM victims`,
-		s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout.Seconds())
+	victims, err := store.TerminateStalled(qctx, conn, s.cfg.Namespace, toInt64s(ids), s.cfg.NodeID, s.cfg.LeaseTimeout)
 	if err != nil {
-		s.log.Warn("error checking for stalled leaders", zap.Error(err))
+		s.log.Warn("error taking over from a stalled leader (terminating needs superuser or pg_signal_backend)", zap.Error(err))
 		if conn.IsClosed() {
 			return err
 		}
 		return nil
 	}
 	terminated := 0
-	for rows.Next() {
-		var node string
-		var silent float64
-		var pid int32
-		var ok bool
-		if err := rows.Scan(&node, &silent, &pid, &ok); err != nil {
-			rows.Close()
-			return err
-		}
-		if ok {
+	for _, v := range victims {
+		if v.Terminated {
 			terminated++
 		}
-		s.log.Warn("terminated a session of a stalled leader", zap.String("stalled_node", node),
-			zap.Duration("silent_for", time.Duration(silent*float64(time.Second))), zap.Int32("pid", pid), zap.Bool("terminated", ok))
-	}
-	if err := rows.Err(); err != nil {
-		s.log.Warn("error taking over from a stalled leader (terminating needs superuser or pg_signal_backend)", zap.Error(err))
-		if conn.IsClosed() {
-			return err
-		}
-		return nil
+		s.log.Warn("terminated a session of a stalled leader", zap.String("stalled_node", v.Node),
+			zap.Duration("silent_for", v.Silent), zap.Int32("pid", v.PID), zap.Bool("terminated", v.Terminated))
 	}
 	if terminated > 0 {
 		// The locks go as the backends exit; try again at once.
@@ -773,24 +754,14 @@ func (s *Session) unlock(conn *pgx.Conn, rel []*request) error {
 func (s *Session) heartbeat(conn *pgx.Conn) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	var pid uint32
-	var granted []int64
-	gen, pids, starts := s.cfg.PoolBackends.snapshot()
-	// An upsert, so a row deleted by someone else comes back: a node without
-	// a row could never be declared stalled.
-	err := conn.QueryRow(qctx, `WITH hb AS (
-			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
-			VALUES ($2, $3, pg_backend_pid(), $6, now(), now(), `+poolBackendsSQL+`)
-			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid(),
-				pool_backends = excluded.pool_backends RETURNING 1)
-		SELECT pg_backend_pid(), coalesce(array_agg(objid::int8), '{}') FROM pg_locks
-		WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = $1::int4::oid AND objsubid = 2 AND granted`,
-		s.cfg.Namespace, s.cfg.NodeID, s.cfg.Hostname, pids, starts, s.cfg.Version).Scan(&pid, &granted)
+	gen, row := s.nodeRow()
+	pid, granted, err := store.HeartbeatNode(qctx, conn, s.cfg.Namespace, row)
 	if err != nil {
-		return fmt.Errorf("heartbeat failed: %w", err)
+		return lost(conn, LostHeartbeat, fmt.Errorf("heartbeat failed: %w", err))
 	}
 	if pid != conn.PgConn().PID() {
-		return fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)
+		return &sessionLost{reason: LostPooler,
+			err: fmt.Errorf("coordination backend changed from pid %d to %d: is a pooler in the way?", conn.PgConn().PID(), pid)}
 	}
 	s.cfg.PoolBackends.recorded(gen)
 	have := make(map[int32]bool, len(granted))
@@ -813,6 +784,116 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 	return nil
 }
 
+// expireEvery is how often a session looks for expired node rows.
+const expireEvery = time.Minute
+
+// expireNodes deletes the rows of other nodes that have not heartbeated for
+// NodeExpiry and whose coordination backend is gone. A row whose backend
+// still lives (same pid, started before the row's last heartbeat) is kept
+// however old it is: takeOver finds a stalled node's sessions through it. A
+// backend whose start this role may not see (pg_stat_activity hides it
+// without pg_read_all_stats) counts as alive. A failure is only logged,
+// unless it took the connection with it.
+func (s *Session) expireNodes(conn *pgx.Conn) error {
+	qctx, cancel := s.opCtx()
+	defer cancel()
+	nodes, err := store.ExpireNodes(qctx, conn, s.cfg.NodeID, s.cfg.NodeExpiry)
+	if err != nil {
+		if conn.IsClosed() {
+			return lost(conn, LostQuery, fmt.Errorf("error expiring node rows: %w", err))
+		}
+		s.log.Warn("error expiring the rows of dead nodes", zap.Error(err))
+		return nil
+	}
+	if len(nodes) > 0 {
+		s.log.Info("removed the rows of dead nodes", zap.Int("rows", len(nodes)), zap.Strings("nodes", nodes),
+			zap.Duration("node_expiry", s.cfg.NodeExpiry))
+	}
+	return nil
+}
+
+// Reasons a coordination session was lost, as given to Config.OnSessionLost
+// (a metric's label values: the set is closed).
+const (
+	// LostConnection: the server or the network closed the connection (a
+	// terminated backend, a PostgreSQL restart, a reset, keepalives or
+	// tcp_user_timeout giving up), whatever the session was doing.
+	LostConnection = "connection"
+	// LostHeartbeat: the heartbeat query failed, or did not answer within
+	// its deadline, without the server or network closing the connection.
+	LostHeartbeat = "heartbeat"
+	// LostQuery: likewise for another query of the session (acquire,
+	// release, takeover, node expiry).
+	LostQuery = "query"
+	// LostStalled: no successful heartbeat for lease_timeout/2 (the process
+	// was frozen or starved), so a standby may be taking over.
+	LostStalled = "stalled"
+	// LostPooler: the heartbeat answered from another backend than the
+	// session's (a connection pooler is in the way).
+	LostPooler = "pooler"
+)
+
+// LossReasons returns every reason OnSessionLost may be given.
+func LossReasons() []string {
+	return []string{LostConnection, LostHeartbeat, LostQuery, LostStalled, LostPooler}
+}
+
+// sessionLost is why serve ended, when it was not stopped.
+type sessionLost struct {
+	reason string
+	err    error
+}
+
+func (e *sessionLost) Error() string { return e.err.Error() }
+func (e *sessionLost) Unwrap() error { return e.err }
+
+// lost wraps err, the failure of a query of the given kind (LostHeartbeat or
+// LostQuery), with its reason. An error that already has one keeps it.
+func lost(conn *pgx.Conn, kind string, err error) error {
+	var sl *sessionLost
+	if errors.As(err, &sl) {
+		return err
+	}
+	return &sessionLost{reason: classify(conn, kind, err), err: err}
+}
+
+// classify tells a connection that the server or the network closed
+// (LostConnection) from a query that failed or ran out of time on its own
+// (kind). Running out of the query's own deadline is the query's failure,
+// although pgx then closes the connection itself.
+func classify(conn *pgx.Conn, kind string, err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return kind
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		sev := pgErr.SeverityUnlocalized
+		if sev == "" {
+			sev = pgErr.Severity
+		}
+		// Class 08 is a connection exception, 57P an operator or crash
+		// shutdown (pg_terminate_backend is 57P01); FATAL and PANIC end the
+		// connection whatever their code.
+		if strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || sev == "FATAL" || sev == "PANIC" {
+			return LostConnection
+		}
+		return kind
+	}
+	if conn.IsClosed() {
+		return LostConnection
+	}
+	return kind
+}
+
+// lossReason is the reason of a session that serve ended with err.
+func lossReason(conn *pgx.Conn, err error) string {
+	var sl *sessionLost
+	if errors.As(err, &sl) {
+		return sl.reason
+	}
+	return classify(conn, LostQuery, err)
+}
+
 // shutdown releases every held lock and removes the node row.
 func (s *Session) shutdown(conn *pgx.Conn) {
 	s.mu.Lock()
@@ -828,7 +909,7 @@ func (s *Session) shutdown(conn *pgx.Conn) {
 	}
 	qctx, cancel := s.opCtx()
 	defer cancel()
-	if _, err := conn.Exec(qctx, `DELETE FROM projectord.nodes WHERE node_id = $1`, s.cfg.NodeID); err != nil {
+	if err := store.RemoveNode(qctx, conn, s.cfg.NodeID); err != nil {
 		s.log.Warn("error removing node row on stop", zap.Error(err))
 	}
 }

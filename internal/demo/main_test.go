@@ -11,6 +11,7 @@ import (
 
 	"github.com/projectord/projectord/internal/demo"
 	"github.com/projectord/projectord/internal/store/pgtest"
+	"github.com/projectord/projectord/internal/testsupport"
 )
 
 // The template stays empty: Setup is what these tests exercise, and it
@@ -49,19 +50,7 @@ func (tb *testBundle) count(t *testing.T, sql string, args ...any) int64 {
 	return n
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		<-tick.C
-	}
-}
+var waitFor = testsupport.WaitFor
 
 // generate appends limit events as fast as writers can and waits for them.
 func (tb *testBundle) generate(t *testing.T, limit int64, writers int) *demo.Generator {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/projectord/projectord/internal/coord"
 	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
@@ -35,7 +36,7 @@ type Metrics struct {
 	poison                                    *prometheus.CounterVec
 	batchDuration                             *prometheus.HistogramVec
 	unsafeOrdering                            prometheus.Gauge
-	hbFailures                                prometheus.Counter
+	hbFailures                                *prometheus.CounterVec
 
 	projectors []string
 	leaderDesc *prometheus.Desc
@@ -79,8 +80,8 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 		}, []string{"projector"}),
 		unsafeOrdering: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unsafe_ordering",
 			Help: "1 when source.ordering is position: events committed out of order can be skipped."}),
-		hbFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "coordination_heartbeat_failures_total",
-			Help: "Heartbeats of the coordination session that failed (every lease was dropped)."}),
+		hbFailures: c("coordination_heartbeat_failures_total",
+			"Losses of the coordination session (each dropped every lease), by reason: connection, heartbeat, query, stalled, pooler.", "reason"),
 		leading:    map[string]bool{},
 		live:       map[string]int64{},
 		projectors: projectors,
@@ -103,6 +104,9 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 	reg.MustRegister(leaderCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
 		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.hbFailures, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
+	for _, r := range coord.LossReasons() {
+		m.hbFailures.WithLabelValues(r)
+	}
 	for _, p := range projectors {
 		for _, s := range runner.States {
 			m.state.WithLabelValues(p, string(s)).Set(0)
@@ -208,8 +212,9 @@ func (c leaderCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// HeartbeatFailed counts a failed coordination heartbeat.
-func (m *Metrics) HeartbeatFailed() { m.hbFailures.Inc() }
+// SessionLost counts a loss of the coordination session, by one of
+// coord.LossReasons.
+func (m *Metrics) SessionLost(reason string) { m.hbFailures.WithLabelValues(reason).Inc() }
 
 // UnsafeOrdering records that the source is read by position alone.
 func (m *Metrics) UnsafeOrdering(unsafe bool) {

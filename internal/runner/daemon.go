@@ -26,8 +26,9 @@ type Options struct {
 	// version is only checked.
 	Migrate  bool
 	Observer Observer
-	// OnHeartbeatFailure is called when a coordination heartbeat fails.
-	OnHeartbeatFailure func()
+	// OnSessionLost is called, with one of coord.LossReasons, each time the
+	// coordination session is lost (not stopped); it must not block.
+	OnSessionLost func(reason string)
 }
 
 // Daemon runs every configured projector of one replica.
@@ -339,12 +340,13 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		HeartbeatInterval: cfg.Coordination.HeartbeatInterval, AcquireInterval: cfg.Coordination.AcquireInterval,
 		LeaseTimeout: cfg.Coordination.LeaseTimeout, TCPUserTimeout: cfg.Coordination.TCPUserTimeout,
 		KeepaliveIdle: cfg.Coordination.KeepaliveIdle, KeepaliveInterval: cfg.Coordination.KeepaliveInterval,
-		KeepaliveCount:     cfg.Coordination.KeepaliveCount,
-		Listen:             listen,
-		OnNotify:           d.onNotify(watcher),
-		OnHeartbeatFailure: d.opts.OnHeartbeatFailure,
-		PoolBackends:       d.backends,
-		Logger:             d.log.Named("coord"),
+		KeepaliveCount: cfg.Coordination.KeepaliveCount,
+		NodeExpiry:     cfg.Coordination.NodeExpiry,
+		Listen:         listen,
+		OnNotify:       d.onNotify(watcher),
+		OnSessionLost:  d.opts.OnSessionLost,
+		PoolBackends:   d.backends,
+		Logger:         d.log.Named("coord"),
 	})
 	b := &PGBackend{Node: d.node, Source: source, Reader: reader,
 		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout,

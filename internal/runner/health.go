@@ -131,7 +131,6 @@ func (d *Daemon) Snapshot() Snapshot {
 		s.Head, s.HeadXID, s.ReadableHead, s.Horizon = 0, 0, 0, HorizonStatus{}
 		s.Projectors = nil
 	}
-	s.TakenAt = time.Now()
 	if len(s.Projectors) == 0 {
 		for _, p := range d.cfg.Projectors {
 			s.Projectors = append(s.Projectors, ProjectorStatus{Name: p.Name, Status: "unknown"})
