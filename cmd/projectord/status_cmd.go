@@ -138,7 +138,13 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 			t = store.NewTarget(tp, cfg.Database.QueryTimeout)
 			byURL[url] = t
 		}
-		targets = append(targets, runner.StatusTarget{Projector: runner.ProjectorOf(p, cfg, nil, nil), Target: t})
+		// Lag counts the events a handler acts on, as the daemon's does.
+		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
+		if err != nil {
+			return runner.Snapshot{}, fmt.Errorf("projector %s: %w", p.Name, err)
+		}
+		types, all := sink.HandledTypes()
+		targets = append(targets, runner.StatusTargetOf(runner.ProjectorOf(p, cfg, nil, nil), t, types, all))
 	}
 	ps, err := runner.CollectStatus(ctx, reader, head, targets)
 	if err != nil {

@@ -74,14 +74,17 @@ type StatusTarget struct {
 // event types its sink acts on (types, or every type when all), so lag
 // counts the events events_processed_total counts: those a handler runs
 // for. Events the sink has no handler for are passed over, like filtered-
-// out ones, and are never anyone's lag. ok is false when no event type is
-// left: the projector can have no lag.
+// out ones, and are never anyone's lag. A row whose type is NULL is lag
+// when the projector reads every type: the loop keeps it, and it poisons
+// (a type list never matches it, so a projector with event_types never
+// reads it). ok is false when no event type is left: the projector can
+// have no lag.
 func HandledFilter(f store.Filter, types []string, all bool) (_ store.Filter, ok bool) {
 	if all {
 		return f, true
 	}
 	if len(f.EventTypes) == 0 {
-		f.EventTypes = types
+		f.EventTypes, f.TypeNull = types, true
 		return f, len(types) > 0
 	}
 	var both []string

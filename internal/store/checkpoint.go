@@ -199,7 +199,9 @@ func (t *Target) ClaimSink(ctx context.Context, projector, node string, sourceID
 			last_error = CASE WHEN starts_with(coalesce(c.last_error, ''), $5) THEN NULL
 				WHEN c.status = 'halted' AND c.halted_at IS NOT NULL THEN NULL ELSE c.last_error END,
 			halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL
-		WHERE NOT (c.status = 'halted' AND c.halted_at IS NOT NULL AND c.halted_sink = nullif($6, ''))
+		-- (coalesced: a halt recorded under no fingerprint is NULL there,
+		-- and a claim naming none ends any halt)
+		WHERE NOT (c.status = 'halted' AND c.halted_at IS NOT NULL AND $6 <> '' AND coalesce(c.halted_sink, '') = $6)
 		RETURNING `+checkpointCols+`, system_identifier`, projector, node, sourceID, string(ord.orDefault()), ErrOrderingChanged.Error(), sink)
 	err := row.Scan(append(s.dest(), &stored)...)
 	if errors.Is(err, pgx.ErrNoRows) {

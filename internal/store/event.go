@@ -92,7 +92,11 @@ func (e *Event) TypeNull() bool { return e.Bad.Null("event_type") }
 
 // Filter narrows the events a projector reads. The zero value reads everything.
 type Filter struct {
-	EventTypes   []string
+	EventTypes []string
+	// TypeNull makes EventTypes also match a row whose type is NULL (which
+	// a type list never matches otherwise): for measuring the lag of a
+	// projector that reads every type, and so meets such rows.
+	TypeNull     bool
 	StreamPrefix string
 	// PositionFloor excludes every event at or below it: the checkpoint
 	// counts them done whatever their xid (it was converted from position
@@ -113,7 +117,7 @@ func (f Filter) Matches(e *Event) bool {
 		return true
 	}
 	if e.TypeNull() {
-		return false
+		return f.TypeNull
 	}
 	for _, t := range f.EventTypes {
 		if t == e.Type {

@@ -61,6 +61,9 @@ func (r *Reader) statement(ctx context.Context, f Filter) (string, readPlan, err
 	if f.PositionFloor > 0 {
 		key += "\x02" // the floor's value is a parameter; only its presence shapes the statement
 	}
+	if f.TypeNull {
+		key += "\x03"
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.plan == nil {

@@ -366,7 +366,11 @@ func (s Source) filterSQL(b *strings.Builder, f Filter) {
 	n := 3
 	if len(f.EventTypes) > 0 {
 		n++
-		fmt.Fprintf(b, " AND %s = ANY($%d::text[])", quoteCol(s.Columns.EventType), n)
+		if f.TypeNull {
+			fmt.Fprintf(b, " AND (%[1]s = ANY($%[2]d::text[]) OR %[1]s IS NULL)", quoteCol(s.Columns.EventType), n)
+		} else {
+			fmt.Fprintf(b, " AND %s = ANY($%d::text[])", quoteCol(s.Columns.EventType), n)
+		}
 	}
 	if f.StreamPrefix != "" {
 		n++
