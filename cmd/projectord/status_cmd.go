@@ -340,7 +340,14 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		}
 		pd := projectorDoc{Name: p.Name}
 		var cursor store.Cursor
-		filter := runner.ProjectorOf(p, cfg, nil, nil).Filter
+		// Lag counts the events the projector's handlers act on, as the
+		// replicas' projector_lag_events does (runner.HandledFilter).
+		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
+		if err != nil {
+			return statusDoc{}, &configError{err: fmt.Errorf("projector %s: %w", p.Name, err)}
+		}
+		types, all := sink.HandledTypes()
+		filter, handles := runner.HandledFilter(runner.ProjectorOf(p, cfg, nil, nil).Filter, types, all)
 		c, hasCP := cps[p.Name]
 		if hasCP {
 			status := c.Status
@@ -385,7 +392,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 			}
 		}
 		pd.State = projectorState(hasCP, c, pd.Leader, cfg.Coordination.LeaseTimeout)
-		if hasHead && cursor.Less(head) {
+		if hasHead && handles && cursor.Less(head) {
 			n, oldest, err := reader.Lag(ctx, cursor, filter)
 			if err != nil {
 				return statusDoc{}, fmt.Errorf("projector %s: %w", p.Name, err)

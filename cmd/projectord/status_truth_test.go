@@ -405,16 +405,12 @@ func TestStatusShowsAHaltAsRecorded(t *testing.T) {
 		cp = c
 		return err == nil && ok && cp.Status == store.StatusHalted
 	})
-	if cp.Halt == nil {
-		// The runner of this tree halts without a record; write the one
-		// Target.Halt writes for the halting leader, under its epoch.
-		t.Log("no halt record written by the runner; recording it as the halting leader would")
-		require.NoError(t, target.Halt(ob.ctx, "poison", cp.Epoch, &bad, "", cp.LastError))
-	}
+	require.NotNil(t, cp.Halt, "the halting leader records who, when and which event")
 	waitFor(t, 30*time.Second, func() bool { return len(ob.lockTruth(t)) == 0 })
 	cp, _, err = target.Load(ob.ctx, "poison")
 	require.NoError(t, err)
 	require.NotNil(t, cp.Halt)
+	require.Equal(t, &bad, cp.Halt.Event)
 	require.Equal(t, last, cp.Cursor, "the cursor is the last good event, whose position is past the bad one's")
 
 	f := ob.statusConfig(t, projector)
