@@ -166,9 +166,9 @@ func (ob *obsBundle) waitLed(t *testing.T, n int) {
 	waitFor(t, 30*time.Second, func() bool { return len(ob.lockTruth(t)) == n })
 }
 
-// writer appends events in short transactions (each about 20 ms, holding
+// shortTxWriter appends events in short transactions (each about 20 ms, holding
 // an xid most of the time) until stopped or the test ends.
-func (ob *obsBundle) writer(t *testing.T) (stop func()) {
+func (ob *obsBundle) shortTxWriter(t *testing.T) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -235,7 +235,7 @@ func TestStatusLeadersAreTheLockHolders(t *testing.T) {
 	procs["node-a"], _ = ob.replica(t, "node-a", sinkYAML(projectors...))
 	ob.waitLed(t, 3)
 	procs["node-b"], _ = ob.replica(t, "node-b", sinkYAML(projectors...))
-	stopWriter := ob.writer(t)
+	stopWriter := ob.shortTxWriter(t)
 	f := ob.statusConfig(t, sinkYAML(projectors...))
 	waitFor(t, 30*time.Second, func() bool { return len(statusJSON(t, f).Nodes) == 2 })
 
@@ -462,7 +462,7 @@ func TestStatusNamesTheHorizonHolderPastAThreshold(t *testing.T) {
 `
 	_, _ = ob.replica(t, "node-z", projectors)
 	ob.waitLed(t, 2)
-	ob.writer(t)
+	ob.shortTxWriter(t)
 	f := ob.statusConfig(t, projectors)
 	held := 0
 	for range 15 {
