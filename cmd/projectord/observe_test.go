@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgcluster"
 	"github.com/projectord/projectord/internal/store/pgtest"
@@ -286,30 +284,29 @@ func TestStatusMatchesDatabase(t *testing.T) {
 	ob.insert(t, 7) // now both lag by 7 events
 
 	f := writeFile(t, "s.yaml", fmt.Sprintf("database: {url: '%s'}\nprojectors:\n%s", ob.url, sinkYAML("one", "two")))
-	code, out, stderr := cli(t, "status", "-o", "json", "--config", f)
-	require.Equal(t, exitOK, code, stderr)
-	var snap runner.Snapshot
-	require.NoError(t, json.Unmarshal([]byte(out), &snap))
+	snap := statusJSON(t, f)
 	require.Len(t, snap.Projectors, 2)
 	var head int64
 	require.NoError(t, ob.pool.QueryRow(ob.ctx, `SELECT global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1`).Scan(&head))
-	require.Equal(t, head, snap.Head)
+	require.Equal(t, head, snap.Head.Position)
 	for _, ps := range snap.Projectors {
 		var pos, applied int64
 		var node, status string
 		require.NoError(t, ob.pool.QueryRow(ob.ctx, `SELECT last_position, events_applied, leader_node, status FROM projectord.checkpoints WHERE projector = $1`, ps.Name).
 			Scan(&pos, &applied, &node, &status))
-		require.Equal(t, pos, ps.Position)
+		require.Equal(t, pos, ps.Checkpoint.Cursor.Position)
 		require.Equal(t, applied, ps.EventsApplied)
-		require.Equal(t, node, ps.LeaderNode)
-		require.Equal(t, status, ps.Status)
+		require.Equal(t, node, ps.Checkpoint.LeaderNode, "the last claim, as recorded")
+		require.Nil(t, ps.Leader, "node-s stopped: nobody holds the lock")
+		require.Equal(t, "no leader", ps.State)
+		require.Equal(t, status, *ps.RecordedStatus)
 		require.Equal(t, int64(7), ps.LagEvents)
 		require.Greater(t, ps.LagSeconds, 0.0)
 	}
 	code, table, _ := cli(t, "status", "--config", f)
 	require.Equal(t, exitOK, code)
 	require.Contains(t, table, "PROJECTOR")
-	require.Regexp(t, `one\s+node-s\s+\S+ \S+\s+\d+\s+\d+\s+7\s`, table)
+	require.Regexp(t, `one\s+-\s+-\s+\d+/\d+\s+\d+/\d+\s+7\s`, table)
 }
 
 func TestReadyzFollowsTheDatabase(t *testing.T) {

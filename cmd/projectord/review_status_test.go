@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/projectord/projectord/internal/runner"
 )
 
 // TestReviewStatusCommandLagCountsOnlyHandledEvents: `projectord status`
@@ -31,7 +29,7 @@ projectors:
 	require.Equal(t, exitOK, code, stderr)
 	code, out, stderr := cli(t, "status", "-o", "json", "--config", f)
 	require.Equal(t, exitOK, code, stderr)
-	var snap runner.Snapshot
+	var snap statusDoc
 	require.NoError(t, json.Unmarshal([]byte(out), &snap))
 	require.Len(t, snap.Projectors, 1)
 	require.Equal(t, int64(5), snap.Projectors[0].LagEvents, "the A events, not the B ones it has no handler for")

@@ -52,6 +52,12 @@ type Horizon struct {
 	Age time.Duration
 	// Prepared names a prepared (two-phase) transaction holding it, if any.
 	Prepared string
+	// ApplicationName is the holding backend's application_name ("" for
+	// a prepared transaction).
+	ApplicationName string
+	// BackendStart is when the holding backend started (zero for a
+	// prepared transaction).
+	BackendStart time.Time
 }
 
 // HorizonHolder finds the oldest transaction with an xid in the cluster.
@@ -62,13 +68,15 @@ func HorizonHolder(ctx context.Context, pool *pgxpool.Pool, timeout time.Duratio
 	defer cancel()
 	var h Horizon
 	var secs float64
+	var start *time.Time
 	err := pool.QueryRow(ctx, `
-		SELECT pid, extract(epoch FROM now() - started)::float8, prepared FROM (
-			SELECT pid, xact_start AS started, age(backend_xid) AS age, '' AS prepared
+		SELECT pid, extract(epoch FROM now() - started)::float8, prepared, app, backend_start FROM (
+			SELECT pid, xact_start AS started, age(backend_xid) AS age, '' AS prepared,
+				coalesce(application_name, '') AS app, backend_start
 			  FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND xact_start IS NOT NULL
 			UNION ALL
-			SELECT 0, prepared, age(transaction), gid FROM pg_prepared_xacts
-		) t ORDER BY age DESC LIMIT 1`).Scan(&h.PID, &secs, &h.Prepared)
+			SELECT 0, prepared, age(transaction), gid, '', NULL FROM pg_prepared_xacts
+		) t ORDER BY age DESC LIMIT 1`).Scan(&h.PID, &secs, &h.Prepared, &h.ApplicationName, &start)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Horizon{}, nil
 	}
@@ -76,5 +84,52 @@ func HorizonHolder(ctx context.Context, pool *pgxpool.Pool, timeout time.Duratio
 		return Horizon{}, fmt.Errorf("error finding the horizon holder: %w", err)
 	}
 	h.Age = time.Duration(secs * float64(time.Second))
+	if start != nil {
+		h.BackendStart = *start
+	}
 	return h, nil
+}
+
+// Connections of projectord itself, as Horizon.Owner names them.
+const (
+	// OwnPool is a replica's pool: its batches, reads and checks.
+	OwnPool = "pool"
+	// OwnCoordination is a replica's coordination session.
+	OwnCoordination = "coordination"
+)
+
+// Owner tells whether projectord itself holds the horizon: which
+// node, through which connection (OwnPool or OwnCoordination). Its own
+// batches hold the horizon too, for as long as they run. A backend is one
+// of a node's pool connections when its pid and backend_start are in the
+// node row (pool_backends), its coordination session when it is the row's
+// backend_pid and started before the row's last heartbeat; failing both
+// (a pool on another cluster), the default application_name tells:
+// "projectord NODE" for a pool, "projectord-coord NODE" for a session. Only
+// the nodes given are considered, so another program named alike is not
+// taken for projectord.
+func (h Horizon) Owner(nodes []Node) (node, conn string, ok bool) {
+	if h.PID == 0 || h.Prepared != "" {
+		return "", "", false
+	}
+	pid := int32(h.PID)
+	for _, n := range nodes {
+		for _, b := range n.PoolBackends {
+			if b.PID == pid && !h.BackendStart.IsZero() && b.Start.Equal(h.BackendStart) {
+				return n.ID, OwnPool, true
+			}
+		}
+		if n.BackendPID == pid && !h.BackendStart.IsZero() && !h.BackendStart.After(n.HeartbeatAt) {
+			return n.ID, OwnCoordination, true
+		}
+	}
+	for _, n := range nodes {
+		switch h.ApplicationName {
+		case "projectord " + n.ID:
+			return n.ID, OwnPool, true
+		case "projectord-coord " + n.ID:
+			return n.ID, OwnCoordination, true
+		}
+	}
+	return "", "", false
 }
