@@ -489,20 +489,29 @@ func (d *Daemon) Stop(ctx context.Context) {
 		}
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); close(done) }()
+		graceful := true
 		select {
 		case <-done:
 		case <-ctx.Done():
-			// Exiting drops the coordination session and with it every
-			// lock; fencing keeps any unfinished commit from landing.
-			d.log.Warn("shutdown budget exhausted; exiting with batches in flight")
-			return
+			graceful = false
+		}
+		// Stopping the session releases every lock (or, if it cannot,
+		// drops them with its connection). When the budget ran out, that
+		// also ends every lease, so the batches still in flight are cut
+		// short: their commits run on their lease and fail at once, and
+		// fencing keeps any that reached the server from landing once a
+		// standby claims. Either way nothing outlives Stop: the
+		// supervisors end, then the watcher, the refresher and the pools.
+		if !graceful {
+			d.log.Warn("shutdown budget exhausted; cutting the batches in flight short")
 		}
 		if b := d.Backend(); b != nil {
 			b.Session.Stop()
 		}
+		<-done
 		d.bgCancel()
 		d.bgWG.Wait()
 		d.closePools()
-		d.log.Info("projectord stopped")
+		d.log.Info("projectord stopped", zap.Bool("graceful", graceful))
 	})
 }
