@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -37,4 +38,25 @@ func printable(s string) string {
 		s = s[n:]
 	}
 	return b.String()
+}
+
+// jsonASCIIControls escapes, in JSON that encoding/json wrote, what it
+// leaves raw but a terminal interprets: DEL, C1 controls and other
+// non-printing runes (bidi overrides, zero-width characters) become \uXXXX
+// escapes, which mean the same to a JSON reader. encoding/json escapes C0
+// itself, and such runes can only occur inside its strings.
+func jsonASCIIControls(js []byte) []byte {
+	var b []byte
+	for i := 0; i < len(js); {
+		r, n := utf8.DecodeRune(js[i:])
+		if r == '\n' || r == ' ' || (r != utf8.RuneError && strconv.IsPrint(r)) || (r < utf8.RuneSelf && r != 0x7f) {
+			b = append(b, js[i:i+n]...)
+		} else {
+			for _, u := range utf16.Encode([]rune{r}) {
+				b = fmt.Appendf(b, `\u%04x`, u)
+			}
+		}
+		i += n
+	}
+	return b
 }

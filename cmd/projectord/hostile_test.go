@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -87,4 +88,24 @@ func TestPrintable(t *testing.T) {
 	} {
 		require.Equal(t, want, printable(in), "%q", in)
 	}
+}
+
+// TestStatusJSONEscapesWhatATerminalInterprets: `status -o json` goes to
+// terminals too; encoding/json leaves DEL, C1 controls and bidi overrides
+// raw, so they are escaped after it, meaning the same to a JSON reader.
+func TestStatusJSONEscapesWhatATerminalInterprets(t *testing.T) {
+	t.Parallel()
+	hostile := "card\u009b2J\u202eevil\x7f\u200b😀 ok"
+	raw, err := json.Marshal(map[string]string{"last_error": hostile})
+	require.NoError(t, err)
+	require.Contains(t, string(raw), "\u009b", "encoding/json alone leaves it raw")
+	out := jsonASCIIControls(raw)
+	for _, r := range []string{"\u009b", "\u202e", "\x7f", "\u200b"} {
+		require.NotContains(t, string(out), r)
+	}
+	require.Contains(t, string(out), `\u009b`)
+	require.Contains(t, string(out), "😀 ok", "printable text stays")
+	var back map[string]string
+	require.NoError(t, json.Unmarshal(out, &back))
+	require.Equal(t, hostile, back["last_error"], "a JSON reader sees the same string")
 }

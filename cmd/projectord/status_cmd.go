@@ -57,9 +57,11 @@ its heartbeat; and what holds the xmin horizon back, if it has for 1s or more.`,
 					return err
 				}
 				if output == "json" {
-					enc := json.NewEncoder(e.stdout)
-					enc.SetIndent("", "  ")
-					if err := enc.Encode(doc); err != nil {
+					out, err := json.MarshalIndent(doc, "", "  ")
+					if err != nil {
+						return err
+					}
+					if _, err := e.stdout.Write(append(jsonASCIIControls(out), '\n')); err != nil {
 						return err
 					}
 				} else {
