@@ -350,20 +350,6 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	})
 	b := &PGBackend{Node: d.node, Source: source, Reader: reader,
 		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout,
-		OnClusterChange: func(err error) {
-			d.log.Error("source cluster changed under a running daemon", zap.Error(err))
-			select {
-			case d.fatal <- fmt.Errorf("%w: %v", errFatal, err):
-			default:
-			}
-		},
-		OnOrderingRefused: func(err error) {
-			d.log.Error("cannot resume a checkpoint under the configured source.ordering", zap.Error(err))
-			select {
-			case d.fatal <- err:
-			default:
-			}
-		},
 		Logger: d.log.Named("checkpoint")}
 	var statusTargets []StatusTarget
 	for _, p := range cfg.Projectors {
@@ -400,11 +386,28 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			s.Run(ctx)
+			if err := s.Run(ctx); err != nil {
+				d.failed(err)
+			}
 		}()
 	}
 	d.log.Info("projectord started", zap.String("node", d.node), zap.Int("projectors", len(cfg.Projectors)))
 	return nil
+}
+
+// failed reports a fatal error a supervisor ended with (IsFatal): the
+// replica cannot go on without an operator, and the caller stops it.
+func (d *Daemon) failed(err error) {
+	if errors.Is(err, store.ErrClusterChanged) {
+		d.log.Error("source cluster changed under a running daemon", zap.Error(err))
+		err = fmt.Errorf("%w: %v", errFatal, err)
+	} else {
+		d.log.Error("cannot resume a checkpoint under the configured source.ordering", zap.Error(err))
+	}
+	select {
+	case d.fatal <- err:
+	default:
+	}
 }
 
 // checkLockBudget refuses to start when leading every configured projector

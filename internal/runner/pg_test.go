@@ -583,9 +583,9 @@ func TestPGClaimRefusesASwappedSourceCluster(t *testing.T) {
 
 	// As if projectord had started against another cluster behind this URL.
 	b.SourceID = real + 1
-	var told error
-	b.OnClusterChange = func(err error) { told = err }
 	_, err = b.Claim(tb.ctx, "swap")
 	require.ErrorIs(t, err, store.ErrClusterChanged)
+	// The supervisor ends with it, as its cause for the daemon to stop.
+	told := NewSupervisor(ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil), b).Run(tb.ctx)
 	require.ErrorIs(t, told, store.ErrClusterChanged)
 }

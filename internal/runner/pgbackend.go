@@ -26,13 +26,6 @@ type PGBackend struct {
 	SourceID int64 // source cluster's system identifier, 0 if unknown
 	// QueryTimeout bounds the lock-id lookup. Default 30s.
 	QueryTimeout time.Duration
-	// OnClusterChange is told when the source turns out to be another
-	// PostgreSQL cluster than at start-up; the daemon stops on it.
-	OnClusterChange func(error)
-	// OnOrderingRefused is told when a checkpoint written under another
-	// source.ordering cannot be converted exactly (store.ErrOrderingChanged):
-	// only an operator can decide; the daemon stops on it.
-	OnOrderingRefused func(error)
 	// Logger, if set, records checkpoint conversions between orderings.
 	Logger *zap.Logger
 
@@ -84,6 +77,8 @@ func (b *PGBackend) Head() (store.Cursor, <-chan struct{}) { return b.Watcher.He
 // new cluster) makes every cursor, and the watcher's head, meaningless.
 // A checkpoint written under another source.ordering is converted to the
 // reader's, or refused with store.ErrOrderingChanged (see store.Target.Convert).
+// Both refusals are fatal (IsFatal): the supervisor ends with them, and the
+// daemon stops.
 func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
 	t, _, err := b.target(projector)
 	if err != nil {
@@ -97,9 +92,6 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 		if id != 0 && id != b.SourceID {
 			err := fmt.Errorf("%w: the source database is now cluster %d, it was %d when projectord started; restart projectord (and reset projectors whose checkpoints predate the change)",
 				store.ErrClusterChanged, id, b.SourceID)
-			if b.OnClusterChange != nil {
-				b.OnClusterChange(err)
-			}
 			return store.Checkpoint{}, err
 		}
 	}
@@ -114,9 +106,6 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 		// matching configuration clears it when it claims.
 		if serr := t.SetStatus(ctx, projector, from.Epoch, store.StatusHalted, err.Error()); serr != nil && b.Logger != nil {
 			b.Logger.Warn("error recording projector status", zap.String("projector", projector), zap.Error(serr))
-		}
-		if b.OnOrderingRefused != nil {
-			b.OnOrderingRefused(err)
 		}
 		return store.Checkpoint{}, err
 	}

@@ -21,6 +21,15 @@ var (
 	ErrHalted = errors.New("projector halted")
 )
 
+// IsFatal reports whether err is one no replica can get past without an
+// operator: the source is another PostgreSQL cluster than at start-up
+// (store.ErrClusterChanged), or a checkpoint's ordering cannot be converted
+// to the configured one (store.ErrOrderingChanged). A supervisor ends with
+// such an error; the daemon stops with it as its cause.
+func IsFatal(err error) bool {
+	return errors.Is(err, store.ErrClusterChanged) || errors.Is(err, store.ErrOrderingChanged)
+}
+
 // EventReader reads the source.
 type EventReader interface {
 	// Read returns up to limit events after the cursor that pass the

@@ -87,9 +87,10 @@ func (s *Supervisor) set(st State) {
 	}
 }
 
-// Run supervises until ctx ends. A graceful stop lets the leader finish its
-// batch and release its lease before Run returns.
-func (s *Supervisor) Run(ctx context.Context) {
+// Run supervises until ctx ends, and returns nil then; or until a run meets
+// a fatal error (IsFatal), and returns it. A graceful stop lets the leader
+// finish its batch and release its lease before Run returns.
+func (s *Supervisor) Run(ctx context.Context) error {
 	log := s.p.Logger.With(zap.String("projector", s.p.Name))
 	defer s.set(StateStopped)
 	// After a failure, wait with backoff before trying again, so a
@@ -111,9 +112,12 @@ func (s *Supervisor) Run(ctx context.Context) {
 		s.mu.Unlock()
 		cancel()
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		switch {
+		case IsFatal(err):
+			log.Error("projector cannot run without an operator", zap.Error(err))
+			return err
 		case errors.Is(err, ErrHalted):
 			// The halt is recorded in the database: no replica runs the
 			// projector until it ends. Wait to be told it may have.
@@ -124,7 +128,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 			select {
 			case <-s.wake:
 			case <-ctx.Done():
-				return
+				return nil
 			}
 			log.Info("projector may have been resumed; competing for it again")
 			bo.reset()
@@ -139,14 +143,14 @@ func (s *Supervisor) Run(ctx context.Context) {
 			delay := bo.delay()
 			log.Warn("projector stopped with an error; retrying", zap.Duration("retry_in", delay), zap.Error(err))
 			if !sleep(ctx, delay) {
-				return
+				return nil
 			}
 			continue
 		}
 		select {
 		case <-turn:
 		case <-ctx.Done():
-			return
+			return nil
 		}
 	}
 }
