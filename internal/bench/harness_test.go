@@ -198,8 +198,8 @@ func (db *benchDB) startProjectord(b *testing.B, opts projectordOptions) *projec
 		<-watcherDone
 	})
 	waitFor(b, "coordination session up", 30*time.Second, p.session.Up)
-	p.backend = &timedBackend{PGBackend: &runner.PGBackend{Node: "bench", Source: db.pool,
-		Reader: store.NewReader(db.pool, nativeSource, 30*time.Second), Watcher: p.watcher, Session: p.session}}
+	p.backend = &timedBackend{PGBackend: runner.NewPGBackend(runner.PGBackendConfig{Node: "bench",
+		Reader: store.NewReader(db.pool, nativeSource, 30*time.Second), Watcher: p.watcher, Session: p.session})}
 	return p
 }
 

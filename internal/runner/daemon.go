@@ -348,9 +348,8 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		PoolBackends:   d.backends,
 		Logger:         d.log.Named("coord"),
 	})
-	b := &PGBackend{Node: d.node, Source: source, Reader: reader,
-		Watcher: watcher, Session: session, SourceID: sourceID, QueryTimeout: cfg.Database.QueryTimeout,
-		Logger: d.log.Named("checkpoint")}
+	b := NewPGBackend(PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Session: session,
+		SourceID: sourceID, Logger: d.log.Named("checkpoint")})
 	var statusTargets []StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])

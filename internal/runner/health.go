@@ -162,7 +162,7 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 				return err
 			}
 			snap.Head, snap.HeadXID = head.Position, head.XID
-			h, err := store.HorizonHolder(ctx, b.Source, d.cfg.Database.QueryTimeout)
+			h, err := b.Reader.HorizonHolder(ctx)
 			if err != nil {
 				return err
 			}

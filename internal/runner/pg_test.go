@@ -414,7 +414,7 @@ func (tb *pgBundle) backend(t *testing.T, cfg *config.Config, node string) *PGBa
 	require.NoError(t, s.Start(ctx))
 	t.Cleanup(func() { s.Stop(); cancel() })
 	require.Eventually(t, s.Up, 10*time.Second, time.Millisecond)
-	b := &PGBackend{Node: node, Source: tb.pool, Reader: reader, Watcher: w, Session: s}
+	b := NewPGBackend(PGBackendConfig{Node: node, Reader: reader, Watcher: w, Session: s})
 	for _, p := range cfg.Projectors {
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		require.NoError(t, err)

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/projectord/projectord/internal/coord"
@@ -18,21 +16,31 @@ import (
 // replica's watcher, one coordination session, and per projector the target
 // database (its sink and checkpoint) to commit into.
 type PGBackend struct {
-	Node     string
-	Source   *pgxpool.Pool // lock-id registry lives here
-	Reader   *store.Reader
-	Watcher  *Watcher
-	Session  *coord.Session
-	SourceID int64 // source cluster's system identifier, 0 if unknown
-	// QueryTimeout bounds the lock-id lookup. Default 30s.
-	QueryTimeout time.Duration
-	// Logger, if set, records checkpoint conversions between orderings.
-	Logger *zap.Logger
+	PGBackendConfig
 
 	mu      sync.RWMutex
 	targets map[string]*store.Target
 	sinks   map[string]*store.SQLSink
 	ids     map[string]int32
+}
+
+// PGBackendConfig is what a PGBackend is made of.
+type PGBackendConfig struct {
+	// Node is this replica's node id, recorded by its claims.
+	Node string
+	// Reader reads the source; the lock-id registry lives in its database.
+	Reader  *store.Reader
+	Watcher *Watcher
+	Session *coord.Session
+	// SourceID is the source cluster's system identifier, 0 if unknown.
+	SourceID int64
+	// Logger, if set, records checkpoint conversions between orderings.
+	Logger *zap.Logger
+}
+
+// NewPGBackend returns a backend with no projector yet (AddProjector).
+func NewPGBackend(c PGBackendConfig) *PGBackend {
+	return &PGBackend{PGBackendConfig: c, targets: map[string]*store.Target{}, sinks: map[string]*store.SQLSink{}, ids: map[string]int32{}}
 }
 
 var _ Backend = (*PGBackend)(nil)
@@ -41,9 +49,6 @@ var _ Backend = (*PGBackend)(nil)
 func (b *PGBackend) AddProjector(name string, t *store.Target, s *store.SQLSink) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.targets == nil {
-		b.targets, b.sinks, b.ids = map[string]*store.Target{}, map[string]*store.SQLSink{}, map[string]int32{}
-	}
 	b.targets[name], b.sinks[name] = t, s
 }
 
@@ -85,7 +90,7 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 		return store.Checkpoint{}, err
 	}
 	if b.SourceID != 0 {
-		id, err := store.SystemIdentifier(ctx, b.Source)
+		id, err := b.Reader.SystemIdentifier(ctx)
 		if err != nil {
 			return store.Checkpoint{}, err
 		}
@@ -196,18 +201,11 @@ func (b *PGBackend) lockID(ctx context.Context, projector string) (int32, error)
 	if ok {
 		return id, nil
 	}
-	timeout := b.QueryTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	id, err := store.ProjectorID(ctx, b.Source, projector, timeout)
+	id, err := b.Reader.ProjectorID(ctx, projector)
 	if err != nil {
 		return 0, err
 	}
 	b.mu.Lock()
-	if b.ids == nil {
-		b.ids = map[string]int32{}
-	}
 	b.ids[projector] = id
 	b.mu.Unlock()
 	return id, nil

@@ -246,3 +246,21 @@ func (r *Reader) top(ctx context.Context, sql string) (c Cursor, ok bool, err er
 	}
 	return c, true, nil
 }
+
+// SystemIdentifier is SystemIdentifier on the reader's database.
+func (r *Reader) SystemIdentifier(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return SystemIdentifier(ctx, r.pool)
+}
+
+// ProjectorID is ProjectorID on the reader's database, where the registry
+// of lock ids lives.
+func (r *Reader) ProjectorID(ctx context.Context, name string) (int32, error) {
+	return ProjectorID(ctx, r.pool, name, r.timeout)
+}
+
+// HorizonHolder is HorizonHolder on the reader's database.
+func (r *Reader) HorizonHolder(ctx context.Context) (Horizon, error) {
+	return HorizonHolder(ctx, r.pool, r.timeout)
+}
