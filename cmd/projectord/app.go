@@ -10,8 +10,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/metrics"
-	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/sdnotify"
 	"github.com/projectord/projectord/internal/server"
 )
@@ -21,7 +21,7 @@ import (
 type app struct {
 	cfg     *config.Config
 	log     *zap.Logger
-	daemon  *runner.Daemon
+	daemon  *daemon.Daemon
 	metrics *metrics.Metrics
 	srv     *server.Server // nil when http.listen is ""
 	// sd notifies systemd when it supervises the process (a no-op otherwise).
@@ -40,7 +40,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 	}
 	m := metrics.New(reg, names, metrics.BuildInfo{Version: build.Version, Commit: build.Commit, GoVersion: build.GoVersion})
 	m.UnsafeOrdering(cfg.Source.Ordering == "position")
-	d := runner.New(runner.Options{Config: cfg, Logger: log, Version: build.Version, Migrate: migrate,
+	d := daemon.New(daemon.Options{Config: cfg, Logger: log, Version: build.Version, Migrate: migrate,
 		Observer: m, OnSessionLost: m.SessionLost})
 	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
 	m.SetFreshness(d.LeasesFresh)

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/projectord/projectord/internal/config"
-	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -100,7 +100,7 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) (resolved string, war
 		case err != nil:
 			return err
 		}
-		src, err := runner.SourceOf(cfg.Source).Resolve(ctx, pool)
+		src, err := daemon.SourceOf(cfg.Source).Resolve(ctx, pool)
 		if err != nil {
 			problems = append(problems, config.Problem{Path: "source.table", Message: err.Error()})
 			return nil

@@ -6,7 +6,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
-	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -45,7 +45,7 @@ truth either way.`,
 			// it, so what is printed and altered is the table it reads.
 			return withPool(cmd.Context(), cfg, cfg.Database.URL, func(pool *pgxpool.Pool) error {
 				ctx := cmd.Context()
-				src, err := runner.SourceOf(cfg.Source).Resolve(ctx, pool)
+				src, err := daemon.SourceOf(cfg.Source).Resolve(ctx, pool)
 				if err != nil {
 					return err
 				}

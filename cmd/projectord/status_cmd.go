@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
@@ -255,7 +256,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		return statusDoc{}, err
 	}
 	// The source table is the one the daemon resolves.
-	source, err := runner.SourceOf(cfg.Source).Resolve(ctx, src)
+	source, err := daemon.SourceOf(cfg.Source).Resolve(ctx, src)
 	if err != nil {
 		return statusDoc{}, err
 	}
@@ -349,7 +350,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 			return statusDoc{}, &configError{err: fmt.Errorf("projector %s: %w", p.Name, err)}
 		}
 		types, all := sink.HandledTypes()
-		filter, handles := runner.HandledFilter(runner.ProjectorOf(p, cfg, nil, nil).Filter, types, all)
+		filter, handles := runner.HandledFilter(daemon.ProjectorOf(p, cfg, nil, nil).Filter, types, all)
 		c, hasCP := cps[p.Name]
 		if hasCP {
 			status := c.Status

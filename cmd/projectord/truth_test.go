@@ -7,6 +7,7 @@ import (
 	neturl "net/url"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -296,13 +297,11 @@ func TestHeadNeverBelowCheckpoint(t *testing.T) {
 			}
 		}
 	}()
-	stopped := false
+	var once sync.Once
+	var writeErr error
 	stopWriter := func() error {
-		if !stopped {
-			stopped = true
-			close(stop)
-		}
-		return <-done
+		once.Do(func() { close(stop); writeErr = <-done })
+		return writeErr
 	}
 	defer func() { _ = stopWriter() }()
 	moved, samples := 0, 0

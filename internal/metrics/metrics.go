@@ -234,7 +234,7 @@ func (m *Metrics) Snapshot(s runner.Snapshot) {
 }
 
 // SetView makes scrapes read the database-derived values from view, which
-// returns the latest snapshot and whether it is fresh (runner.Daemon.View).
+// returns the latest snapshot and whether it is fresh (daemon.Daemon.View).
 // Nothing of a stale one is exported.
 func (m *Metrics) SetView(view func() (runner.Snapshot, bool)) {
 	m.mu.Lock()

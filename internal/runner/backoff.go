@@ -42,3 +42,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// Backoff is the loops' jittered exponential backoff, for the daemon's own
+// retries (bootstrapping against a database that is not there yet).
+type Backoff struct{ b *backoff }
+
+// NewBackoff starts at initial and doubles up to max.
+func NewBackoff(initial, max time.Duration) *Backoff { return &Backoff{newBackoff(initial, max)} }
+
+// Delay returns the next wait and doubles the one after it.
+func (b *Backoff) Delay() time.Duration { return b.b.delay() }
+
+// Sleep waits for d or ctx; it reports whether d elapsed.
+func Sleep(ctx context.Context, d time.Duration) bool { return sleep(ctx, d) }

@@ -117,3 +117,8 @@ func withClass(detail string, err error) string {
 	}
 	return detail
 }
+
+// WithClass appends err's class (a SQLSTATE, or the kind of network error)
+// to detail, when it has one: what readiness may say of an error without
+// its text.
+func WithClass(detail string, err error) string { return withClass(detail, err) }

@@ -210,6 +210,9 @@ type MemNode struct {
 	sink string
 }
 
+// Name is the node's name.
+func (n *MemNode) Name() string { return n.node }
+
 // WithSink returns the node with its sink fingerprint set to fp: like a
 // replica whose handlers differ from those of a replica with another one.
 func (n *MemNode) WithSink(fp string) *MemNode { return &MemNode{m: n.m, node: n.node, sink: fp} }

@@ -61,6 +61,13 @@ type HorizonStatus struct {
 	Prepared   string  `json:"prepared_xact,omitempty"`
 }
 
+// Check is one named health check's outcome.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
 // StatusTarget pairs a projector with where its checkpoint lives.
 type StatusTarget struct {
 	Projector Projector

@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"testing"
@@ -7,22 +7,23 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
 // statusOf is the projector's entry in the daemon's latest snapshot, once
 // it is fresh.
-func statusOf(d *Daemon, projector string) (ProjectorStatus, bool) {
+func statusOf(d *Daemon, projector string) (runner.ProjectorStatus, bool) {
 	s, fresh := d.View()
 	if !fresh {
-		return ProjectorStatus{}, false
+		return runner.ProjectorStatus{}, false
 	}
 	for _, p := range s.Projectors {
 		if p.Name == projector {
 			return p, true
 		}
 	}
-	return ProjectorStatus{}, false
+	return runner.ProjectorStatus{}, false
 }
 
 // TestReviewHaltedOnTypelessRowHasLag: a projector that takes every event
@@ -43,12 +44,12 @@ func TestReviewHaltedOnTypelessRowHasLag(t *testing.T) {
 		Handlers: map[string]string{"A": `INSERT INTO applied (projector, position) VALUES ('only_a', @position)`}}}})
 	cfg.Metrics.RefreshInterval = 100 * time.Millisecond
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["only_a"] == StateHalted }, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return d.States()["only_a"] == runner.StateHalted }, 30*time.Second, 5*time.Millisecond)
 	c := tb.checkpoint(t, "only_a")
 	require.NotNil(t, c.Halt)
 	require.Equal(t, typeless, c.Halt.Event.Position, "halted on the typeless row")
 
-	var st ProjectorStatus
+	var st runner.ProjectorStatus
 	require.Eventually(t, func() bool {
 		p, ok := statusOf(d, "only_a")
 		st = p

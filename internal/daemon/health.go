@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -6,31 +6,25 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
-
-// Check is one named health check's outcome.
-type Check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
-}
 
 // SnapshotObserver is an optional Observer extension that receives each
 // periodic snapshot (the metrics use it for head, lag and horizon).
 type SnapshotObserver interface {
-	Snapshot(Snapshot)
+	Snapshot(runner.Snapshot)
 }
 
 // Live reports whether the daemon's loops are ticking. It never touches
 // the database: a database outage makes the daemon unready, not dead.
-func (d *Daemon) Live() (bool, []Check) {
+func (d *Daemon) Live() (bool, []runner.Check) {
 	now := time.Now()
 	d.mu.Lock()
 	b, started := d.backend, d.started
 	refreshed := d.refreshLoop
 	d.mu.Unlock()
-	checks := []Check{{Name: "process", OK: true}}
+	checks := []runner.Check{{Name: "process", OK: true}}
 	if b == nil {
 		return true, checks
 	}
@@ -42,14 +36,14 @@ func (d *Daemon) Live() (bool, []Check) {
 	if last.IsZero() {
 		last = started
 	}
-	w := Check{Name: "source_watcher", OK: now.Sub(last) < budget(d.cfg.Source.PollInterval)}
+	w := runner.Check{Name: "source_watcher", OK: now.Sub(last) < budget(d.cfg.Source.PollInterval)}
 	if !w.OK {
 		w.Detail = "no poll loop since " + last.Format(time.RFC3339)
 	}
 	if refreshed.IsZero() {
 		refreshed = started
 	}
-	r := Check{Name: "refresher", OK: now.Sub(refreshed) < budget(d.cfg.Metrics.RefreshInterval)}
+	r := runner.Check{Name: "refresher", OK: now.Sub(refreshed) < budget(d.cfg.Metrics.RefreshInterval)}
 	if !r.OK {
 		r.Detail = "no refresh since " + refreshed.Format(time.RFC3339)
 	}
@@ -60,17 +54,17 @@ func (d *Daemon) Live() (bool, []Check) {
 // Readiness reports whether this replica can do its work: configuration
 // loaded, database reachable (a recent successful poll and a live
 // coordination session) and not shutting down.
-func (d *Daemon) Readiness() (bool, []Check) {
+func (d *Daemon) Readiness() (bool, []runner.Check) {
 	d.mu.Lock()
 	b, stopping, bootErr := d.backend, d.stopping, d.bootErr
 	d.mu.Unlock()
-	checks := []Check{{Name: "config", OK: true}}
-	db := Check{Name: "database", OK: b != nil}
+	checks := []runner.Check{{Name: "config", OK: true}}
+	db := runner.Check{Name: "database", OK: b != nil}
 	switch {
 	case b == nil && bootErr != nil:
 		// Probes are unauthenticated: the error's text (user, database,
 		// host, a server message) goes to the log only.
-		db.Detail = withClass("not ready; the error is in the log", bootErr)
+		db.Detail = runner.WithClass("not ready; the error is in the log", bootErr)
 	case b == nil:
 		db.Detail = "connecting"
 	default:
@@ -83,11 +77,11 @@ func (d *Daemon) Readiness() (bool, []Check) {
 			db.OK = false
 			db.Detail = "no successful source poll since " + polled.Format(time.RFC3339)
 			if err != nil {
-				db.Detail = withClass(db.Detail, err)
+				db.Detail = runner.WithClass(db.Detail, err)
 			}
 		}
 	}
-	sd := Check{Name: "shutdown", OK: !stopping}
+	sd := runner.Check{Name: "shutdown", OK: !stopping}
 	if stopping {
 		sd.Detail = "shutting down"
 	}
@@ -99,7 +93,7 @@ func (d *Daemon) Readiness() (bool, []Check) {
 // last refresh succeeded, and not longer ago than staleAfter. What a
 // replica that cannot reach the database last read is not what is so now:
 // the metrics export nothing of a stale snapshot, and /status leaves it out.
-func (d *Daemon) View() (Snapshot, bool) {
+func (d *Daemon) View() (runner.Snapshot, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.snapshot
@@ -117,7 +111,7 @@ func (d *Daemon) staleAfter() time.Duration {
 // (refresh_interval old at most) with this replica's supervisor states. A
 // stale one (View) keeps only the states: its leaders, positions and lag
 // are no longer known.
-func (d *Daemon) Snapshot() Snapshot {
+func (d *Daemon) Snapshot() runner.Snapshot {
 	s, fresh := d.View()
 	s.Ready, _ = d.Readiness()
 	s.Node = d.node
@@ -128,15 +122,15 @@ func (d *Daemon) Snapshot() Snapshot {
 	}
 	if !fresh && len(s.Projectors) > 0 {
 		s.Stale = true
-		s.Head, s.HeadXID, s.ReadableHead, s.Horizon = 0, 0, 0, HorizonStatus{}
+		s.Head, s.HeadXID, s.ReadableHead, s.Horizon = 0, 0, 0, runner.HorizonStatus{}
 		s.Projectors = nil
 	}
 	if len(s.Projectors) == 0 {
 		for _, p := range d.cfg.Projectors {
-			s.Projectors = append(s.Projectors, ProjectorStatus{Name: p.Name, Status: "unknown"})
+			s.Projectors = append(s.Projectors, runner.ProjectorStatus{Name: p.Name, Status: "unknown"})
 		}
 	} else {
-		s.Projectors = append([]ProjectorStatus(nil), s.Projectors...)
+		s.Projectors = append([]runner.ProjectorStatus(nil), s.Projectors...)
 	}
 	for i := range s.Projectors {
 		s.Projectors[i].State = states[s.Projectors[i].Name]
@@ -147,13 +141,13 @@ func (d *Daemon) Snapshot() Snapshot {
 // refresh computes a snapshot every metrics.refresh_interval. It costs one
 // checkpoint query per target database, one horizon query, and a lag query
 // only for projectors that are behind.
-func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarget) {
+func (d *Daemon) refresh(ctx context.Context, b *runner.PGBackend, targets []runner.StatusTarget) {
 	t := time.NewTicker(d.cfg.Metrics.RefreshInterval)
 	defer t.Stop()
 	var failing bool
 	for {
 		started := time.Now()
-		snap := Snapshot{TakenAt: started}
+		snap := runner.Snapshot{TakenAt: started}
 		readable, _ := b.Watcher.Head()
 		snap.ReadableHead = readable.Position
 		err := func() error {
@@ -166,8 +160,8 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 			if err != nil {
 				return err
 			}
-			snap.Horizon = HorizonStatus{AgeSeconds: h.Age.Seconds(), PID: h.PID, Prepared: h.Prepared}
-			snap.Projectors, err = CollectStatus(ctx, b.Reader, head, targets)
+			snap.Horizon = runner.HorizonStatus{AgeSeconds: h.Age.Seconds(), PID: h.PID, Prepared: h.Prepared}
+			snap.Projectors, err = runner.CollectStatus(ctx, b.Reader, head, targets)
 			return err
 		}()
 		if ctx.Err() != nil {
@@ -213,9 +207,9 @@ func (d *Daemon) refresh(ctx context.Context, b *PGBackend, targets []StatusTarg
 // notification (ResumeChannel, ResetChannel) was missed, say while the
 // coordination session was down. So a resume takes effect on every
 // replica within a refresh interval at worst.
-func wakeResumed(snap Snapshot, sups map[string]*Supervisor) {
+func wakeResumed(snap runner.Snapshot, sups map[string]*runner.Supervisor) {
 	for _, p := range snap.Projectors {
-		if s := sups[p.Name]; s != nil && p.Status != store.StatusHalted && s.State() == StateHalted {
+		if s := sups[p.Name]; s != nil && p.Status != store.StatusHalted && s.State() == runner.StateHalted {
 			s.Wake()
 		}
 	}

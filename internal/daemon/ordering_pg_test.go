@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -8,20 +8,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
 // contract is what the shared suite needs from a backend implementation.
 type contract struct {
-	a, b       Backend // two replicas of one store; projector "c" registered
+	a, b       runner.Backend // two replicas of one store; projector "c" registered
 	appendN    func(t *testing.T, n int, typ string)
-	loseLeases func(t *testing.T, b Backend)
+	loseLeases func(t *testing.T, b runner.Backend)
 	applied    func(t *testing.T) int // events applied by projector c's sink
 }
 
 func memoryContract(t *testing.T) *contract {
-	mem := NewMemory()
-	sink := &recordingSink{}
+	mem := runner.NewMemory()
+	sink := &countingSink{}
 	mem.SetSink("c", sink)
 	return &contract{
 		a: mem.Node("a"), b: mem.Node("b"),
@@ -30,7 +31,7 @@ func memoryContract(t *testing.T) *contract {
 				mem.AppendCommitted("s", typ, "{}")
 			}
 		},
-		loseLeases: func(t *testing.T, b Backend) { mem.LoseLeases(b.(*MemNode).node) },
+		loseLeases: func(t *testing.T, b runner.Backend) { mem.LoseLeases(b.(*runner.MemNode).Name()) },
 		applied:    func(t *testing.T) int { return sink.count() },
 	}
 }
@@ -41,8 +42,8 @@ func postgresContract(t *testing.T) *contract {
 	return &contract{
 		a: tb.backend(t, cfg, "a"), b: tb.backend(t, cfg, "b"),
 		appendN: func(t *testing.T, n int, typ string) { tb.appendEvents(t, n, n, typ) },
-		loseLeases: func(t *testing.T, b Backend) {
-			_, err := tb.pool.Exec(tb.ctx, `SELECT pg_terminate_backend($1)`, int(b.(*PGBackend).Session.PID()))
+		loseLeases: func(t *testing.T, b runner.Backend) {
+			_, err := tb.pool.Exec(tb.ctx, `SELECT pg_terminate_backend($1)`, int(b.(*runner.PGBackend).Session.PID()))
 			require.NoError(t, err)
 		},
 		applied: func(t *testing.T) (n int) {
@@ -66,7 +67,7 @@ func TestBackendContract(t *testing.T) {
 	}
 }
 
-func waitDone(t *testing.T, l Lease) {
+func waitDone(t *testing.T, l runner.Lease) {
 	t.Helper()
 	select {
 	case <-l.Done():
@@ -80,7 +81,7 @@ func testLeadershipContract(t *testing.T, c *contract) {
 	la, err := c.a.TryAcquire(ctx, "c")
 	require.NoError(t, err)
 	_, err = c.b.TryAcquire(ctx, "c")
-	require.ErrorIs(t, err, ErrNotLeader)
+	require.ErrorIs(t, err, runner.ErrNotLeader)
 
 	turn := c.b.Turn()
 	require.NoError(t, la.Release(ctx))

@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -235,9 +236,9 @@ func TestPGBadSourceRowsHaltTheProjectorOneByOne(t *testing.T) {
 	all := src.goodOf("A", "B")
 	for _, bad := range src.bad {
 		ctx, cancel := context.WithTimeout(tb.ctx, 60*time.Second)
-		err := Run(ctx, p, b)
+		err := runner.Run(ctx, p, b)
 		cancel()
-		require.ErrorIs(t, err, ErrHalted, "halts on the bad %s row at %s", bad.field, bad.cursor)
+		require.ErrorIs(t, err, runner.ErrHalted, "halts on the bad %s row at %s", bad.field, bad.cursor)
 		require.ErrorContains(t, err, fmt.Sprintf("event %s", bad.cursor))
 		require.ErrorContains(t, err, fmt.Sprintf("column %q (%s) is", bad.field, bad.field))
 		cp := tb.checkpoint(t, "halts")
@@ -259,8 +260,8 @@ func TestPGBadSourceRowsHaltTheProjectorOneByOne(t *testing.T) {
 			"halts", bad.cursor.XID, bad.cursor.Position)
 		require.NoError(t, err)
 		// Until it is resumed, no replica with these handlers runs it.
-		err = Run(tb.ctx, p, b)
-		require.ErrorIs(t, err, ErrHalted)
+		err = runner.Run(tb.ctx, p, b)
+		require.ErrorIs(t, err, runner.ErrHalted)
 		require.ErrorIs(t, err, store.ErrProjectorHalted, "refused at the claim")
 		require.Equal(t, cp.Epoch, tb.checkpoint(t, "halts").Epoch, "a refused claim fences nobody")
 		was, err := store.NewTarget(tb.pool, time.Minute).Resume(tb.ctx, "halts")
@@ -269,7 +270,7 @@ func TestPGBadSourceRowsHaltTheProjectorOneByOne(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(tb.ctx)
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, p, b) }()
+	go func() { done <- runner.Run(ctx, p, b) }()
 	tb.waitCaughtUp(t, "halts")
 	cancel()
 	require.NoError(t, <-done)

@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -11,12 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
 // runUntilDone runs p on b and returns Run's result, failing the test if
 // Run has not returned by the deadline.
-func runUntilDone(t *testing.T, ctx context.Context, p Projector, b Backend, within time.Duration) error {
+func runUntilDone(t *testing.T, ctx context.Context, p runner.Projector, b runner.Backend, within time.Duration) error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -36,7 +37,7 @@ func runUntilDone(t *testing.T, ctx context.Context, p Projector, b Backend, wit
 // first batch with events commits: that batch is in flight when its
 // leader is deposed.
 type rivalOnCommit struct {
-	*PGBackend
+	*runner.PGBackend
 	target *store.Target
 	fenced atomic.Bool
 }
@@ -84,13 +85,13 @@ func TestPGProcedureCommitCannotEscapeTheFence(t *testing.T) {
 	rb := &rivalOnCommit{PGBackend: b, target: store.NewTarget(tb.pool, 30*time.Second)}
 	err = runUntilDone(t, tb.ctx, p, rb, time.Minute)
 	require.True(t, rb.fenced.Load(), "a batch was in flight when the rival claimed")
-	require.True(t, errorsIsAny(err, ErrHalted, ErrDeposed), "got %v", err)
+	require.True(t, errorsIsAny(err, runner.ErrHalted, runner.ErrDeposed), "got %v", err)
 	charged(t)
 
 	// Unfenced (as the rival would run it): the procedure's COMMIT fails
 	// for every event alike; the projector halts and charges none of them.
 	err = runUntilDone(t, tb.ctx, p, b, time.Minute)
-	require.ErrorIs(t, err, ErrHalted)
+	require.ErrorIs(t, err, runner.ErrHalted)
 	charged(t)
 	c := tb.checkpoint(t, "escape")
 	require.Equal(t, store.StatusHalted, c.Status)
@@ -126,7 +127,7 @@ func TestPGHandlerRefusedAtStartHaltsWithoutChargingEvents(t *testing.T) {
 	for kind, h := range handlers {
 		for _, then := range []string{"dead_letter", "skip"} {
 			name := kind + "-" + then
-			require.Eventually(t, func() bool { return d.States()[name] == StateHalted }, 30*time.Second, 5*time.Millisecond,
+			require.Eventually(t, func() bool { return d.States()[name] == runner.StateHalted }, 30*time.Second, 5*time.Millisecond,
 				"projector %s never halted", name)
 			c := tb.checkpoint(t, name)
 			require.Equal(t, store.StatusHalted, c.Status, name)
@@ -143,7 +144,7 @@ func TestPGHandlerRefusedAtStartHaltsWithoutChargingEvents(t *testing.T) {
 // claim, as a migration might, so the handler check that follows waits on
 // it until the target's timeout.
 type lockAfterClaim struct {
-	*PGBackend
+	*runner.PGBackend
 	tb    *pgBundle
 	table string
 	tx    chan pgx.Tx
@@ -183,7 +184,7 @@ func TestPGHandlerCheckThatCannotFinishIsRetriedNotHalted(t *testing.T) {
 	lb := &lockAfterClaim{PGBackend: b, tb: tb, table: "rm", tx: make(chan pgx.Tx, 1)}
 	err = runUntilDone(t, tb.ctx, p, lb, time.Minute)
 	require.Error(t, err)
-	require.NotErrorIs(t, err, ErrHalted)
+	require.NotErrorIs(t, err, runner.ErrHalted)
 	require.ErrorContains(t, err, "error checking the sink of locked")
 	c := tb.checkpoint(t, "locked")
 	require.Equal(t, store.StatusRunning, c.Status)

@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -96,7 +97,7 @@ func TestPGEventErrorsReachThePolicy(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.then == "halt" {
-				require.Eventually(t, func() bool { return d.States()[c.name] == StateHalted }, 30*time.Second, 5*time.Millisecond,
+				require.Eventually(t, func() bool { return d.States()[c.name] == runner.StateHalted }, 30*time.Second, 5*time.Millisecond,
 					"projector %s never halted", c.name)
 				cp := tb.checkpoint(t, c.name)
 				require.Equal(t, store.StatusHalted, cp.Status)
@@ -182,7 +183,7 @@ func TestPGGracefulStopEndsPoisonRetries(t *testing.T) {
 	d.Stop(ctx)
 	took := time.Since(began)
 	require.Less(t, took, 10*time.Second, "the stop waited for the retry backoff")
-	require.Equal(t, StateStopped, d.States()["stuck"])
+	require.Equal(t, runner.StateStopped, d.States()["stuck"])
 	var n int
 	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM projectord.dead_letters`).Scan(&n))
 	require.Zero(t, n, "a stop dead-letters nothing")

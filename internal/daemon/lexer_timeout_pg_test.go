@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 )
 
 // TestPGHandlerLexedLikePostgresSkipsNothing: handlers that are valid SQL, where
@@ -39,10 +40,10 @@ func TestPGHandlerLexedLikePostgresSkipsNothing(t *testing.T) {
 			// handler (halts) without passing over any event.
 			want := tb.lastEvent(t)
 			require.Eventually(t, func() bool {
-				return tb.peek("lx").Cursor == want || d.States()["lx"] == StateHalted
+				return tb.peek("lx").Cursor == want || d.States()["lx"] == runner.StateHalted
 			}, 30*time.Second, 5*time.Millisecond)
 			cp := tb.checkpoint(t, "lx")
-			if d.States()["lx"] == StateHalted {
+			if d.States()["lx"] == runner.StateHalted {
 				require.True(t, cp.Cursor.IsZero(), "halted after passing over events: %s (%s)", cp.Cursor, cp.LastError)
 				return
 			}
@@ -76,7 +77,7 @@ func TestPGEventSlowAsAWholeReachesThePolicy(t *testing.T) {
 	cfg.Database.QueryTimeout = time.Second
 	d := tb.startDaemon(t, cfg, "node-a")
 	// max_attempts 2 with millisecond backoff: a few seconds at most.
-	halted := func() bool { return d.States()["slow"] == StateHalted }
+	halted := func() bool { return d.States()["slow"] == runner.StateHalted }
 	if !assertEventually(t, halted, 20*time.Second) {
 		t.Fatalf("the event never reached its error policy; last_error: %s", tb.peek("slow").LastError)
 	}

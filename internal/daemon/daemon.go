@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -25,7 +26,7 @@ type Options struct {
 	// Migrate applies schema migrations on start; otherwise the schema
 	// version is only checked.
 	Migrate  bool
-	Observer Observer
+	Observer runner.Observer
 	// OnSessionLost is called, with one of coord.LossReasons, each time the
 	// coordination session is lost (not stopped); it must not block.
 	OnSessionLost func(reason string)
@@ -42,13 +43,13 @@ type Daemon struct {
 	source      *pgxpool.Pool
 	pools       map[string]*pgxpool.Pool // target URL -> pool
 	backends    *coord.PoolBackends      // every pool connection, for takeover
-	backend     *PGBackend
-	supervisors map[string]*Supervisor
+	backend     *runner.PGBackend
+	supervisors map[string]*runner.Supervisor
 	stopping    bool
 	started     time.Time
 	bootErr     error
 	refreshLoop time.Time
-	snapshot    Snapshot
+	snapshot    runner.Snapshot
 	// snapshotOK: the last refresh succeeded; refreshTook: how long it took.
 	snapshotOK  bool
 	refreshTook time.Duration
@@ -69,11 +70,11 @@ func New(opts Options) *Daemon {
 		node = config.DefaultNodeID()
 	}
 	if opts.Observer == nil {
-		opts.Observer = NopObserver{}
+		opts.Observer = runner.NopObserver{}
 	}
 	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node, started: time.Now(),
 		pools: map[string]*pgxpool.Pool{}, backends: coord.NewPoolBackends(),
-		supervisors: map[string]*Supervisor{}, fatal: make(chan error, 1)}
+		supervisors: map[string]*runner.Supervisor{}, fatal: make(chan error, 1)}
 }
 
 // Node is this replica's node id.
@@ -84,12 +85,12 @@ func (d *Daemon) Node() string { return d.node }
 func (d *Daemon) Fatal() <-chan error { return d.fatal }
 
 // States returns every projector's supervisor state.
-func (d *Daemon) States() map[string]State {
+func (d *Daemon) States() map[string]runner.State {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := map[string]State{}
+	out := map[string]runner.State{}
 	for _, p := range d.cfg.Projectors {
-		out[p.Name] = StateStarting
+		out[p.Name] = runner.StateStarting
 		if s, ok := d.supervisors[p.Name]; ok {
 			out[p.Name] = s.State()
 		}
@@ -98,7 +99,7 @@ func (d *Daemon) States() map[string]State {
 }
 
 // Backend returns the Postgres backend once bootstrapped, else nil.
-func (d *Daemon) Backend() *PGBackend {
+func (d *Daemon) Backend() *runner.PGBackend {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.backend
@@ -138,7 +139,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 }
 
 func (d *Daemon) bootstrap(ctx, bg context.Context) {
-	bo := newBackoff(250*time.Millisecond, 10*time.Second)
+	bo := runner.NewBackoff(250*time.Millisecond, 10*time.Second)
 	for {
 		err := d.connect(ctx, bg)
 		if err == nil {
@@ -160,9 +161,9 @@ func (d *Daemon) bootstrap(ctx, bg context.Context) {
 		d.mu.Lock()
 		d.bootErr = err
 		d.mu.Unlock()
-		delay := bo.delay()
+		delay := bo.Delay()
 		d.log.Warn("database not ready, retrying", zap.Error(err), zap.Duration("retry_in", delay))
-		if !sleep(ctx, delay) {
+		if !runner.Sleep(ctx, delay) {
 			return
 		}
 	}
@@ -236,13 +237,13 @@ func SourceOf(c config.Source) store.Source {
 }
 
 // ProjectorOf converts one projector's configuration.
-func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs Observer) Projector {
-	return Projector{
+func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs runner.Observer) runner.Projector {
+	return runner.Projector{
 		Name:      p.Name,
 		Filter:    store.Filter{EventTypes: p.EventTypes, StreamPrefix: p.StreamPrefix},
 		BatchSize: p.BatchSize,
-		Policy: ErrorPolicy{MaxAttempts: p.OnError.MaxAttempts, Initial: p.OnError.Initial,
-			Max: p.OnError.Max, Then: Then(p.OnError.Then)},
+		Policy: runner.ErrorPolicy{MaxAttempts: p.OnError.MaxAttempts, Initial: p.OnError.Initial,
+			Max: p.OnError.Max, Then: runner.Then(p.OnError.Then)},
 		CommitTimeout: cfg.Database.QueryTimeout,
 		Logger:        log,
 		Observer:      obs,
@@ -328,7 +329,7 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return err
 	}
 	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
-	watcher := NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
+	watcher := runner.NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
 	listen := []string{store.ResetChannel, store.ResumeChannel}
 	if cfg.Source.Listen {
 		listen = append(listen, cfg.Source.NotifyChannel)
@@ -348,13 +349,13 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		PoolBackends:   d.backends,
 		Logger:         d.log.Named("coord"),
 	})
-	b := NewPGBackend(PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Session: session,
+	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Session: session,
 		SourceID: sourceID, Logger: d.log.Named("checkpoint")})
-	var statusTargets []StatusTarget
+	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
 		types, all := sinks[p.Name].HandledTypes()
-		statusTargets = append(statusTargets, StatusTargetOf(ProjectorOf(p, cfg, nil, nil), targets[p.Name], types, all))
+		statusTargets = append(statusTargets, runner.StatusTargetOf(ProjectorOf(p, cfg, nil, nil), targets[p.Name], types, all))
 	}
 
 	d.mu.Lock()
@@ -376,11 +377,11 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	}()
 	// Two batches per pooled connection: enough to keep every connection
 	// busy (one reading, one committing) and no more.
-	budget := NewBudget(2 * int(cfg.Database.MaxConns))
+	budget := runner.NewBudget(2 * int(cfg.Database.MaxConns))
 	for _, p := range cfg.Projectors {
 		proj := ProjectorOf(p, cfg, d.log.Named("projector"), d.opts.Observer)
 		proj.Budget = budget
-		s := NewSupervisor(proj, b)
+		s := runner.NewSupervisor(proj, b)
 		d.supervisors[p.Name] = s
 		d.wg.Add(1)
 		go func() {
@@ -450,7 +451,7 @@ func (d *Daemon) closePools() {
 // onNotify routes notifications: a reset restarts that projector's run, a
 // resume makes a halted supervisor compete again, a source NOTIFY wakes the
 // watcher.
-func (d *Daemon) onNotify(w *Watcher) func(channel, payload string) {
+func (d *Daemon) onNotify(w *runner.Watcher) func(channel, payload string) {
 	return func(channel, payload string) {
 		if channel != store.ResetChannel && channel != store.ResumeChannel {
 			w.Kick()

@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -39,7 +40,7 @@ func TestPGPoisonErrorSummary(t *testing.T) {
 	cfg.Metrics.RefreshInterval = 50 * time.Millisecond
 	d := tb.startDaemon(t, cfg, "node-a")
 
-	want := map[string]ErrorSummary{
+	want := map[string]runner.ErrorSummary{
 		"halts":   {Kind: "poison", Then: "halt", SQLState: "22P02", XID: bad.XID, Position: bad.Position},
 		"letters": {Kind: "poison", Then: "dead_letter", SQLState: "22P02", XID: bad.XID, Position: bad.Position},
 	}
@@ -82,14 +83,14 @@ func TestPGReadinessHidesConnectionDetails(t *testing.T) {
 	cfg.Database.URL = u.String()
 	d := tb.startDaemon(t, cfg, "node-a")
 
-	database := func() Check {
+	database := func() runner.Check {
 		_, checks := d.Readiness()
 		for _, c := range checks {
 			if c.Name == "database" {
 				return c
 			}
 		}
-		return Check{}
+		return runner.Check{}
 	}
 	require.Eventually(t, func() bool { c := database(); return c.Detail != "" && c.Detail != "connecting" }, 30*time.Second, 10*time.Millisecond)
 	db := database()

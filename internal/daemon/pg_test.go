@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgtest"
 )
@@ -156,7 +157,7 @@ func (tb *pgBundle) waitCaughtUp(t *testing.T, projectors ...string) {
 func leaders(ds []*Daemon, projector string) []string {
 	var out []string
 	for _, d := range ds {
-		if d.States()[projector] == StateLeader {
+		if d.States()[projector] == runner.StateLeader {
 			out = append(out, d.Node())
 		}
 	}
@@ -309,7 +310,7 @@ func TestPGPoisonPoliciesIsolateProjectors(t *testing.T) {
 	)
 	d := tb.startDaemon(t, cfg, "node-a")
 	tb.waitCaughtUp(t, "skips", "letters", "healthy")
-	require.Eventually(t, func() bool { return d.States()["halts"] == StateHalted }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return d.States()["halts"] == runner.StateHalted }, 10*time.Second, 5*time.Millisecond)
 
 	count := func(p string) (n int) {
 		require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM nums WHERE projector = $1`, p).Scan(&n))
@@ -333,7 +334,7 @@ func TestPGPoisonPoliciesIsolateProjectors(t *testing.T) {
 // that has not yet noticed it lost its lock, and that reports when a
 // commit starts.
 type slowCommit struct {
-	*PGBackend
+	*runner.PGBackend
 	started chan struct{}
 	once    sync.Once
 }
@@ -360,7 +361,7 @@ func TestPGLeaderCutOffMidBatchCannotCommit(t *testing.T) {
 	a := tb.backend(t, cfg, "node-a")
 	slowA := &slowCommit{PGBackend: a, started: make(chan struct{})}
 	doneA := make(chan error, 1)
-	go func() { doneA <- Run(tb.ctx, p, slowA) }()
+	go func() { doneA <- runner.Run(tb.ctx, p, slowA) }()
 	select {
 	case <-slowA.started:
 	case <-time.After(10 * time.Second):
@@ -376,7 +377,7 @@ func TestPGLeaderCutOffMidBatchCannotCommit(t *testing.T) {
 	doneB := make(chan error, 1)
 	go func() {
 		for {
-			err := Run(ctxB, p, b)
+			err := runner.Run(ctxB, p, b)
 			if err == nil || ctxB.Err() != nil {
 				doneB <- err
 				return
@@ -389,7 +390,7 @@ func TestPGLeaderCutOffMidBatchCannotCommit(t *testing.T) {
 	}()
 	errA := <-doneA
 	require.Error(t, errA)
-	require.True(t, errorsIsAny(errA, ErrDeposed, ErrLeaseLost), "A stops because it was deposed or lost its lease: %v", errA)
+	require.True(t, errorsIsAny(errA, runner.ErrDeposed, runner.ErrLeaseLost), "A stops because it was deposed or lost its lease: %v", errA)
 	tb.waitCaughtUp(t, "fenced")
 	c := tb.checkpoint(t, "fenced")
 	require.Equal(t, "node-b", c.LeaderNode)
@@ -399,13 +400,13 @@ func TestPGLeaderCutOffMidBatchCannotCommit(t *testing.T) {
 }
 
 // backend builds a bare PGBackend (no daemon) for node on tb's database.
-func (tb *pgBundle) backend(t *testing.T, cfg *config.Config, node string) *PGBackend {
+func (tb *pgBundle) backend(t *testing.T, cfg *config.Config, node string) *runner.PGBackend {
 	t.Helper()
 	src := SourceOf(cfg.Source)
 	cc, err := pgx.ParseConfig(tb.url)
 	require.NoError(t, err)
 	reader := store.NewReader(tb.pool, src, 5*time.Second)
-	w := NewWatcher(reader, 10*time.Millisecond, tb.log)
+	w := runner.NewWatcher(reader, 10*time.Millisecond, tb.log)
 	ctx, cancel := context.WithCancel(tb.ctx)
 	go w.Run(ctx)
 	s := coord.New(coord.Config{ConnConfig: cc, Namespace: 7, NodeID: node, Hostname: "test", Version: "test",
@@ -414,7 +415,7 @@ func (tb *pgBundle) backend(t *testing.T, cfg *config.Config, node string) *PGBa
 	require.NoError(t, s.Start(ctx))
 	t.Cleanup(func() { s.Stop(); cancel() })
 	require.Eventually(t, s.Up, 10*time.Second, time.Millisecond)
-	b := NewPGBackend(PGBackendConfig{Node: node, Reader: reader, Watcher: w, Session: s})
+	b := runner.NewPGBackend(runner.PGBackendConfig{Node: node, Reader: reader, Watcher: w, Session: s})
 	for _, p := range cfg.Projectors {
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		require.NoError(t, err)
@@ -447,7 +448,7 @@ func TestPGNotifyWakesProjectorBeforeThePoll(t *testing.T) {
 	cfg.Source.Listen = true
 	cfg.Source.PollInterval = time.Minute // only the NOTIFY can wake it in time
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["woken"] == StateLeader }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return d.States()["woken"] == runner.StateLeader }, 10*time.Second, time.Millisecond)
 	// Let the first poll settle, then write.
 	tb.appendEvents(t, 1, 1, "A")
 	tb.waitCaughtUp(t, "woken")
@@ -552,7 +553,7 @@ func TestPGDatabaseErrorsAreNotBlamedOnEvents(t *testing.T) {
 	cfg := tb.config(t, config.Projector{Name: "ro", OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 20 * time.Millisecond, Then: "skip"},
 		Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO rm VALUES (@position)`}}}})
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["ro"] == StateLeader }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return d.States()["ro"] == runner.StateLeader }, 10*time.Second, time.Millisecond)
 	// Far more failures than max_attempts, yet nothing may be skipped.
 	require.Never(t, func() bool { return tb.peek("ro").Cursor.Position > 0 }, 500*time.Millisecond, 10*time.Millisecond)
 	// ... but the retrying is visible.
@@ -586,6 +587,32 @@ func TestPGClaimRefusesASwappedSourceCluster(t *testing.T) {
 	_, err = b.Claim(tb.ctx, "swap")
 	require.ErrorIs(t, err, store.ErrClusterChanged)
 	// The supervisor ends with it, as its cause for the daemon to stop.
-	told := NewSupervisor(ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil), b).Run(tb.ctx)
+	told := runner.NewSupervisor(ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil), b).Run(tb.ctx)
 	require.ErrorIs(t, told, store.ErrClusterChanged)
+}
+
+// start runs runner.Run in the background and returns its result channel.
+func start(ctx context.Context, p runner.Projector, b runner.Backend) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(ctx, p, b) }()
+	return done
+}
+
+// countingSink is a memory sink that counts what it applies.
+type countingSink struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (s *countingSink) Apply(events []store.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n += len(events)
+	return nil
+}
+
+func (s *countingSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
 }

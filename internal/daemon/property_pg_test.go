@@ -1,4 +1,4 @@
-package runner
+package daemon
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -385,7 +386,7 @@ func runPropertySeed(t *testing.T, seed uint64) {
 			p := propProjectors[rng.IntN(len(propProjectors))].name
 			leading := false
 			for i, d := range c.replicas {
-				if d.States()[p] == StateLeader {
+				if d.States()[p] == runner.StateLeader {
 					k, leading = i, true
 				}
 			}
@@ -486,7 +487,7 @@ func (c *propCluster) haltedEverywhere(name string) bool {
 		return true
 	}
 	for _, d := range c.replicas {
-		if d.States()[name] != StateHalted {
+		if d.States()[name] != runner.StateHalted {
 			return false
 		}
 	}
