@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -114,7 +115,10 @@ func runUntilSignal(ctx context.Context, a *app) error {
 	select {
 	case sig := <-sigs:
 		a.log.Info("signal received; stopping", zap.String("signal", sig.String()), zap.Duration("budget", a.cfg.ShutdownTimeout))
-	case fatal = <-a.daemon.Fatal():
+	case <-a.daemon.Done():
+		if cause := a.daemon.Cause(); !errors.Is(cause, daemon.ErrStopped) {
+			fatal = cause
+		}
 	case <-ctx.Done():
 	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)

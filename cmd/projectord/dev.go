@@ -326,8 +326,8 @@ func (s *devSession) follow(ctx context.Context, sig *devSignals) (reason string
 				return signalName(sg), nil
 			}
 			return context.Cause(ctx).Error(), nil
-		case err := <-s.app.daemon.Fatal():
-			return "", err
+		case <-s.app.daemon.Done():
+			return "", s.app.daemon.Cause()
 		}
 	}
 }

@@ -54,13 +54,41 @@ type Daemon struct {
 	snapshotOK  bool
 	refreshTook time.Duration
 
-	cancel    context.CancelFunc // stops the bootstrap and the supervisors
-	bgCancel  context.CancelFunc // stops the watcher after the supervisors
-	wg        sync.WaitGroup     // supervisors
-	bgWG      sync.WaitGroup     // bootstrap, watcher
-	fatal     chan error
+	// life ends when the daemon does, with its cause: ErrStopped after
+	// Stop, or the fatal error it met (Done, Cause). The bootstrap and the
+	// supervisors run on it.
+	life       context.Context
+	end        context.CancelCauseFunc
+	hasStarted bool
+	// services are the parts bootstrap started, in order; Stop stops them
+	// in reverse, after the supervisors.
+	services  []service
+	wg        sync.WaitGroup // supervisors
+	bootWG    sync.WaitGroup // bootstrap
 	stopOnce  sync.Once
 	startOnce sync.Once
+}
+
+// ErrStopped is the cause of a daemon's end after Stop.
+var ErrStopped = errors.New("projectord stopped")
+
+// service is one part of a running replica that Stop ends: river's
+// startstop contract, reduced to what the daemon needs. Its start is part
+// of bootstrap; stop returns once it has stopped.
+type service struct {
+	name string
+	stop func()
+}
+
+// goService runs run on its own context until its stop.
+func goService(name string, parent context.Context, run func(ctx context.Context)) service {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(ctx)
+	}()
+	return service{name: name, stop: func() { cancel(ErrStopped); <-done }}
 }
 
 // New validates nothing and touches no database: it only prepares.
@@ -72,17 +100,29 @@ func New(opts Options) *Daemon {
 	if opts.Observer == nil {
 		opts.Observer = runner.NopObserver{}
 	}
+	life, end := context.WithCancelCause(context.Background())
 	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node, started: time.Now(),
 		pools: map[string]*pgxpool.Pool{}, backends: coord.NewPoolBackends(),
-		supervisors: map[string]*runner.Supervisor{}, fatal: make(chan error, 1)}
+		supervisors: map[string]*runner.Supervisor{}, life: life, end: end}
+}
+
+// Done is closed when the daemon ends: by Stop, or on a fatal error (a
+// source without xid8, a schema newer than the binary, the source cluster
+// changed, a checkpoint whose ordering cannot be converted). Cause says
+// which; the caller then calls Stop, which stops what still runs.
+func (d *Daemon) Done() <-chan struct{} { return d.life.Done() }
+
+// Cause is why the daemon ended: ErrStopped after Stop, else the fatal
+// error; nil while it runs.
+func (d *Daemon) Cause() error {
+	if d.life.Err() == nil {
+		return nil
+	}
+	return context.Cause(d.life)
 }
 
 // Node is this replica's node id.
 func (d *Daemon) Node() string { return d.node }
-
-// Fatal reports an error the daemon cannot recover from without an
-// operator (a source without xid8, a schema newer than the binary).
-func (d *Daemon) Fatal() <-chan error { return d.fatal }
 
 // States returns every projector's supervisor state.
 func (d *Daemon) States() map[string]runner.State {
@@ -126,32 +166,29 @@ func (d *Daemon) Pools() map[string]*pgxpool.Pool {
 // never a crash.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.startOnce.Do(func() {
-		ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
-		var bg context.Context
-		bg, d.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
-		d.bgWG.Add(1)
+		d.mu.Lock()
+		d.hasStarted = true
+		d.mu.Unlock()
+		d.bootWG.Add(1)
 		go func() {
-			defer d.bgWG.Done()
-			d.bootstrap(ctx, bg)
+			defer d.bootWG.Done()
+			d.bootstrap(d.life)
 		}()
 	})
 	return nil
 }
 
-func (d *Daemon) bootstrap(ctx, bg context.Context) {
+func (d *Daemon) bootstrap(ctx context.Context) {
 	bo := runner.NewBackoff(250*time.Millisecond, 10*time.Second)
 	for {
-		err := d.connect(ctx, bg)
+		err := d.connect(ctx)
 		if err == nil {
 			return
 		}
 		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, store.ErrUntrustedSchema) ||
 			errors.Is(err, store.ErrLockBudget) || errors.Is(err, errFatal) {
 			d.log.Error("cannot start", zap.Error(err))
-			select {
-			case d.fatal <- err:
-			default:
-			}
+			d.end(err)
 			return
 		}
 		if ctx.Err() != nil || errors.Is(err, errStopping) {
@@ -250,7 +287,7 @@ func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs ru
 	}
 }
 
-func (d *Daemon) connect(ctx, bg context.Context) error {
+func (d *Daemon) connect(ctx context.Context) error {
 	cfg := d.cfg
 	// Every database step of the bootstrap is bounded; a step that times
 	// out is retried by bootstrap with backoff. Long-lived goroutines get
@@ -364,17 +401,12 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 		return errors.Join(ctx.Err(), errStopping)
 	}
 	d.source, d.backend, d.bootErr = source, b, nil
-	d.bgWG.Add(1)
-	go func() {
-		defer d.bgWG.Done()
-		watcher.Run(bg)
-	}()
-	_ = session.Start(bg)
-	d.bgWG.Add(1)
-	go func() {
-		defer d.bgWG.Done()
-		d.refresh(bg, b, statusTargets)
-	}()
+	// In this order; Stop stops them in reverse, after the supervisors.
+	d.services = append(d.services,
+		goService("source watcher", ctx, watcher.Run),
+		service{name: "coordination session", stop: session.Stop},
+		goService("status refresher", ctx, func(ctx context.Context) { d.refresh(ctx, b, statusTargets) }))
+	_ = session.Start(context.WithoutCancel(ctx))
 	// Two batches per pooled connection: enough to keep every connection
 	// busy (one reading, one committing) and no more.
 	budget := runner.NewBudget(2 * int(cfg.Database.MaxConns))
@@ -395,8 +427,9 @@ func (d *Daemon) connect(ctx, bg context.Context) error {
 	return nil
 }
 
-// failed reports a fatal error a supervisor ended with (IsFatal): the
-// replica cannot go on without an operator, and the caller stops it.
+// failed ends the daemon with a fatal error a supervisor ended with
+// (runner.IsFatal) as its cause: the replica cannot go on without an
+// operator. The supervisors stop as on Stop; the caller then calls Stop.
 func (d *Daemon) failed(err error) {
 	if errors.Is(err, store.ErrClusterChanged) {
 		d.log.Error("source cluster changed under a running daemon", zap.Error(err))
@@ -404,10 +437,7 @@ func (d *Daemon) failed(err error) {
 	} else {
 		d.log.Error("cannot resume a checkpoint under the configured source.ordering", zap.Error(err))
 	}
-	select {
-	case d.fatal <- err:
-	default:
-	}
+	d.end(err)
 }
 
 // checkLockBudget refuses to start when leading every configured projector
@@ -483,13 +513,13 @@ func (d *Daemon) Stop(ctx context.Context) {
 		// stopping and starts nothing, or has started everything already.
 		d.mu.Lock()
 		d.stopping = true
-		if d.cancel != nil {
-			d.cancel()
-		}
+		started := d.hasStarted
+		d.end(ErrStopped) // a fatal cause, if any, stays the cause
 		d.mu.Unlock()
-		if d.cancel == nil {
+		if !started {
 			return
 		}
+		d.bootWG.Wait() // bounded: it ends as soon as its step does
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); close(done) }()
 		graceful := true
@@ -512,8 +542,12 @@ func (d *Daemon) Stop(ctx context.Context) {
 			b.Session.Stop()
 		}
 		<-done
-		d.bgCancel()
-		d.bgWG.Wait()
+		d.mu.Lock()
+		services := d.services
+		d.mu.Unlock()
+		for i := len(services) - 1; i >= 0; i-- {
+			services[i].stop()
+		}
 		d.closePools()
 		d.log.Info("projectord stopped", zap.Bool("graceful", graceful))
 	})

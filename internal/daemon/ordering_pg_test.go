@@ -125,10 +125,15 @@ func TestPGSwitchFromXID8ToPositionRefusesWhenNotExact(t *testing.T) {
 	cfg.Source.Ordering = "position"
 	d := tb.startDaemon(t, cfg, "node-a")
 	select {
-	case err := <-d.Fatal():
+	case <-d.Done():
+		err := d.Cause()
 		require.ErrorIs(t, err, store.ErrOrderingChanged)
 		require.ErrorContains(t, err, "projector sw")
 		require.ErrorContains(t, err, "projectord reset sw --yes")
+		sctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+		defer cancel()
+		d.Stop(sctx)
+		require.ErrorIs(t, d.Cause(), store.ErrOrderingChanged, "the failure stays the cause after Stop")
 	case <-time.After(30 * time.Second):
 		t.Fatal("the daemon never refused the checkpoint")
 	}

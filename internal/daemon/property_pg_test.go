@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -188,10 +189,8 @@ func (c *propCluster) startAll() {
 // fatal returns the first fatal error any replica reported, if any.
 func (c *propCluster) fatal() error {
 	for _, d := range c.replicas {
-		select {
-		case err := <-d.Fatal():
+		if err := d.Cause(); err != nil && !errors.Is(err, ErrStopped) {
 			return err
-		default:
 		}
 	}
 	return nil

@@ -46,6 +46,8 @@ func TestStopPastTheBudgetLeavesNothingBehind(t *testing.T) {
 	start := time.Now()
 	d.Stop(ctx)
 	took := time.Since(start)
+	require.ErrorIs(t, d.Cause(), ErrStopped, "a controlled stop is told apart from a failure")
+	d.Stop(ctx) // safe twice
 	require.Less(t, took, 15*time.Second, "Stop waited for the 30 s batch")
 	require.Empty(t, d.Pools(), "every pool is closed")
 	for name, p := range pools {
