@@ -216,7 +216,7 @@ func TestLoadEnvReachesEveryKey(t *testing.T) {
 		want[l.key] = v
 	}
 
-	cfg, problems, err := decode(loadInput{env: envMap(env), name: "test"})
+	cfg, problems, err := decode(nil, "test", LoadOptions{Env: envMap(env)})
 	require.NoError(t, err)
 	require.Empty(t, problems)
 	for _, l := range leaves() {
@@ -385,6 +385,34 @@ Projectors:
 
 	_, ok = cfg.Projector("missing")
 	require.False(t, ok)
+}
+
+// TestLoadChecksProjectorKeysLikeEveryOther checks that the keys of a
+// projector follow the rules of every other section: a key differing from
+// another only in case, or joined with ".", is named as such, and null
+// means unset. On the original code projectors were checked by another
+// decoder, which called both "unknown key".
+func TestLoadChecksProjectorKeysLikeEveryOther(t *testing.T) {
+	t.Parallel()
+
+	_, err := LoadBytes([]byte(`
+database: {url: "`+testURL+`"}
+projectors:
+  - {name: a, Name: b, sink.sql: {handlers: {A: SELECT 1}}, sink: {sql: {handlers: {A: SELECT 1}}}}
+`), nil)
+	ps := requireProblems(t, err)
+	require.Equal(t, []string{"projectors[0].name", `projectors[0]["sink.sql"]`}, paths(ps))
+	require.Contains(t, err.Error(), "projectors[0].name: is set more than once (keys are not case-sensitive)")
+	require.Contains(t, err.Error(), `projectors[0]["sink.sql"]: unknown key (nest keys instead of joining them with ".")`)
+
+	cfg, err := LoadBytes([]byte(`
+database: {url: "`+testURL+`"}
+projectors:
+  - {name: a, batch_size: ~, on_error: {then: ~}, sink: {sql: {handlers: {A: SELECT 1}}}}
+`), nil)
+	require.NoError(t, err)
+	require.Equal(t, 500, cfg.Projectors[0].BatchSize)
+	require.Equal(t, "halt", cfg.Projectors[0].OnError.Then)
 }
 
 func TestLoadHandlerCaseMismatchIsReported(t *testing.T) {
