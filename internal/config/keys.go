@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/spf13/pflag"
 )
 
 // The key model. The mapstructure tags of Config are the one list of keys:
@@ -100,6 +102,24 @@ func envVar(key string) string {
 // leafValue returns the value of leaf l in c.
 func leafValue(c *Config, l leaf) any {
 	return reflect.ValueOf(c).Elem().FieldByIndex(l.index).Interface()
+}
+
+// DefineFlag defines on fs the string flag --KEY, which Load binds to the
+// key (LoadOptions.Flags). Its help is usage followed by the key's
+// environment variable and default: "log level: debug, info, warn, error
+// ($PROJECTORD_LOG_LEVEL; default info)". It panics when key is not a
+// scalar key: that is a mistake in the program, not in its input.
+func DefineFlag(fs *pflag.FlagSet, key, usage string) {
+	l, ok := leafByKey()[key]
+	if !ok {
+		panic(fmt.Sprintf("config: DefineFlag: %q is not a config key", key))
+	}
+	def := Default()
+	help := "$" + l.env
+	if v := leafValue(&def, l); v != "" {
+		help += fmt.Sprintf("; default %v", v)
+	}
+	fs.String(key, "", usage+" ("+help+")")
 }
 
 // fields lists the fields of a struct type by key, and the keys in

@@ -20,21 +20,32 @@ type LoadOptions struct {
 	// File is an explicit config file (the --config flag). A file named here
 	// or in PROJECTORD_CONFIG must exist.
 	File string
+	// Content, when not nil, is the config file itself (an embedded file):
+	// File, PROJECTORD_CONFIG and LookPaths are then not consulted.
+	Content []byte
 	// Flags are bound by name: a flag called "database.url" sets the key
-	// database.url. Flags whose name is not a config key, and flags the user
-	// did not set, are ignored.
+	// database.url (DefineFlag defines such a flag). Flags whose name is not
+	// a config key, and flags the user did not set, are ignored.
 	Flags *pflag.FlagSet
 	// FlagKeys maps a flag name to the config key it sets, for flags whose
 	// name is not the key ("log-level" -> "log.level"). Naming a flag that
 	// Flags lacks, or a key that does not exist, is an error.
 	FlagKeys map[string]string
-	// Env looks up environment variables; nil means os.LookupEnv. Tests
-	// inject a map so they can run in parallel.
+	// Overrides set keys above every other source, flags included: values
+	// a command decided itself, decoded and validated like any other (a
+	// string or a value of the key's type). Naming a key that does not
+	// exist is an error.
+	Overrides map[string]any
+	// Env looks up environment variables; nil means os.LookupEnv, NoEnv
+	// none at all. Tests inject a map so they can run in parallel.
 	Env func(string) (string, bool)
 	// LookPaths are tried in order when no file is named; nil means
 	// DefaultLookPaths(), an empty non-nil slice disables the search.
 	LookPaths []string
 }
+
+// NoEnv is an environment without variables, for LoadOptions.Env.
+func NoEnv(string) (string, bool) { return "", false }
 
 func (o LoadOptions) env() func(string) (string, bool) {
 	if o.Env == nil {
@@ -45,13 +56,14 @@ func (o LoadOptions) env() func(string) (string, bool) {
 
 // Load reads, defaults and validates the configuration.
 //
-// The file is LoadOptions.File, else the file named by PROJECTORD_CONFIG,
-// else the first of LookPaths that exists; a named file that is missing is
-// an error, while finding none of the look paths is not (everything then
-// comes from the environment, flags and defaults).
+// The file is LoadOptions.Content, else LoadOptions.File, else the file
+// named by PROJECTORD_CONFIG, else the first of LookPaths that exists; a
+// named file that is missing is an error, while finding none of the look
+// paths is not (everything then comes from the environment, flags and
+// defaults).
 //
-// Every scalar key is resolved with the precedence flag > environment >
-// file > default. The environment variable of a key is
+// Every scalar key is resolved with the precedence override > flag >
+// environment > file > default. The environment variable of a key is
 // PROJECTORD_ followed by the key upper-cased with "." replaced by "_"
 // (database.url -> PROJECTORD_DATABASE_URL); an empty variable counts as
 // unset. Projectors come from the file only.
@@ -66,28 +78,31 @@ func (o LoadOptions) env() func(string) (string, bool) {
 // or aliases expanding it past 262,144 values) are returned as plain
 // errors. Loading takes time linear in the size of the file.
 func Load(opts LoadOptions) (*Config, error) {
-	path, err := FindFile(opts)
-	if err != nil {
-		return nil, err
-	}
-	var data []byte
-	if path != "" {
-		// Reading stops past the size limit: a wrong path (a log file,
-		// /dev/zero) must not exhaust memory. It may be a pipe, as in
-		// --config <(...), so it is not required to be a regular file.
-		data, err = readSmallFile(path, MaxConfigSize)
+	data, name := opts.Content, "config"
+	if data == nil {
+		path, err := FindFile(opts)
 		if err != nil {
-			return nil, fmt.Errorf("error reading config file: %w", err)
+			return nil, err
+		}
+		if path != "" {
+			// Reading stops past the size limit: a wrong path (a log file,
+			// /dev/zero) must not exhaust memory. It may be a pipe, as in
+			// --config <(...), so it is not required to be a regular file.
+			data, err = readSmallFile(path, MaxConfigSize)
+			if err != nil {
+				return nil, fmt.Errorf("error reading config file: %w", err)
+			}
+			name = path
 		}
 	}
-	return load(data, path, opts)
+	return load(data, name, opts)
 }
 
 // LoadBytes is Load for a file's content: no file search and no flags. env
 // may be nil, meaning no environment at all.
 func LoadBytes(data []byte, env func(string) (string, bool)) (*Config, error) {
 	if env == nil {
-		env = func(string) (string, bool) { return "", false }
+		env = NoEnv
 	}
 	return load(data, "config", LoadOptions{Env: env})
 }
@@ -164,7 +179,7 @@ func load(data []byte, name string, opts LoadOptions) (*Config, error) {
 
 // decode resolves every key through viper's layers, each over the one
 // before: the defaults of Default, the file (which the environment
-// overlays, see overlayEnv), flags. It returns the Config even
+// overlays, see overlayEnv), flags, overrides. It returns the Config even
 // when some fields failed to decode, with one problem per failure, sorted
 // by path; err is for failures that leave nothing to report on.
 //
@@ -408,8 +423,15 @@ func overlayEnv(file map[string]any, env func(string) (string, bool)) {
 	}
 }
 
-// bindFlags binds opts' flags: viper's layer above the environment.
+// bindFlags binds opts' flags and sets its overrides: viper's two layers
+// above the environment.
 func bindFlags(v *viper.Viper, opts LoadOptions) error {
+	for key, val := range opts.Overrides {
+		if !isLeafKey(key) {
+			return fmt.Errorf("config: override of %q, which is not a config key", key)
+		}
+		v.Set(key, val)
+	}
 	flags, flagKeys := opts.Flags, opts.FlagKeys
 	if flags == nil {
 		if len(flagKeys) > 0 {
