@@ -16,13 +16,13 @@ import (
 // the check of a file against the keys (conform), the decoders' field paths
 // and the ranges of their messages (limitAt) are all derived from them.
 
-// EnvPrefix starts the environment variable of every key: database.url is
+// envPrefix starts the environment variable of every key: database.url is
 // read from PROJECTORD_DATABASE_URL.
-const EnvPrefix = "PROJECTORD_"
+const envPrefix = "PROJECTORD_"
 
 // EnvConfigFile names the environment variable that points at the config
 // file when LoadOptions.File is empty.
-const EnvConfigFile = EnvPrefix + "CONFIG"
+const EnvConfigFile = envPrefix + "CONFIG"
 
 // leaf is one scalar key of Config, as every source names it.
 type leaf struct {
@@ -96,7 +96,7 @@ func isLeafKey(key string) bool {
 
 // envVar is the environment variable that sets key.
 func envVar(key string) string {
-	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // leafValue returns the value of leaf l in c.
