@@ -113,41 +113,25 @@ func (o *devOptions) check(flags *pflag.FlagSet, g *globalFlags) error {
 	return nil
 }
 
-// devConfig loads the embedded configs/dev.yaml with dev's flags on top.
-// The flags reach it as the environment a normal Load would read, so they
-// are validated like any other value; the real environment is not read.
+// devConfig loads the embedded configs/dev.yaml with dev's flags on top:
+// --http.listen and the global --log.* and --database.url flags bind to
+// their keys as in every command, and --database-url and --notify, which
+// mean more than a key, set theirs as overrides. All are validated like any
+// other value; the real environment is not read.
 func devConfig(flags *pflag.FlagSet, o devOptions) (*config.Config, error) {
-	set := map[string]string{}
+	set := map[string]any{}
 	if o.databaseURL != "" {
 		set["database.url"] = o.databaseURL
 	}
 	if o.notify {
-		set["source.listen"] = "true"
+		set["source.listen"] = true
 	}
-	for _, key := range []string{"http.listen", "log.level", "log.format"} {
-		if f := flags.Lookup(key); f != nil && f.Changed {
-			set[key] = f.Value.String()
-		}
-	}
-	env := func(name string) (string, bool) {
-		for key, v := range set {
-			if name == config.EnvPrefix+strings.ToUpper(strings.ReplaceAll(key, ".", "_")) {
-				return v, true
-			}
-		}
-		return "", false
-	}
-	cfg, err := config.LoadBytes(configs.Dev, env)
+	cfg, err := config.Load(config.LoadOptions{Content: configs.Dev, Flags: flags, Overrides: set, Env: config.NoEnv})
 	if err != nil {
 		if _, ok := err.(*config.ValidationError); ok {
 			return nil, err
 		}
 		return nil, &configError{err: fmt.Errorf("configs/dev.yaml: %w", err)}
-	}
-	// An empty value counts as unset in the environment, so "" (no HTTP
-	// server) is applied here.
-	if f := flags.Lookup("http.listen"); f != nil && f.Changed && f.Value.String() == "" {
-		cfg.HTTP.Listen = ""
 	}
 	return cfg, nil
 }

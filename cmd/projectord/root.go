@@ -10,7 +10,8 @@ import (
 )
 
 // globalFlags are the flags every command accepts. Their names are config
-// keys, so config.Load binds them with flag > env > file > default precedence.
+// keys (config.DefineFlag), so config.Load binds them with flag > env >
+// file > default precedence.
 type globalFlags struct {
 	config string
 }
@@ -36,9 +37,9 @@ environment variables and flags; precedence is flag > env > file > default.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "config file (default: $PROJECTORD_CONFIG, ./configs/projectord.yaml, /etc/projectord/projectord.yaml)")
-	pf.String("database.url", "", "PostgreSQL URL of the event store ($PROJECTORD_DATABASE_URL)")
-	pf.String("log.format", "", "log format: json or console ($PROJECTORD_LOG_FORMAT; default json)")
-	pf.String("log.level", "", "log level: debug, info, warn, error ($PROJECTORD_LOG_LEVEL; default info)")
+	config.DefineFlag(pf, "database.url", "PostgreSQL URL of the event store")
+	config.DefineFlag(pf, "log.format", "log format: json or console")
+	config.DefineFlag(pf, "log.level", "log level: debug, info, warn, error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 
 	root.AddCommand(

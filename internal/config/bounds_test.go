@@ -286,7 +286,7 @@ func TestLoadReportsTheFirstHundredProblems(t *testing.T) {
 // compared.
 func TestSuggestKeyIsBounded(t *testing.T) {
 	t.Parallel()
-	known := structKeysAt("coordination")
+	known := fieldsOf(reflect.TypeFor[Coordination]()).keys
 	require.Equal(t, "lease_timeout", suggestKey("leasetimeout", known))
 	require.Equal(t, "lease_timeout", suggestKey("lease_timout", known))
 	require.Empty(t, suggestKey(strings.Repeat("x", 1<<20), known))

@@ -1,14 +1,16 @@
 // Package config loads, defaults and validates projectord's configuration.
 //
-// Sources, highest precedence first: command-line flags, PROJECTORD_*
-// environment variables (nested keys joined by "_", e.g.
-// PROJECTORD_DATABASE_URL), the YAML file, and the defaults in defaults.go.
-// Projectors are read from the file only. Load returns either a Config that
-// passed Validate, with per-projector defaults filled in, or every problem
-// at once, each with the path of its field (see ValidationError).
+// Sources, highest precedence first: values a command sets itself
+// (LoadOptions.Overrides), command-line flags, PROJECTORD_* environment
+// variables (nested keys joined by "_", e.g. PROJECTORD_DATABASE_URL), the
+// YAML file, and the defaults in defaults.go; viper layers them. Projectors
+// are read from the file only. Load returns either a Config that passed
+// Validate, with per-projector defaults filled in, or every problem at
+// once, each with the path of its field (see ValidationError).
 //
-// Field names and key names are fixed by the mapstructure tags below; the
-// environment variables, flags, defaults and `config print` output are all
+// Field names and key names are fixed by the mapstructure tags below, the
+// one key model (keys.go): the environment variables, flags (DefineFlag),
+// defaults, the check of a file's keys and `config print` output are all
 // derived from them by reflection, so a new field needs a tag, a default in
 // Default and a check in Validate, and nothing else. A numeric field also
 // needs a `limit:"lo,hi"` tag, its inclusive range, which Validate and the

@@ -15,16 +15,21 @@ import (
 
 var durationType = reflect.TypeFor[time.Duration]()
 
-// decoderConfig is the mapstructure configuration for decoding the
-// projectors section, matching what viper.UnmarshalExact uses for the rest
-// (weak typing, because environment variables and flags arrive as strings).
-func decoderConfig(result any) *mapstructure.DecoderConfig {
-	return &mapstructure.DecoderConfig{
+// decodeStrict decodes the merged settings into cfg: strictly (a key
+// without a field is an error, although conform has dropped every such key
+// already), through decodeHook, and weakly typed only where the hook lets
+// it (a single value where a list is expected).
+func decodeStrict(settings map[string]any, cfg *Config) error {
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		DecodeHook:       mapstructure.DecodeHookFuncValue(decodeHook),
 		ErrorUnused:      true,
 		WeaklyTypedInput: true,
-		Result:           result,
+		Result:           cfg,
+	})
+	if err != nil {
+		return err
 	}
+	return dec.Decode(settings)
 }
 
 // decodeHook converts and checks scalar values before mapstructure's weak
@@ -219,9 +224,8 @@ func describe(data any) string {
 }
 
 // decodeProblems turns a mapstructure error tree into one Problem per
-// failing field, each with its path; "has invalid keys: a, b" becomes one
-// "unknown key" problem per key.
-func decodeProblems(err error, sug *suggester) []Problem {
+// failing field, each with its path.
+func decodeProblems(err error) []Problem {
 	var out []Problem
 	var walk func(error)
 	walk = func(err error) {
@@ -244,13 +248,6 @@ func decodeProblems(err error, sug *suggester) []Problem {
 		inner := de.Unwrap()
 		if inner == nil {
 			out = append(out, Problem{Path: de.Name(), Message: "is invalid"})
-			return
-		}
-		if keys, ok := strings.CutPrefix(inner.Error(), "has invalid keys: "); ok {
-			known := structKeysAt(de.Name())
-			for k := range strings.SplitSeq(keys, ", ") {
-				out = append(out, Problem{Path: joinPath(de.Name(), k), Message: sug.unknownKey(k, known)})
-			}
 			return
 		}
 		out = append(out, Problem{Path: de.Name(), Message: decodeMessage(de.Name(), inner)})

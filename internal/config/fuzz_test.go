@@ -79,7 +79,7 @@ func FuzzLoadBytes(f *testing.F) {
 		}
 
 		// Validate must also cope with whatever a partial decode leaves.
-		partial, _, err := decode(loadInput{data: data, name: "fuzz", env: envMap(nil)})
+		partial, _, err := decode(data, "fuzz", LoadOptions{Env: envMap(nil)})
 		if err != nil {
 			return
 		}

@@ -6,29 +6,45 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/spf13/pflag"
 )
 
-// EnvPrefix starts the environment variable of every key: database.url is
+// The key model. The mapstructure tags of Config are the one list of keys:
+// the file's sections and keys, the scalar keys' environment variables and
+// flags (leaves), their defaults (Default, read through the same leaves),
+// the check of a file against the keys (conform), the decoders' field paths
+// and the ranges of their messages (limitAt) are all derived from them.
+
+// envPrefix starts the environment variable of every key: database.url is
 // read from PROJECTORD_DATABASE_URL.
-const EnvPrefix = "PROJECTORD_"
+const envPrefix = "PROJECTORD_"
 
 // EnvConfigFile names the environment variable that points at the config
 // file when LoadOptions.File is empty.
-const EnvConfigFile = EnvPrefix + "CONFIG"
+const EnvConfigFile = envPrefix + "CONFIG"
 
-// leaf is one scalar key of Config: its dotted mapstructure key and the
-// field index path that reaches it.
+// leaf is one scalar key of Config, as every source names it.
 type leaf struct {
-	key   string
-	index []int
+	key   string // the file's dotted path and the flag's name: "database.url"
+	env   string // the environment variable: "PROJECTORD_DATABASE_URL"
+	index []int  // the field index path that reaches it in Config
 }
 
-// leaves lists every scalar key of Config, derived from the mapstructure
-// tags so that no key can be forgotten when binding environment variables,
-// flags and defaults. Slices, maps and pointers (projectors and what they
-// hold) are not leaves: they come from the file only.
+// leaves lists every scalar key of Config, in declaration order. Slices,
+// maps and pointers (projectors and what they hold) are not leaves: they
+// come from the file only.
 var leaves = sync.OnceValue(func() []leaf {
 	return collectLeaves(reflect.TypeFor[Config](), "", nil)
+})
+
+// leafByKey finds a leaf by its key.
+var leafByKey = sync.OnceValue(func() map[string]leaf {
+	m := map[string]leaf{}
+	for _, l := range leaves() {
+		m[l.key] = l
+	}
+	return m
 })
 
 func collectLeaves(t reflect.Type, prefix string, index []int) []leaf {
@@ -50,7 +66,7 @@ func collectLeaves(t reflect.Type, prefix string, index []int) []leaf {
 		case reflect.Slice, reflect.Map, reflect.Pointer, reflect.Array, reflect.Interface:
 			// Structured values are read from the file only.
 		default:
-			out = append(out, leaf{key: key, index: idx})
+			out = append(out, leaf{key: key, env: envVar(key), index: idx})
 		}
 	}
 	return out
@@ -74,17 +90,13 @@ func tagName(f reflect.StructField) string {
 
 // isLeafKey reports whether key is a scalar key of Config.
 func isLeafKey(key string) bool {
-	for _, l := range leaves() {
-		if l.key == key {
-			return true
-		}
-	}
-	return false
+	_, ok := leafByKey()[key]
+	return ok
 }
 
 // envVar is the environment variable that sets key.
 func envVar(key string) string {
-	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // leafValue returns the value of leaf l in c.
@@ -92,20 +104,46 @@ func leafValue(c *Config, l leaf) any {
 	return reflect.ValueOf(c).Elem().FieldByIndex(l.index).Interface()
 }
 
-// structKeysAt returns the keys the struct at a decode path accepts, such
-// as "projectors[0].sink", or nil when the path does not lead to a struct.
-func structKeysAt(path string) []string {
-	t := structAt(path)
-	if t == nil {
-		return nil
+// DefineFlag defines on fs the string flag --KEY, which Load binds to the
+// key (LoadOptions.Flags). Its help is usage followed by the key's
+// environment variable and default: "log level: debug, info, warn, error
+// ($PROJECTORD_LOG_LEVEL; default info)". It panics when key is not a
+// scalar key: that is a mistake in the program, not in its input.
+func DefineFlag(fs *pflag.FlagSet, key, usage string) {
+	l, ok := leafByKey()[key]
+	if !ok {
+		panic(fmt.Sprintf("config: DefineFlag: %q is not a config key", key))
 	}
-	var keys []string
+	def := Default()
+	help := "$" + l.env
+	if v := leafValue(&def, l); v != "" {
+		help += fmt.Sprintf("; default %v", v)
+	}
+	fs.String(key, "", usage+" ("+help+")")
+}
+
+// fields lists the fields of a struct type by key, and the keys in
+// declaration order.
+type fields struct {
+	byKey map[string]reflect.StructField
+	keys  []string
+}
+
+var fieldsCache sync.Map // reflect.Type -> *fields
+
+func fieldsOf(t reflect.Type) *fields {
+	if f, ok := fieldsCache.Load(t); ok {
+		return f.(*fields)
+	}
+	f := &fields{byKey: map[string]reflect.StructField{}}
 	for i := range t.NumField() {
 		if name := tagName(t.Field(i)); name != "" {
-			keys = append(keys, name)
+			f.byKey[name] = t.Field(i)
+			f.keys = append(f.keys, name)
 		}
 	}
-	return keys
+	fieldsCache.Store(t, f)
+	return f
 }
 
 // structAt returns the struct type at a decode path ("" is Config), or nil
@@ -115,10 +153,14 @@ func structAt(path string) reflect.Type {
 	if path != "" {
 		for seg := range strings.SplitSeq(path, ".") {
 			name, _, _ := strings.Cut(seg, "[")
-			t = fieldType(t, name)
-			if t == nil {
+			if t = deref(t); t.Kind() != reflect.Struct {
 				return nil
 			}
+			f, ok := fieldsOf(t).byKey[strings.ToLower(name)]
+			if !ok {
+				return nil
+			}
+			t = f.Type
 			// Each [i] or [key] steps into a slice or map element.
 			for range strings.Count(seg, "[") {
 				t = deref(t)
@@ -149,25 +191,8 @@ func fieldAt(path string) (reflect.StructField, bool) {
 	if t == nil {
 		return reflect.StructField{}, false
 	}
-	for i := range t.NumField() {
-		if f := t.Field(i); strings.EqualFold(tagName(f), name) {
-			return f, true
-		}
-	}
-	return reflect.StructField{}, false
-}
-
-func fieldType(t reflect.Type, name string) reflect.Type {
-	t = deref(t)
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	for i := range t.NumField() {
-		if f := t.Field(i); strings.EqualFold(tagName(f), name) {
-			return f.Type
-		}
-	}
-	return nil
+	f, ok := fieldsOf(t).byKey[strings.ToLower(name)]
+	return f, ok
 }
 
 func deref(t reflect.Type) reflect.Type {
@@ -175,6 +200,122 @@ func deref(t reflect.Type) reflect.Type {
 		t = t.Elem()
 	}
 	return t
+}
+
+// conform checks a value of the file against the type t its path holds in
+// Config, before any decoder sees it, and returns it in the form the
+// decoders expect: maps with string keys, strings in place of exotic
+// scalars such as timestamps, and every mapping that stands for a struct
+// keyed by exactly its fields' keys. t nil means any value.
+//
+// The same rules hold for every such mapping, projectors included: a key
+// the struct has no field for is reported (with a suggestion) and dropped,
+// and so is a key holding the "." that viper reads as a path separator,
+// and a key differing from another only in case (keys match their field
+// ignoring case, as viper's do); a null value means "not set", like an
+// absent key. Outside projectors (checkNulls false) a null value is
+// dropped before any check, whatever its key: a section whose keys are all
+// commented out loads, even under a misspelt name. A value of the wrong
+// kind is left for the decoder to report with the field's own range. Paths
+// name known keys as declared and the offending key as written.
+//
+// Unknown keys must never reach viper: it merges a map with a
+// case-insensitive scan of all its keys per key (quadratic: 10,000 unknown
+// keys took 30 s). Work here is linear in the size of the document.
+func conform(v any, t reflect.Type, path string, sug *suggester, checkNulls bool) (any, []Problem) {
+	if t != nil {
+		t = deref(t)
+	}
+	var problems []Problem
+	switch val := v.(type) {
+	case nil, bool, int, int64, uint64, float64, string:
+		return v, nil
+	case map[any]any:
+		m := make(map[string]any, len(val))
+		for k, e := range val {
+			sk := fmt.Sprint(k)
+			if _, dup := m[sk]; dup {
+				problems = append(problems, Problem{Path: joinPath(path, sk), Message: "is set more than once"})
+			}
+			m[sk] = e
+		}
+		out, ps := conform(m, t, path, sug, checkNulls)
+		return out, append(problems, ps...)
+	case map[string]any:
+		if t != nil && t.Kind() == reflect.Struct {
+			return conformStruct(val, t, path, sug, checkNulls)
+		}
+		var elem reflect.Type
+		if t != nil && t.Kind() == reflect.Map {
+			elem = t.Elem()
+		}
+		m := make(map[string]any, len(val))
+		for _, k := range sortedKeys(val) {
+			e, ps := conform(val[k], elem, joinPath(path, k), sug, checkNulls)
+			problems = append(problems, ps...)
+			m[k] = e
+		}
+		return m, problems
+	case []any:
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		s := make([]any, len(val))
+		for i, e := range val {
+			var ps []Problem
+			s[i], ps = conform(e, elem, fmt.Sprintf("%s[%d]", path, i), sug, checkNulls)
+			problems = append(problems, ps...)
+		}
+		return s, problems
+	default:
+		// Timestamps and other explicitly tagged scalars.
+		return fmt.Sprint(v), nil
+	}
+}
+
+func conformStruct(m map[string]any, t reflect.Type, path string, sug *suggester, checkNulls bool) (any, []Problem) {
+	fs := fieldsOf(t)
+	out := make(map[string]any, len(m))
+	seen := make(map[string]bool, len(m))
+	var problems []Problem
+	for _, k := range sortedKeys(m) {
+		if m[k] == nil && !checkNulls {
+			continue
+		}
+		key := strings.ToLower(k)
+		f, known := fs.byKey[key]
+		var msg string
+		switch {
+		case strings.Contains(k, "."):
+			msg = "unknown key (nest keys instead of joining them with \".\")"
+		case seen[key]:
+			msg = "is set more than once (keys are not case-sensitive)"
+		case !known:
+			msg = sug.unknownKey(k, fs.keys)
+		}
+		seen[key] = true
+		if msg != "" {
+			problems = append(problems, Problem{Path: joinPath(path, k), Message: msg})
+			continue
+		}
+		if m[k] == nil {
+			continue // null means not set
+		}
+		val, ps := conform(m[k], f.Type, joinPath(path, key), sug, checkNulls || (path == "" && key == projectorsKey))
+		problems = append(problems, ps...)
+		out[key] = val
+	}
+	return out, problems
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // maxSuggestions bounds how many unknown keys get a "did you mean": only
@@ -196,41 +337,6 @@ func (s *suggester) unknownKey(key string, known []string) string {
 		msg += fmt.Sprintf(" (did you mean %q?)", k)
 	}
 	return msg
-}
-
-// pruneUnknown deletes from m every key that struct type t has no field
-// for, reporting each, and does the same in the mappings below. viper
-// merges a map with a case-insensitive scan of all its keys per key
-// (quadratic: 10,000 unknown keys took 30 s), so it must only ever see
-// known keys. Keys match their field ignoring case, as viper's do.
-func pruneUnknown(m map[string]any, t reflect.Type, path string, sug *suggester) []Problem {
-	fields := map[string]reflect.Type{}
-	var known []string
-	for i := range t.NumField() {
-		if name := tagName(t.Field(i)); name != "" {
-			fields[name] = t.Field(i).Type
-			known = append(known, name)
-		}
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var problems []Problem
-	for _, k := range keys {
-		p := joinPath(path, k)
-		ft, ok := fields[strings.ToLower(k)]
-		if !ok {
-			problems = append(problems, Problem{Path: p, Message: sug.unknownKey(k, known)})
-			delete(m, k)
-			continue
-		}
-		if sub, isMap := m[k].(map[string]any); isMap && deref(ft).Kind() == reflect.Struct {
-			problems = append(problems, pruneUnknown(sub, deref(ft), p, sug)...)
-		}
-	}
-	return problems
 }
 
 var keyNormalizer = strings.NewReplacer("_", "", "-", "")

@@ -7,11 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
-	"sort"
 	"strings"
 	"syscall"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
@@ -22,34 +20,53 @@ type LoadOptions struct {
 	// File is an explicit config file (the --config flag). A file named here
 	// or in PROJECTORD_CONFIG must exist.
 	File string
+	// Content, when not nil, is the config file itself (an embedded file):
+	// File, PROJECTORD_CONFIG and LookPaths are then not consulted.
+	Content []byte
 	// Flags are bound by name: a flag called "database.url" sets the key
-	// database.url. Flags whose name is not a config key, and flags the user
-	// did not set, are ignored.
+	// database.url (DefineFlag defines such a flag). Flags whose name is not
+	// a config key, and flags the user did not set, are ignored.
 	Flags *pflag.FlagSet
 	// FlagKeys maps a flag name to the config key it sets, for flags whose
 	// name is not the key ("log-level" -> "log.level"). Naming a flag that
 	// Flags lacks, or a key that does not exist, is an error.
 	FlagKeys map[string]string
-	// Env looks up environment variables; nil means os.LookupEnv. Tests
-	// inject a map so they can run in parallel.
+	// Overrides set keys above every other source, flags included: values
+	// a command decided itself, decoded and validated like any other (a
+	// string or a value of the key's type). Naming a key that does not
+	// exist is an error.
+	Overrides map[string]any
+	// Env looks up environment variables; nil means os.LookupEnv, NoEnv
+	// none at all. Tests inject a map so they can run in parallel.
 	Env func(string) (string, bool)
 	// LookPaths are tried in order when no file is named; nil means
 	// DefaultLookPaths(), an empty non-nil slice disables the search.
 	LookPaths []string
 }
 
+// NoEnv is an environment without variables, for LoadOptions.Env.
+func NoEnv(string) (string, bool) { return "", false }
+
+func (o LoadOptions) env() func(string) (string, bool) {
+	if o.Env == nil {
+		return os.LookupEnv
+	}
+	return o.Env
+}
+
 // Load reads, defaults and validates the configuration.
 //
-// The file is LoadOptions.File, else the file named by PROJECTORD_CONFIG,
-// else the first of LookPaths that exists; a named file that is missing is an
-// error, while finding none of the look paths is not (everything then comes
-// from the environment, flags and defaults).
+// The file is LoadOptions.Content, else LoadOptions.File, else the file
+// named by PROJECTORD_CONFIG, else the first of LookPaths that exists; a
+// named file that is missing is an error, while finding none of the look
+// paths is not (everything then comes from the environment, flags and
+// defaults).
 //
-// Every scalar key is resolved with the precedence flag > environment >
-// file > default. The environment variable of a key is PROJECTORD_ followed
-// by the key upper-cased with "." replaced by "_" (database.url ->
-// PROJECTORD_DATABASE_URL); an empty variable counts as unset. Projectors
-// come from the file only.
+// Every scalar key is resolved with the precedence override > flag >
+// environment > file > default. The environment variable of a key is
+// PROJECTORD_ followed by the key upper-cased with "." replaced by "_"
+// (database.url -> PROJECTORD_DATABASE_URL); an empty variable counts as
+// unset. Projectors come from the file only.
 //
 // Load fills every projector's unset batch_size and on_error fields from
 // defaults, reads database.url_file into database.url, and then validates. On
@@ -61,52 +78,41 @@ type LoadOptions struct {
 // or aliases expanding it past 262,144 values) are returned as plain
 // errors. Loading takes time linear in the size of the file.
 func Load(opts LoadOptions) (*Config, error) {
-	env := opts.Env
-	if env == nil {
-		env = os.LookupEnv
-	}
-	path, err := FindFile(opts)
-	if err != nil {
-		return nil, err
-	}
-	var data []byte
-	if path != "" {
-		// Reading stops past the size limit: a wrong path (a log file,
-		// /dev/zero) must not exhaust memory. It may be a pipe, as in
-		// --config <(...), so it is not required to be a regular file.
-		data, err = readSmallFile(path, MaxConfigSize)
+	data, name := opts.Content, "config"
+	if data == nil {
+		path, err := FindFile(opts)
 		if err != nil {
-			return nil, fmt.Errorf("error reading config file: %w", err)
+			return nil, err
+		}
+		if path != "" {
+			// Reading stops past the size limit: a wrong path (a log file,
+			// /dev/zero) must not exhaust memory. It may be a pipe, as in
+			// --config <(...), so it is not required to be a regular file.
+			data, err = readSmallFile(path, MaxConfigSize)
+			if err != nil {
+				return nil, fmt.Errorf("error reading config file: %w", err)
+			}
+			name = path
 		}
 	}
-	return load(loadInput{
-		data:     data,
-		name:     path,
-		env:      env,
-		flags:    opts.Flags,
-		flagKeys: opts.FlagKeys,
-	})
+	return load(data, name, opts)
 }
 
 // LoadBytes is Load for a file's content: no file search and no flags. env
 // may be nil, meaning no environment at all.
 func LoadBytes(data []byte, env func(string) (string, bool)) (*Config, error) {
 	if env == nil {
-		env = func(string) (string, bool) { return "", false }
+		env = NoEnv
 	}
-	return load(loadInput{data: data, name: "config", env: env})
+	return load(data, "config", LoadOptions{Env: env})
 }
 
 // FindFile returns the config file Load would read, or "" when there is none.
 // See Load for the search order.
 func FindFile(opts LoadOptions) (string, error) {
-	env := opts.Env
-	if env == nil {
-		env = os.LookupEnv
-	}
 	explicit := opts.File
 	if explicit == "" {
-		if v, ok := env(EnvConfigFile); ok {
+		if v, ok := opts.env()(EnvConfigFile); ok {
 			explicit = v
 		}
 	}
@@ -140,21 +146,13 @@ func FindFile(opts LoadOptions) (string, error) {
 	return "", nil
 }
 
-type loadInput struct {
-	data     []byte
-	name     string // for error messages
-	env      func(string) (string, bool)
-	flags    *pflag.FlagSet
-	flagKeys map[string]string
-}
-
 // projectorsKey is the one section decoded without viper: viper lower-cases
 // every map key, and the handler keys inside it are case-sensitive event
 // type names.
 const projectorsKey = "projectors"
 
-func load(in loadInput) (*Config, error) {
-	cfg, problems, err := decode(in)
+func load(data []byte, name string, opts LoadOptions) (*Config, error) {
+	cfg, problems, err := decode(data, name, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -179,30 +177,25 @@ func load(in loadInput) (*Config, error) {
 	return cfg, nil
 }
 
-// decode merges defaults, file, environment and flags into a Config. It
-// returns the Config even when some fields failed to decode, with one
-// problem per failure; err is for failures that leave nothing to report on.
-func decode(in loadInput) (*Config, []Problem, error) {
-	doc, err := parseYAML(in.data)
+// decode resolves every key through viper's layers, each over the one
+// before: the defaults of Default, the file (which the environment
+// overlays, see overlayEnv), flags, overrides. It returns the Config even
+// when some fields failed to decode, with one problem per failure, sorted
+// by path; err is for failures that leave nothing to report on.
+//
+// viper does not read the file itself: its YAML decoding is unbounded, and
+// it would lower-case the case-sensitive handler keys. The bounded parser
+// reads it, and conform checks it against the keys.
+func decode(data []byte, name string, opts LoadOptions) (*Config, []Problem, error) {
+	doc, err := parseYAML(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("error parsing %s: %w", in.name, err)
+		return nil, nil, fmt.Errorf("error parsing %s: %w", name, err)
 	}
-
-	var problems []Problem
-	var decodeProbs []Problem
-	sug := &suggester{left: maxSuggestions}
-	projectors, found := takeKey(doc, projectorsKey)
-	rest, ps := normalize(doc, "", true)
-	problems = append(problems, ps...)
-	restMap, _ := rest.(map[string]any)
-	if restMap == nil {
-		restMap = map[string]any{}
-	}
-	decodeProbs = append(decodeProbs, pruneUnknown(restMap, reflect.TypeFor[Config](), "", sug)...)
-	if len(found) > 1 {
-		problems = append(problems, Problem{Path: projectorsKey, Message: "is set more than once (keys are not case-sensitive)"})
-	}
-	overlayEnv(restMap, in.env)
+	conformed, problems := conform(doc, reflect.TypeFor[Config](), "", &suggester{left: maxSuggestions}, false)
+	file := conformed.(map[string]any)
+	projectors, hasProjectors := file[projectorsKey]
+	delete(file, projectorsKey)
+	overlayEnv(file, opts.env())
 
 	v := viper.New()
 	def := Default()
@@ -211,41 +204,30 @@ func decode(in loadInput) (*Config, []Problem, error) {
 			v.SetDefault(l.key, leafValue(&def, l))
 		}
 	}
-	if err := v.MergeConfigMap(restMap); err != nil {
-		return nil, nil, fmt.Errorf("error merging %s: %w", in.name, err)
+	if err := v.MergeConfigMap(file); err != nil {
+		return nil, nil, fmt.Errorf("error merging %s: %w", name, err)
 	}
-	if err := bindFlags(v, in.flags, in.flagKeys); err != nil {
+	if err := bindFlags(v, opts); err != nil {
 		return nil, nil, err
 	}
 	// Column defaults depend on the preset, which any source may set.
-	preset := Presets[v.GetString("source.preset")]
+	columns := Config{Source: Source{Columns: Presets[v.GetString("source.preset")]}}
 	for _, l := range leaves() {
 		if isColumnKey(l.key) {
-			v.SetDefault(l.key, leafValue(&Config{Source: Source{Columns: preset}}, l))
+			v.SetDefault(l.key, leafValue(&columns, l))
 		}
 	}
 
+	settings := v.AllSettings()
+	if hasProjectors {
+		settings[projectorsKey] = projectors
+	}
 	var cfg Config
-	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.DecodeHookFuncValue(decodeHook))); err != nil {
-		decodeProbs = append(decodeProbs, decodeProblems(err, sug)...)
+	if err := decodeStrict(settings, &cfg); err != nil {
+		problems = append(problems, decodeProblems(err)...)
 	}
-	if projectors != nil {
-		norm, ps := normalize(projectors, projectorsKey, false)
-		problems = append(problems, ps...)
-		var out struct {
-			Projectors []Projector `mapstructure:"projectors"`
-		}
-		dec, err := mapstructure.NewDecoder(decoderConfig(&out))
-		if err != nil {
-			return nil, nil, fmt.Errorf("error creating decoder: %w", err)
-		}
-		if err := dec.Decode(map[string]any{projectorsKey: norm}); err != nil {
-			decodeProbs = append(decodeProbs, decodeProblems(err, sug)...)
-		}
-		cfg.Projectors = out.Projectors
-	}
-	sortProblems(decodeProbs)
-	return &cfg, append(problems, decodeProbs...), nil
+	sortProblems(problems)
+	return &cfg, problems, nil
 }
 
 func isColumnKey(key string) bool {
@@ -417,134 +399,40 @@ func readLimited(r io.Reader, name string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// takeKey removes every key of doc equal to key ignoring case and returns
-// the first one's value (in sorted key order, so the choice is stable) and
-// the keys found.
-func takeKey(doc map[string]any, key string) (any, []string) {
-	var found []string
-	for k := range doc {
-		if strings.EqualFold(k, key) {
-			found = append(found, k)
-		}
-	}
-	if len(found) == 0 {
-		return nil, nil
-	}
-	sort.Strings(found)
-	v := doc[found[0]]
-	for _, k := range found {
-		delete(doc, k)
-	}
-	return v, found
-}
-
-// normalize turns what yaml.v3 produced into the value kinds the decoders
-// expect: maps with string keys, and strings in place of exotic scalars
-// such as timestamps. For the part viper reads (strict), it also drops null
-// values, so that null means "not set" like an absent key, and reports keys
-// that viper would silently merge: keys differing only in case, and keys
-// containing the "." viper uses as a path separator.
-func normalize(v any, path string, strict bool) (any, []Problem) {
-	var problems []Problem
-	switch t := v.(type) {
-	case nil, bool, int, int64, uint64, float64, string:
-		return v, nil
-	case map[any]any:
-		m := make(map[string]any, len(t))
-		for k, val := range t {
-			sk := fmt.Sprint(k)
-			if _, dup := m[sk]; dup {
-				problems = append(problems, Problem{Path: joinPath(path, sk), Message: "is set more than once"})
-			}
-			m[sk] = val
-		}
-		out, ps := normalize(m, path, strict)
-		return out, append(problems, ps...)
-	case map[string]any:
-		m := make(map[string]any, len(t))
-		keys := make([]string, 0, len(t))
-		for k := range t {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		seen := map[string]bool{}
-		for _, k := range keys {
-			p := joinPath(path, k)
-			if strict {
-				if t[k] == nil {
-					continue
-				}
-				if strings.Contains(k, ".") {
-					problems = append(problems, Problem{Path: p, Message: "unknown key (nest keys instead of joining them with \".\")"})
-					continue
-				}
-				if seen[strings.ToLower(k)] {
-					problems = append(problems, Problem{Path: p, Message: "is set more than once (keys are not case-sensitive)"})
-					continue
-				}
-				seen[strings.ToLower(k)] = true
-			}
-			val, ps := normalize(t[k], p, strict)
-			problems = append(problems, ps...)
-			m[k] = val
-		}
-		return m, problems
-	case []any:
-		s := make([]any, len(t))
-		for i, e := range t {
-			val, ps := normalize(e, fmt.Sprintf("%s[%d]", path, i), strict)
-			problems = append(problems, ps...)
-			s[i] = val
-		}
-		return s, problems
-	default:
-		// Timestamps and other explicitly tagged scalars.
-		return fmt.Sprint(v), nil
-	}
-}
-
-// overlayEnv writes the environment variable of every scalar key into the
-// file's map, above the file's own value. viper's own environment layer
-// cannot be used: it always reads os.LookupEnv, and the environment must be
-// injectable. The effect is the same as viper.BindEnv for every key, which
-// is what makes environment values reach Unmarshal at all.
-func overlayEnv(doc map[string]any, env func(string) (string, bool)) {
+// overlayEnv writes the environment variable of every scalar key that is
+// set and not empty into the file's conformed settings, above the file's
+// own value. viper's environment layer cannot be used: it always reads
+// os.LookupEnv, and the environment must be injectable (LoadOptions.Env).
+func overlayEnv(file map[string]any, env func(string) (string, bool)) {
 	for _, l := range leaves() {
-		val, ok := env(envVar(l.key))
+		val, ok := env(l.env)
 		if !ok || val == "" {
 			continue
 		}
-		m := doc
+		m := file
 		segs := strings.Split(l.key, ".")
 		for _, seg := range segs[:len(segs)-1] {
-			k := findKey(m, seg)
-			child, isMap := m[k].(map[string]any)
+			child, isMap := m[seg].(map[string]any)
 			if !isMap {
 				child = map[string]any{}
-				m[k] = child
+				m[seg] = child
 			}
 			m = child
 		}
-		last := segs[len(segs)-1]
-		delete(m, findKey(m, last))
-		m[last] = val
+		m[segs[len(segs)-1]] = val
 	}
 }
 
-// findKey returns the key of m equal to key ignoring case, or key itself.
-func findKey(m map[string]any, key string) string {
-	if _, ok := m[key]; ok {
-		return key
-	}
-	for k := range m {
-		if strings.EqualFold(k, key) {
-			return k
+// bindFlags binds opts' flags and sets its overrides: viper's two layers
+// above the environment.
+func bindFlags(v *viper.Viper, opts LoadOptions) error {
+	for key, val := range opts.Overrides {
+		if !isLeafKey(key) {
+			return fmt.Errorf("config: override of %q, which is not a config key", key)
 		}
+		v.Set(key, val)
 	}
-	return key
-}
-
-func bindFlags(v *viper.Viper, flags *pflag.FlagSet, flagKeys map[string]string) error {
+	flags, flagKeys := opts.Flags, opts.FlagKeys
 	if flags == nil {
 		if len(flagKeys) > 0 {
 			return errors.New("config: FlagKeys given without Flags")

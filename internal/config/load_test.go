@@ -216,7 +216,7 @@ func TestLoadEnvReachesEveryKey(t *testing.T) {
 		want[l.key] = v
 	}
 
-	cfg, problems, err := decode(loadInput{env: envMap(env), name: "test"})
+	cfg, problems, err := decode(nil, "test", LoadOptions{Env: envMap(env)})
 	require.NoError(t, err)
 	require.Empty(t, problems)
 	for _, l := range leaves() {
@@ -278,6 +278,71 @@ coordination: {lease_timeout: 30s}
 	require.Equal(t, "debug", cfg.Log.Level)
 	require.Equal(t, 40*time.Second, cfg.Coordination.LeaseTimeout)
 	require.EqualValues(t, 3, cfg.Database.MaxConns)
+}
+
+// TestLoadOverridesAndContent checks the sources a command such as dev
+// uses: Content instead of a file, overrides above flags, decoded and
+// validated like every other value, and NoEnv.
+func TestLoadOverridesAndContent(t *testing.T) {
+	t.Parallel()
+
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	DefineFlag(fs, "log.level", "log level")
+	DefineFlag(fs, "http.listen", "address")
+	require.NoError(t, fs.Parse([]string{"--log.level=warn", "--http.listen="}))
+	named := writeFile(t, "named.yaml", "log: {level: error}\n")
+	load := func(overrides map[string]any) (*Config, error) {
+		return Load(LoadOptions{
+			Content:   []byte("database: {url: 'postgres://file@h/db'}\nlog: {level: debug, format: console}\n"),
+			File:      named, // not read: Content is the file
+			Flags:     fs,
+			Overrides: overrides,
+			Env:       NoEnv,
+		})
+	}
+
+	cfg, err := load(nil)
+	require.NoError(t, err)
+	require.Equal(t, "postgres://file@h/db", cfg.Database.URL, "Content is the file")
+	require.Equal(t, "console", cfg.Log.Format)
+	require.Equal(t, "warn", cfg.Log.Level, "a flag over the file")
+	require.Empty(t, cfg.HTTP.Listen, "an empty flag is a value")
+
+	cfg, err = load(map[string]any{"log.level": "info", "database.url": testURL, "source.listen": true, "database.max_conns": "3"})
+	require.NoError(t, err)
+	require.Equal(t, "info", cfg.Log.Level, "an override over a flag")
+	require.Equal(t, testURL, cfg.Database.URL)
+	require.True(t, cfg.Source.Listen)
+	require.EqualValues(t, 3, cfg.Database.MaxConns)
+
+	_, err = load(map[string]any{"database.max_conns": 0, "source.listen": "maybe"})
+	ps := requireProblems(t, err)
+	require.ElementsMatch(t, []string{"database.max_conns", "source.listen"}, paths(ps))
+	require.Contains(t, err.Error(), "database.max_conns: must be between 1 and 1000")
+
+	_, err = load(map[string]any{"log.lvl": "info"})
+	require.ErrorContains(t, err, `override of "log.lvl", which is not a config key`)
+}
+
+// TestDefineFlag checks that a flag's help names its key's environment
+// variable and default, from the key model, and that it binds to its key.
+func TestDefineFlag(t *testing.T) {
+	t.Parallel()
+
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	DefineFlag(fs, "database.url", "PostgreSQL URL of the event store")
+	DefineFlag(fs, "log.level", "log level: debug, info, warn, error")
+	DefineFlag(fs, "coordination.lease_timeout", "lease")
+	require.Equal(t, "PostgreSQL URL of the event store ($PROJECTORD_DATABASE_URL)", fs.Lookup("database.url").Usage)
+	require.Equal(t, "log level: debug, info, warn, error ($PROJECTORD_LOG_LEVEL; default info)", fs.Lookup("log.level").Usage)
+	require.Equal(t, "lease ($PROJECTORD_COORDINATION_LEASE_TIMEOUT; default 15s)", fs.Lookup("coordination.lease_timeout").Usage)
+	require.Panics(t, func() { DefineFlag(fs, "log.lvl", "") })
+
+	require.NoError(t, fs.Parse([]string{"--coordination.lease_timeout=20s"}))
+	cfg, err := Load(LoadOptions{Flags: fs, Env: envMap(map[string]string{"PROJECTORD_DATABASE_URL": testURL}), LookPaths: []string{}})
+	require.NoError(t, err)
+	require.Equal(t, 20*time.Second, cfg.Coordination.LeaseTimeout)
+	require.Equal(t, testURL, cfg.Database.URL, "an unset flag does not hide the environment")
 }
 
 func TestLoadFlagKeysMistakes(t *testing.T) {
@@ -385,6 +450,34 @@ Projectors:
 
 	_, ok = cfg.Projector("missing")
 	require.False(t, ok)
+}
+
+// TestLoadChecksProjectorKeysLikeEveryOther checks that the keys of a
+// projector follow the rules of every other section: a key differing from
+// another only in case, or joined with ".", is named as such, and null
+// means unset. On the original code projectors were checked by another
+// decoder, which called both "unknown key".
+func TestLoadChecksProjectorKeysLikeEveryOther(t *testing.T) {
+	t.Parallel()
+
+	_, err := LoadBytes([]byte(`
+database: {url: "`+testURL+`"}
+projectors:
+  - {name: a, Name: b, sink.sql: {handlers: {A: SELECT 1}}, sink: {sql: {handlers: {A: SELECT 1}}}}
+`), nil)
+	ps := requireProblems(t, err)
+	require.Equal(t, []string{"projectors[0].name", `projectors[0]["sink.sql"]`}, paths(ps))
+	require.Contains(t, err.Error(), "projectors[0].name: is set more than once (keys are not case-sensitive)")
+	require.Contains(t, err.Error(), `projectors[0]["sink.sql"]: unknown key (nest keys instead of joining them with ".")`)
+
+	cfg, err := LoadBytes([]byte(`
+database: {url: "`+testURL+`"}
+projectors:
+  - {name: a, batch_size: ~, on_error: {then: ~}, sink: {sql: {handlers: {A: SELECT 1}}}}
+`), nil)
+	require.NoError(t, err)
+	require.Equal(t, 500, cfg.Projectors[0].BatchSize)
+	require.Equal(t, "halt", cfg.Projectors[0].OnError.Then)
 }
 
 func TestLoadHandlerCaseMismatchIsReported(t *testing.T) {
