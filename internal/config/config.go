@@ -20,7 +20,11 @@
 // PostgreSQL's millisecond settings (INT_MAX ms, about 24.8 days).
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/projectord/projectord/internal/store"
+)
 
 // Config is the whole, typed configuration of one projectord process.
 type Config struct {
@@ -101,17 +105,7 @@ type Source struct {
 
 // Columns maps event fields to column names. Empty EventID means the table
 // has none; TransactionID may be empty only with ordering "position".
-type Columns struct {
-	Position      string `mapstructure:"position"`
-	TransactionID string `mapstructure:"transaction_id"`
-	StreamID      string `mapstructure:"stream_id"`
-	StreamVersion string `mapstructure:"stream_version"`
-	EventType     string `mapstructure:"event_type"`
-	Data          string `mapstructure:"data"`
-	Metadata      string `mapstructure:"metadata"`
-	CreatedAt     string `mapstructure:"created_at"`
-	EventID       string `mapstructure:"event_id"`
-}
+type Columns = store.Columns
 
 // Coordination configures leader election.
 type Coordination struct {

@@ -6,6 +6,9 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/store"
 )
 
 // DefaultPreset is the source preset used when source.preset is not set.
@@ -17,17 +20,7 @@ const DefaultPreset = "native"
 var Presets = map[string]Columns{
 	// native is the layout `projectord source prepare` creates and the one the
 	// design's gap-safe reader is written against.
-	"native": {
-		Position:      "global_position",
-		TransactionID: "transaction_id",
-		StreamID:      "stream_id",
-		StreamVersion: "stream_version",
-		EventType:     "event_type",
-		Data:          "data",
-		Metadata:      "metadata",
-		CreatedAt:     "created_at",
-		EventID:       "",
-	},
+	"native": store.NativeColumns,
 }
 
 // Default returns the configuration every key falls back to when no flag,
@@ -80,12 +73,12 @@ func Default() Config {
 		// Under Kubernetes' default 30s termination grace period.
 		ShutdownTimeout: 25 * time.Second,
 		Defaults: ProjectorDefaults{
-			BatchSize: 500,
+			BatchSize: runner.DefaultBatchSize,
 			OnError: ErrorPolicy{
-				MaxAttempts: 5,
-				Initial:     100 * time.Millisecond,
-				Max:         30 * time.Second,
-				Then:        "halt",
+				MaxAttempts: runner.DefaultMaxAttempts,
+				Initial:     runner.DefaultInitial,
+				Max:         runner.DefaultMax,
+				Then:        string(runner.DefaultThen),
 			},
 		},
 	}

@@ -265,12 +265,7 @@ func (d *Daemon) prepareSchema(ctx context.Context, p *pgxpool.Pool) error {
 
 // SourceOf converts the source configuration.
 func SourceOf(c config.Source) store.Source {
-	col := c.Columns
-	return store.Source{Table: c.Table, Ordering: store.Ordering(c.Ordering), Columns: store.Columns{
-		Position: col.Position, TransactionID: col.TransactionID, StreamID: col.StreamID,
-		StreamVersion: col.StreamVersion, EventType: col.EventType, Data: col.Data,
-		Metadata: col.Metadata, CreatedAt: col.CreatedAt, EventID: col.EventID,
-	}}
+	return store.Source{Table: c.Table, Ordering: store.Ordering(c.Ordering), Columns: c.Columns}
 }
 
 // ProjectorOf converts one projector's configuration.

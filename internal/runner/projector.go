@@ -44,27 +44,40 @@ type Projector struct {
 	Budget *Budget
 }
 
+// A projector's defaults, in one place: config.Default takes its
+// projector defaults from these, and a Projector built without them (in a
+// test, say) gets them from defaults.
+const (
+	DefaultBatchSize     = 500
+	DefaultMaxAttempts   = 5
+	DefaultInitial       = 100 * time.Millisecond
+	DefaultMax           = 30 * time.Second
+	DefaultThen          = ThenHalt
+	DefaultFlushInterval = time.Second
+	DefaultCommitTimeout = 30 * time.Second
+)
+
 func (p *Projector) defaults() {
 	if p.BatchSize <= 0 {
-		p.BatchSize = 500
+		p.BatchSize = DefaultBatchSize
 	}
 	if p.Policy.MaxAttempts <= 0 {
-		p.Policy.MaxAttempts = 5
+		p.Policy.MaxAttempts = DefaultMaxAttempts
 	}
 	if p.Policy.Initial <= 0 {
-		p.Policy.Initial = 100 * time.Millisecond
+		p.Policy.Initial = DefaultInitial
 	}
 	if p.Policy.Max < p.Policy.Initial {
-		p.Policy.Max = max(30*time.Second, p.Policy.Initial)
+		p.Policy.Max = max(DefaultMax, p.Policy.Initial)
 	}
 	if p.Policy.Then == "" {
-		p.Policy.Then = ThenHalt
+		p.Policy.Then = DefaultThen
 	}
 	if p.FlushInterval <= 0 {
-		p.FlushInterval = time.Second
+		p.FlushInterval = DefaultFlushInterval
 	}
 	if p.CommitTimeout <= 0 {
-		p.CommitTimeout = 30 * time.Second
+		p.CommitTimeout = DefaultCommitTimeout
 	}
 	if p.Logger == nil {
 		p.Logger = zap.NewNop()

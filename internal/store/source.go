@@ -23,8 +23,20 @@ const (
 )
 
 // Columns maps event fields to source column names. EventID may be empty.
+//
+// It is also what source.columns decodes into (config.Columns is this
+// type), so a new column is one field here, its key in the README, and its
+// value in the presets.
 type Columns struct {
-	Position, TransactionID, StreamID, StreamVersion, EventType, Data, Metadata, CreatedAt, EventID string
+	Position      string `mapstructure:"position"`
+	TransactionID string `mapstructure:"transaction_id"`
+	StreamID      string `mapstructure:"stream_id"`
+	StreamVersion string `mapstructure:"stream_version"`
+	EventType     string `mapstructure:"event_type"`
+	Data          string `mapstructure:"data"`
+	Metadata      string `mapstructure:"metadata"`
+	CreatedAt     string `mapstructure:"created_at"`
+	EventID       string `mapstructure:"event_id"`
 }
 
 // NativeColumns is the recommended layout's mapping.
