@@ -16,6 +16,7 @@ import (
 	"github.com/projectord/projectord/internal/coord"
 	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
+	"github.com/projectord/projectord/internal/testsignal"
 )
 
 // Options configure a Daemon. Config and Logger are required.
@@ -30,6 +31,31 @@ type Options struct {
 	// OnSessionLost is called, with one of coord.LossReasons, each time the
 	// coordination session is lost (not stopped); it must not block.
 	OnSessionLost func(reason string)
+
+	// signals, set by tests only, records what the supervisors do.
+	signals *testSignals
+}
+
+// testSignals are what a test can wait for instead of polling (testsignal).
+type testSignals struct {
+	// state is every supervisor state change.
+	state testsignal.Log[stateChange]
+}
+
+type stateChange struct {
+	projector string
+	state     runner.State
+}
+
+// signalling forwards to an Observer and records state changes.
+type signalling struct {
+	runner.Observer
+	s *testSignals
+}
+
+func (o signalling) StateChanged(p string, st runner.State) {
+	o.Observer.StateChanged(p, st)
+	o.s.state.Signal(stateChange{p, st})
 }
 
 // Daemon runs every configured projector of one replica.
@@ -406,7 +432,11 @@ func (d *Daemon) connect(ctx context.Context) error {
 	// busy (one reading, one committing) and no more.
 	budget := runner.NewBudget(2 * int(cfg.Database.MaxConns))
 	for _, p := range cfg.Projectors {
-		proj := ProjectorOf(p, cfg, d.log.Named("projector"), d.opts.Observer)
+		obs := d.opts.Observer
+		if d.opts.signals != nil {
+			obs = signalling{obs, d.opts.signals}
+		}
+		proj := ProjectorOf(p, cfg, d.log.Named("projector"), obs)
 		proj.Budget = budget
 		s := runner.NewSupervisor(proj, b)
 		d.supervisors[p.Name] = s

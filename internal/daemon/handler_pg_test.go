@@ -127,8 +127,7 @@ func TestPGHandlerRefusedAtStartHaltsWithoutChargingEvents(t *testing.T) {
 	for kind, h := range handlers {
 		for _, then := range []string{"dead_letter", "skip"} {
 			name := kind + "-" + then
-			require.Eventually(t, func() bool { return d.States()[name] == runner.StateHalted }, 30*time.Second, 5*time.Millisecond,
-				"projector %s never halted", name)
+			waitState(t, d, name, runner.StateHalted)
 			c := tb.checkpoint(t, name)
 			require.Equal(t, store.StatusHalted, c.Status, name)
 			require.Contains(t, c.LastError, "handler A: ERROR: "+h.sqlErr, name)

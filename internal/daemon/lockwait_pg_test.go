@@ -30,7 +30,7 @@ func TestPGLockWaitOnReadModelIsNotChargedToEvents(t *testing.T) {
 		OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 10 * time.Millisecond, Then: "skip"}})
 	cfg.Database.QueryTimeout = 500 * time.Millisecond
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["lk"] == runner.StateLeader }, 10*time.Second, time.Millisecond)
+	waitState(t, d, "lk", runner.StateLeader)
 	// Several times what the split down to one event and its attempts take.
 	require.Never(t, func() bool { return tb.peek("lk").Cursor.Position > 0 }, 8*time.Second, 20*time.Millisecond,
 		"the checkpoint moved while the read model was locked: events were skipped for a lock wait")
@@ -61,7 +61,7 @@ func TestPGRowLockOnReadModelIsNotChargedToEvents(t *testing.T) {
 			INSERT INTO applied (projector, position) VALUES ('rl', @position)`}}}})
 	cfg.Database.QueryTimeout = 500 * time.Millisecond
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["rl"] == runner.StateLeader }, 10*time.Second, time.Millisecond)
+	waitState(t, d, "rl", runner.StateLeader)
 	require.Never(t, func() bool { return tb.peek("rl").Cursor.Position > 0 }, 8*time.Second, 20*time.Millisecond,
 		"the checkpoint moved while a read-model row was locked: events were skipped for a lock wait")
 	require.Contains(t, tb.peek("rl").LastError, "retrying:", "the wait is visible while it lasts")

@@ -97,8 +97,7 @@ func TestPGEventErrorsReachThePolicy(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.then == "halt" {
-				require.Eventually(t, func() bool { return d.States()[c.name] == runner.StateHalted }, 30*time.Second, 5*time.Millisecond,
-					"projector %s never halted", c.name)
+				waitState(t, d, c.name, runner.StateHalted)
 				cp := tb.checkpoint(t, c.name)
 				require.Equal(t, store.StatusHalted, cp.Status)
 				require.Contains(t, cp.LastError, c.wantErr)

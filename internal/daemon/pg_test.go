@@ -109,7 +109,9 @@ func (tb *pgBundle) startDaemon(t *testing.T, cfg *config.Config, node string) *
 	t.Helper()
 	c := *cfg
 	c.Coordination.NodeID = node
-	d := New(Options{Config: &c, Logger: tb.log.Named(node), Version: "test", Migrate: true})
+	sig := &testSignals{}
+	sig.state.Init()
+	d := New(Options{Config: &c, Logger: tb.log.Named(node), Version: "test", Migrate: true, signals: sig})
 	require.NoError(t, d.Start(tb.ctx))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -310,7 +312,7 @@ func TestPGPoisonPoliciesIsolateProjectors(t *testing.T) {
 	)
 	d := tb.startDaemon(t, cfg, "node-a")
 	tb.waitCaughtUp(t, "skips", "letters", "healthy")
-	require.Eventually(t, func() bool { return d.States()["halts"] == runner.StateHalted }, 10*time.Second, 5*time.Millisecond)
+	waitState(t, d, "halts", runner.StateHalted)
 
 	count := func(p string) (n int) {
 		require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM nums WHERE projector = $1`, p).Scan(&n))
@@ -448,7 +450,7 @@ func TestPGNotifyWakesProjectorBeforeThePoll(t *testing.T) {
 	cfg.Source.Listen = true
 	cfg.Source.PollInterval = time.Minute // only the NOTIFY can wake it in time
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["woken"] == runner.StateLeader }, 10*time.Second, time.Millisecond)
+	waitState(t, d, "woken", runner.StateLeader)
 	// Let the first poll settle, then write.
 	tb.appendEvents(t, 1, 1, "A")
 	tb.waitCaughtUp(t, "woken")
@@ -553,7 +555,7 @@ func TestPGDatabaseErrorsAreNotBlamedOnEvents(t *testing.T) {
 	cfg := tb.config(t, config.Projector{Name: "ro", OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 20 * time.Millisecond, Then: "skip"},
 		Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO rm VALUES (@position)`}}}})
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["ro"] == runner.StateLeader }, 10*time.Second, time.Millisecond)
+	waitState(t, d, "ro", runner.StateLeader)
 	// Far more failures than max_attempts, yet nothing may be skipped.
 	require.Never(t, func() bool { return tb.peek("ro").Cursor.Position > 0 }, 500*time.Millisecond, 10*time.Millisecond)
 	// ... but the retrying is visible.
@@ -615,4 +617,13 @@ func (s *countingSink) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.n
+}
+
+// waitState waits for the supervisor of projector on d to enter state (a
+// test signal: no polling of the supervisor).
+func waitState(t *testing.T, d *Daemon, projector string, state runner.State) {
+	t.Helper()
+	d.opts.signals.state.WaitFor(t, 30*time.Second, fmt.Sprintf("%s %s", projector, state), func(c stateChange) bool {
+		return c.projector == projector && c.state == state
+	})
 }

@@ -44,7 +44,7 @@ func TestReviewHaltedOnTypelessRowHasLag(t *testing.T) {
 		Handlers: map[string]string{"A": `INSERT INTO applied (projector, position) VALUES ('only_a', @position)`}}}})
 	cfg.Metrics.RefreshInterval = 100 * time.Millisecond
 	d := tb.startDaemon(t, cfg, "node-a")
-	require.Eventually(t, func() bool { return d.States()["only_a"] == runner.StateHalted }, 30*time.Second, 5*time.Millisecond)
+	waitState(t, d, "only_a", runner.StateHalted)
 	c := tb.checkpoint(t, "only_a")
 	require.NotNil(t, c.Halt)
 	require.Equal(t, typeless, c.Halt.Event.Position, "halted on the typeless row")
