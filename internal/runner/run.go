@@ -502,20 +502,9 @@ func (l *loop) flush(ctx context.Context) error {
 // error policy through poison; a failure that names no event (a deferred
 // constraint at commit, a batch out of time) splits the batch to find it.
 func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor) error {
-	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
-	err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events})
-	cancel()
-	if err == nil {
-		l.advanced(to, len(events), time.Since(start))
-		return nil
-	}
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	if errors.Is(err, store.ErrFenced) {
-		l.p.Observer.Error(l.p.Name, "fenced", err)
-		return fmt.Errorf("%w: %v", ErrDeposed, err)
+	end, err := l.send(ctx, to, events, nil)
+	if end != nil || err == nil {
+		return end
 	}
 	if errors.Is(err, store.ErrBadHandler) {
 		// A handler that fails for every event alike (it tried to end the
@@ -546,6 +535,33 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 		// was up, not necessarily the one that used it.
 		return l.split(ctx, events, to, class, err)
 	}
+}
+
+// send is the one way a commit reaches the backend: every batch, split
+// half, single-event retry and dead letter moves the checkpoint from
+// persisted to `to` through it, under CommitTimeout (so no commit waits on
+// a hung database for longer: docs/architecture.md, rule 6). A commit
+// that went through advances the loop and returns (nil, nil). A failure
+// that ends this leadership comes back as end, for the caller to return as
+// it is: the lease's cause when leadership ended meanwhile, ErrDeposed
+// (reported as fenced) when another leader claimed the projector. Any
+// other failure comes back as err, for the caller to place.
+func (l *loop) send(ctx context.Context, to store.Cursor, events []store.Event, dl *store.DeadLetter) (end, err error) {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
+	err = l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events, DeadLetter: dl})
+	cancel()
+	switch {
+	case err == nil:
+		l.advanced(to, len(events), time.Since(start))
+		return nil, nil
+	case ctx.Err() != nil:
+		return context.Cause(ctx), nil
+	case errors.Is(err, store.ErrFenced):
+		l.p.Observer.Error(l.p.Name, "fenced", err)
+		return fmt.Errorf("%w: %v", ErrDeposed, err), nil
+	}
+	return nil, err
 }
 
 // retryError is a failure of the database, not of an event: the loop drops
@@ -647,19 +663,12 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			}
 			return &retryError{lastErr}
 		}
-		cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
-		err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor, Events: one})
-		cancel()
+		end, err := l.send(ctx, bad.Cursor, one, nil)
+		if end != nil {
+			return end
+		}
 		if err == nil {
-			l.advanced(bad.Cursor, 1, 0)
 			return l.rest(ctx, events[index+1:], to)
-		}
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		if errors.Is(err, store.ErrFenced) {
-			l.p.Observer.Error(l.p.Name, "fenced", err)
-			return fmt.Errorf("%w: %v", ErrDeposed, err)
 		}
 		class := store.Classify(err)
 		if !class.CountsAgainstEvent() {
@@ -693,15 +702,13 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	case ThenDeadLetter:
 		l.log.Error("dead-lettering poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
-		err := l.b.Commit(ctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor,
-			DeadLetter: &store.DeadLetter{Event: bad, Error: lastErr.Error(), Attempts: l.p.Policy.MaxAttempts}})
+		end, err := l.send(ctx, bad.Cursor, nil, &store.DeadLetter{Event: bad, Error: lastErr.Error(), Attempts: l.p.Policy.MaxAttempts})
+		if end != nil {
+			return end
+		}
 		if err != nil {
-			if errors.Is(err, store.ErrFenced) {
-				return fmt.Errorf("%w: %v", ErrDeposed, err)
-			}
 			return l.retryLater(store.Classify(err), fmt.Errorf("error recording dead letter of %s: %w", what, err))
 		}
-		l.advanced(bad.Cursor, 0, 0)
 		poisoned(OutcomeDeadLettered)
 		l.outcome = "dead-lettered " + msg
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
