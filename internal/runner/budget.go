@@ -50,6 +50,10 @@ func (b *Budget) release() {
 	}
 }
 
+// free is how many tokens are not held, for tests that check every batch
+// gave its token back.
+func (b *Budget) free() int { return cap(b.tokens) - len(b.tokens) }
+
 // eventBufs recycles batch buffers across projectors; idle projectors hold
 // none, and the garbage collector may drop pooled ones.
 var eventBufs sync.Pool

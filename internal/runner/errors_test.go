@@ -361,3 +361,52 @@ func TestRetryNotesArePaced(t *testing.T) {
 	require.LessOrEqual(t, int(b.n.Load()), allowed, "%d status writes for %d retries", b.n.Load(), obs.count("database"))
 	require.GreaterOrEqual(t, int(b.n.Load()), 2, "noted and cleared")
 }
+
+// hangingDeadLetter hangs its first dead-letter commit until the commit's
+// context ends, as a database that stops answering would.
+type hangingDeadLetter struct {
+	*MemNode
+	hung atomic.Bool
+}
+
+func (h *hangingDeadLetter) Commit(ctx context.Context, req store.CommitRequest) error {
+	if req.DeadLetter != nil && h.hung.CompareAndSwap(false, true) {
+		<-ctx.Done()
+		return fmt.Errorf("error recording dead letter: %w", ctx.Err())
+	}
+	return h.MemNode.Commit(ctx, req)
+}
+
+// TestDeadLetterCommitIsBoundedByCommitTimeout: a dead-letter commit runs
+// under commit_timeout like every other commit, so a database that stops
+// answering while it is recorded costs a retry from the checkpoint (the
+// database's fault, never the event's), not a leader hung for good.
+func TestDeadLetterCommitIsBoundedByCommitTimeout(t *testing.T) {
+	t.Parallel()
+	tb := setupMem(t)
+	obs := &reasonLog{}
+	tb.p.Observer, tb.p.Policy.Then, tb.p.CommitTimeout = obs, ThenDeadLetter, 500*time.Millisecond
+	for i := 0; i < 5; i++ {
+		tb.mem.AppendCommitted("s", "A", "{}")
+	}
+	tb.sink.failOn = poisonAt(3)
+	b := &hangingDeadLetter{MemNode: tb.mem.Node("a")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := start(ctx, tb.p, b)
+	waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor.Position == 5 })
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	require.True(t, b.hung.Load(), "the first dead letter hung")
+	dl := tb.mem.DeadLetters("p")
+	require.Len(t, dl, 1)
+	require.Equal(t, int64(3), dl[0].Event.Position)
+	require.Equal(t, []int64{1, 2, 4, 5}, tb.sink.positions())
+	require.Positive(t, obs.count("commit"), "the hung commit was retried as the database's fault")
+	require.Equal(t, 1, obs.count("poison"), "the poison event is reported once, when its dead letter is recorded")
+}

@@ -157,8 +157,11 @@ type loop struct {
 	lastFlush          time.Time
 	// passedOver counts events read but not applied since the last commit.
 	passedOver int
-	// retry paces re-reads after database failures.
-	retry *backoff
+	// retry paces re-reads after database failures, readRetry after
+	// failed reads.
+	retry, readRetry *backoff
+	// ahead is the read of the next batch while this one commits.
+	ahead prefetcher
 
 	// lease ends with leadership; stop ends with it or at a graceful
 	// stop. Retries wait on stop, commits run on lease.
@@ -196,143 +199,219 @@ const (
 	statusTimeout = 5 * time.Second
 )
 
-type readResult struct {
-	events []store.Event
-	head   store.Cursor
-	err    error
+// batch is one read: the events, the head seen before reading, and the
+// read's error. It owns what holding a batch costs, a buffer from eventBufs
+// and a token of the replica's memory budget (taken before the read), and
+// gives both back in Release. Whoever holds a batch releases it once, on
+// every path; a second Release does nothing, so a path that ends early
+// cannot give a token back twice.
+type batch struct {
+	events   []store.Event
+	head     store.Cursor
+	err      error
+	budget   *Budget
+	released bool
 }
 
-// read reads the batch after `after`, noting the head seen before reading:
-// if the batch is short, every matching event up to that head was in it.
-func (l *loop) read(ctx context.Context, after store.Cursor, buf []store.Event) readResult {
-	head, _ := l.b.Head()
-	events, err := l.b.Read(ctx, after, l.filter, l.p.BatchSize, buf)
-	return readResult{events: events, head: head, err: err}
+// Release returns the batch's buffer and budget token; after it, the
+// events are gone (the buffer is cleared for reuse).
+func (b *batch) Release() {
+	if b.released {
+		return
+	}
+	b.released = true
+	putBuf(b.events)
+	b.events = nil
+	b.budget.release()
 }
 
+// read reads the batch after `after`. The caller has taken a budget token
+// for it: the batch holds that token from now on. The head is noted before
+// reading: if the batch is short, every matching event up to that head was
+// in it.
+func (l *loop) read(ctx context.Context, after store.Cursor) *batch {
+	b := &batch{budget: l.p.Budget}
+	b.head, _ = l.b.Head()
+	b.events, b.err = l.b.Read(ctx, after, l.filter, l.p.BatchSize, getBuf(l.p.BatchSize))
+	return b
+}
+
+// prefetcher owns the read of the following batch while the current one
+// commits, so that reading overlaps committing. At most one is in flight,
+// and its goroutine always ends by itself: it reads on the run's stop
+// context and hands its batch over on a channel with room for it. The
+// batch that take returns is the caller's to release; discard releases it
+// (docs/architecture.md, rule 6: every goroutine has an owner that stops
+// it, and everything held is bounded).
+type prefetcher struct{ next chan *batch }
+
+// start reads the batch after `after` in the background, if the budget has
+// a token free at once: prefetching is an optimisation that must never wait.
+func (pf *prefetcher) start(ctx context.Context, l *loop, after store.Cursor) {
+	if pf.next != nil || !l.p.Budget.tryAcquire() {
+		return
+	}
+	next := make(chan *batch, 1)
+	pf.next = next
+	go func() { next <- l.read(ctx, after) }()
+}
+
+// take waits for the prefetched batch and hands it over; nil when none is
+// in flight.
+func (pf *prefetcher) take() *batch {
+	if pf.next == nil {
+		return nil
+	}
+	b := <-pf.next
+	pf.next = nil
+	return b
+}
+
+// discard drops the prefetched batch, if any: it was read past a batch
+// that did not commit, or nothing will use it.
+func (pf *prefetcher) discard() {
+	if b := pf.take(); b != nil {
+		b.Release()
+	}
+}
+
+// run is the leader's loop. It has one exit: whatever ends it, the
+// deferred cleanup ends a prefetch still in flight, and the result goes
+// through stopped.
 func (l *loop) run(ctx, leaseCtx context.Context) error {
 	// stop ends reads and waits on a graceful stop or on lease loss.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(leaseCtx, cancel)()
 	l.stop = ctx
-	readBackoff := newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
-	budget := l.p.Budget
-	var next chan readResult // prefetch of the following batch, if any
+	l.readRetry = newBackoff(l.p.Policy.Initial, l.p.Policy.Max)
 	defer func() {
-		if next != nil {
-			cancel() // nothing will use it: do not wait for it to finish
-			r := <-next
-			putBuf(r.events)
-			budget.release()
-		}
+		cancel() // nothing will use a prefetch: do not wait for its read to finish
+		l.ahead.discard()
 	}()
+	return l.stopped(ctx, l.lead(ctx, leaseCtx))
+}
+
+// lead reads and commits batches until the run stops (then it flushes an
+// advance over passed-over events) or fails in a way recover does not
+// handle. Each batch it reads or takes from the prefetcher goes to settle,
+// which releases it: the backoffs, flushes and waits below hold no batch.
+func (l *loop) lead(ctx, leaseCtx context.Context) error {
 	for {
 		if ctx.Err() != nil || leaseCtx.Err() != nil {
-			return l.stopped(ctx, l.flush(leaseCtx))
+			return l.flush(leaseCtx)
 		}
-		var r readResult
-		if next != nil {
-			r = <-next
-			next = nil
-		} else {
+		b := l.ahead.take()
+		if b == nil {
 			// Every batch held in memory holds a token, so a replica's memory
 			// is bounded by its budget, not by its number of projectors.
-			if !budget.acquire(ctx) {
-				return l.stopped(ctx, l.flush(leaseCtx))
+			if !l.p.Budget.acquire(ctx) {
+				return l.flush(leaseCtx)
 			}
-			r = l.read(ctx, l.scanned, getBuf(l.p.BatchSize))
+			b = l.read(ctx, l.scanned)
 		}
-		if r.err != nil {
-			putBuf(r.events)
-			budget.release()
+		switch st, err := l.settle(ctx, leaseCtx, b); st {
+		case readFailed:
 			if ctx.Err() != nil || leaseCtx.Err() != nil {
-				return l.stopped(ctx, l.flush(leaseCtx))
+				return l.flush(leaseCtx)
 			}
-			l.noteRetry(reasonRead, fmt.Errorf("error reading events after %s: %w", l.scanned, r.err))
-			l.log.Warn("error reading events", zap.Stringer("cursor", l.scanned), zap.Error(r.err))
-			if !sleep(ctx, readBackoff.delay()) {
-				return l.stopped(ctx, l.flush(leaseCtx))
+			l.noteRetry(reasonRead, fmt.Errorf("error reading events after %s: %w", l.scanned, err))
+			l.log.Warn("error reading events", zap.Stringer("cursor", l.scanned), zap.Error(err))
+			if !sleep(ctx, l.readRetry.delay()) {
+				return l.flush(leaseCtx)
 			}
-			continue
-		}
-		readBackoff.reset()
-		if l.retryReason == reasonRead || l.retryReason == reasonStale {
-			l.clearRetry()
-		}
-		events := r.events
-
-		to := l.scanned
-		if len(events) > 0 {
-			to = events[len(events)-1].Cursor
-		}
-		full := len(events) == l.p.BatchSize
-		if !full && to.Less(r.head) {
-			to = r.head
-		}
-		// Events the sink has no handler for are passed over like
-		// filtered-out ones: a batch of only those commits nothing.
-		read := len(events)
-		if events = l.handled(events); len(events) == 0 {
-			putBuf(events)
-			budget.release()
-			if l.scanned.Less(to) {
-				l.scanned = to
+		case passedOver:
+			if err := l.passOver(ctx, leaseCtx, false); err != nil && !l.recover(ctx, err) {
+				return err
 			}
-			l.passedOver += read
-			if err := l.maybeFlush(leaseCtx); err != nil {
-				if l.recover(ctx, err) {
-					continue
-				}
-				return l.stopped(ctx, err)
+		case passedOverFull:
+			if err := l.passOver(ctx, leaseCtx, true); err != nil && !l.recover(ctx, err) {
+				return err
 			}
-			if full {
-				continue // more may follow at once
-			}
-			// Caught up after passing over at least a batch's worth: persist
-			// now rather than at the next flush tick, so a restart does not
-			// re-read them. Smaller advances wait for the tick, so a busy
-			// source does not cost a commit per poll.
-			if l.passedOver >= l.p.BatchSize {
-				if err := l.flush(leaseCtx); err != nil {
-					if l.recover(ctx, err) {
-						continue
-					}
-					return l.stopped(ctx, err)
-				}
-			}
-			if err := l.wait(ctx, leaseCtx); err != nil {
-				if l.recover(ctx, err) {
-					continue
-				}
-				return l.stopped(ctx, err)
-			}
-			continue
-		}
-		if full && budget.tryAcquire() {
-			// Overlap reading the next batch with committing this one.
-			next = make(chan readResult, 1)
-			go func(after store.Cursor) { next <- l.read(ctx, after, getBuf(l.p.BatchSize)) }(to)
-		}
-		err := l.commit(leaseCtx, events, to)
-		putBuf(events)
-		budget.release()
-		if err != nil {
-			if next != nil {
+		case committed:
+			if err != nil {
 				// The prefetch read past a batch that did not commit.
-				r := <-next
-				next = nil
-				putBuf(r.events)
-				budget.release()
-			}
-			if l.recover(ctx, err) {
+				l.ahead.discard()
+				if !l.recover(ctx, err) {
+					return err
+				}
 				continue
 			}
-			return l.stopped(ctx, err) // the deferred drain discards a prefetch past this batch
+			l.retry.reset()
+			l.clearRetry()
 		}
-		l.retry.reset()
+	}
+}
+
+// settled is what became of a batch in settle.
+type settled int
+
+const (
+	readFailed     settled = iota // the read failed (the error is the read's)
+	passedOver                    // nothing in it for the sink: scanned moved past it
+	passedOverFull                // the same, for a full batch: more may follow at once
+	committed                     // committed, or not if the error says so
+)
+
+// settle takes batch b as far as it goes while it is held, and releases
+// it before returning. A batch with events for the sink is committed, with
+// the following batch prefetched meanwhile if this one was full.
+func (l *loop) settle(ctx, leaseCtx context.Context, b *batch) (settled, error) {
+	defer b.Release()
+	if b.err != nil {
+		return readFailed, b.err
+	}
+	l.readRetry.reset()
+	if l.retryReason == reasonRead || l.retryReason == reasonStale {
 		l.clearRetry()
 	}
+	events := b.events
+	to := l.scanned
+	if len(events) > 0 {
+		to = events[len(events)-1].Cursor
+	}
+	full := len(events) == l.p.BatchSize
+	if !full && to.Less(b.head) {
+		to = b.head
+	}
+	// Events the sink has no handler for are passed over like
+	// filtered-out ones: a batch of only those commits nothing.
+	read := len(events)
+	if events = l.handled(events); len(events) == 0 {
+		if l.scanned.Less(to) {
+			l.scanned = to
+		}
+		l.passedOver += read
+		if full {
+			return passedOverFull, nil
+		}
+		return passedOver, nil
+	}
+	if full {
+		// Overlap reading the next batch with committing this one.
+		l.ahead.start(ctx, l, to)
+	}
+	return committed, l.commit(leaseCtx, events, to)
+}
+
+// passOver follows a batch that held nothing for the sink: it persists the
+// advance when FlushInterval has passed and, unless more may follow at once
+// (full), when caught up after at least a batch's worth, then waits for the
+// head to move.
+func (l *loop) passOver(ctx, leaseCtx context.Context, full bool) error {
+	if err := l.maybeFlush(leaseCtx); err != nil || full {
+		return err
+	}
+	// Caught up after passing over at least a batch's worth: persist now
+	// rather than at the next flush tick, so a restart does not re-read
+	// them. Smaller advances wait for the tick, so a busy source does not
+	// cost a commit per poll.
+	if l.passedOver >= l.p.BatchSize {
+		if err := l.flush(leaseCtx); err != nil {
+			return err
+		}
+	}
+	return l.wait(ctx, leaseCtx)
 }
 
 // stopped turns an error met while stopping into the run's result: a
@@ -423,20 +502,9 @@ func (l *loop) flush(ctx context.Context) error {
 // error policy through poison; a failure that names no event (a deferred
 // constraint at commit, a batch out of time) splits the batch to find it.
 func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor) error {
-	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
-	err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events})
-	cancel()
-	if err == nil {
-		l.advanced(to, len(events), time.Since(start))
-		return nil
-	}
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	if errors.Is(err, store.ErrFenced) {
-		l.p.Observer.Error(l.p.Name, "fenced", err)
-		return fmt.Errorf("%w: %v", ErrDeposed, err)
+	end, err := l.send(ctx, to, events, nil)
+	if end != nil || err == nil {
+		return end
 	}
 	if errors.Is(err, store.ErrBadHandler) {
 		// A handler that fails for every event alike (it tried to end the
@@ -467,6 +535,33 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 		// was up, not necessarily the one that used it.
 		return l.split(ctx, events, to, class, err)
 	}
+}
+
+// send is the one way a commit reaches the backend: every batch, split
+// half, single-event retry and dead letter moves the checkpoint from
+// persisted to `to` through it, under CommitTimeout (so no commit waits on
+// a hung database for longer: docs/architecture.md, rule 6). A commit
+// that went through advances the loop and returns (nil, nil). A failure
+// that ends this leadership comes back as end, for the caller to return as
+// it is: the lease's cause when leadership ended meanwhile, ErrDeposed
+// (reported as fenced) when another leader claimed the projector. Any
+// other failure comes back as err, for the caller to place.
+func (l *loop) send(ctx context.Context, to store.Cursor, events []store.Event, dl *store.DeadLetter) (end, err error) {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
+	err = l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events, DeadLetter: dl})
+	cancel()
+	switch {
+	case err == nil:
+		l.advanced(to, len(events), time.Since(start))
+		return nil, nil
+	case ctx.Err() != nil:
+		return context.Cause(ctx), nil
+	case errors.Is(err, store.ErrFenced):
+		l.p.Observer.Error(l.p.Name, "fenced", err)
+		return fmt.Errorf("%w: %v", ErrDeposed, err), nil
+	}
+	return nil, err
 }
 
 // retryError is a failure of the database, not of an event: the loop drops
@@ -568,19 +663,12 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 			}
 			return &retryError{lastErr}
 		}
-		cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
-		err := l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor, Events: one})
-		cancel()
+		end, err := l.send(ctx, bad.Cursor, one, nil)
+		if end != nil {
+			return end
+		}
 		if err == nil {
-			l.advanced(bad.Cursor, 1, 0)
 			return l.rest(ctx, events[index+1:], to)
-		}
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		if errors.Is(err, store.ErrFenced) {
-			l.p.Observer.Error(l.p.Name, "fenced", err)
-			return fmt.Errorf("%w: %v", ErrDeposed, err)
 		}
 		class := store.Classify(err)
 		if !class.CountsAgainstEvent() {
@@ -614,15 +702,13 @@ func (l *loop) poison(ctx context.Context, events []store.Event, to store.Cursor
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
 	case ThenDeadLetter:
 		l.log.Error("dead-lettering poison event", zap.Stringer("event", bad.Cursor), zap.Error(lastErr))
-		err := l.b.Commit(ctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: bad.Cursor,
-			DeadLetter: &store.DeadLetter{Event: bad, Error: lastErr.Error(), Attempts: l.p.Policy.MaxAttempts}})
+		end, err := l.send(ctx, bad.Cursor, nil, &store.DeadLetter{Event: bad, Error: lastErr.Error(), Attempts: l.p.Policy.MaxAttempts})
+		if end != nil {
+			return end
+		}
 		if err != nil {
-			if errors.Is(err, store.ErrFenced) {
-				return fmt.Errorf("%w: %v", ErrDeposed, err)
-			}
 			return l.retryLater(store.Classify(err), fmt.Errorf("error recording dead letter of %s: %w", what, err))
 		}
-		l.advanced(bad.Cursor, 0, 0)
 		poisoned(OutcomeDeadLettered)
 		l.outcome = "dead-lettered " + msg
 		l.setStatus(ctx, store.StatusRunning, l.outcome)
