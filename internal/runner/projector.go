@@ -42,6 +42,9 @@ type Projector struct {
 	// Budget, shared by a replica's projectors, bounds the batches held in
 	// memory at once; nil is unlimited.
 	Budget *Budget
+	// Clock tells the time the loop paces its last_error notes by
+	// (statusMinGap, statusEvery); nil is time.Now. Tests inject one.
+	Clock func() time.Time
 }
 
 // A projector's defaults, in one place: config.Default takes its
@@ -81,6 +84,9 @@ func (p *Projector) defaults() {
 	}
 	if p.Logger == nil {
 		p.Logger = zap.NewNop()
+	}
+	if p.Clock == nil {
+		p.Clock = time.Now
 	}
 	if p.Observer == nil {
 		p.Observer = NopObserver{}

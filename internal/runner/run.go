@@ -751,11 +751,11 @@ func (l *loop) setStatus(ctx context.Context, status, msg string) {
 func (l *loop) noteRetry(reason string, err error) {
 	l.p.Observer.Error(l.p.Name, reason, err)
 	msg := retryingPrefix + err.Error()
-	since := time.Since(l.shownAt)
+	since := l.p.Clock().Sub(l.shownAt)
 	if reason == l.retryReason && l.shown != "" && (since < statusMinGap || (msg == l.shown && since < statusEvery)) {
 		return
 	}
-	l.retryReason, l.shown, l.shownAt = reason, msg, time.Now()
+	l.retryReason, l.shown, l.shownAt = reason, msg, l.p.Clock()
 	l.writeStatus(msg)
 }
 
