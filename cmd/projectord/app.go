@@ -28,10 +28,26 @@ type app struct {
 	// sd notifies systemd when it supervises the process (a no-op otherwise).
 	sd       sdnotify.Notifier
 	watchdog *sdnotify.WatchdogLoop // nil unless systemd's watchdog is on
+
+	// services are the process's parts in the order they start; stop ends
+	// the started ones in reverse.
+	services []service
+	started  int
+}
+
+// service is one part of the process under one contract (river's
+// startstop): start returns once the part runs, or with why it cannot;
+// stop returns once it has stopped, or when ctx ends.
+type service struct {
+	name  string
+	start func(ctx context.Context) error
+	stop  func(ctx context.Context)
 }
 
 // startApp wires the registry, metrics, daemon and HTTP server and starts
-// them. The daemon connects in the background.
+// them: the HTTP server first (probes answer while the daemon connects), the
+// daemon (which connects in the background), then systemd's READY=1 and
+// watchdog. On an error, what started is stopped again.
 func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate bool) (*app, error) {
 	build := currentBuild()
 	reg := prometheus.NewRegistry()
@@ -49,15 +65,20 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 	a := &app{cfg: cfg, log: log, daemon: d, metrics: m, sd: sdnotify.FromEnv()}
 	if cfg.HTTP.Listen != "" {
 		a.srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))
-		if err := a.srv.Start(); err != nil {
+		// It stops last, answering /readyz with 503 while the rest stops.
+		a.services = append(a.services, service{name: "http server",
+			start: func(context.Context) error { return a.srv.Start() }, stop: a.srv.Stop})
+	}
+	a.services = append(a.services,
+		service{name: "daemon", start: d.Start, stop: d.Stop},
+		service{name: "systemd notify", start: func(context.Context) error { a.notifyStarted(); return nil }, stop: a.notifyStopping})
+	for _, s := range a.services {
+		if err := s.start(ctx); err != nil {
+			a.stop(ctx)
 			return nil, err
 		}
+		a.started++
 	}
-	if err := d.Start(ctx); err != nil {
-		a.stop(ctx)
-		return nil, err
-	}
-	a.notifyStarted()
 	return a, nil
 }
 
@@ -88,19 +109,23 @@ func (a *app) notifyStarted() {
 	}, func(err error) { a.log.Warn("error pinging the systemd watchdog", zap.Error(err)) })
 }
 
-// stop stops the daemon gracefully within ctx, then the HTTP server (which
-// answers /readyz with 503 meanwhile).
-func (a *app) stop(ctx context.Context) {
-	// STOPPING=1 also moves systemd from the watchdog to TimeoutStopSec.
+// notifyStopping sends STOPPING=1, which also moves systemd from the
+// watchdog to TimeoutStopSec, and stops the watchdog loop.
+func (a *app) notifyStopping(context.Context) {
 	if _, err := a.sd.Notify(sdnotify.MsgStopping + "\nSTATUS=stopping: finishing batches in flight"); err != nil {
 		a.log.Warn("error notifying systemd", zap.Error(err))
 	}
-	a.daemon.Stop(ctx)
 	if a.watchdog != nil {
 		a.watchdog.Stop()
 	}
-	if a.srv != nil {
-		a.srv.Stop(ctx)
+}
+
+// stop stops what started, in reverse order, within ctx: systemd is told
+// first, the daemon stops gracefully (cutting batches short if ctx ends
+// first), the HTTP server last. Safe twice.
+func (a *app) stop(ctx context.Context) {
+	for ; a.started > 0; a.started-- {
+		a.services[a.started-1].stop(ctx)
 	}
 }
 
