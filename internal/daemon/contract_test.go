@@ -9,6 +9,7 @@ import (
 
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/runner/memtest"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -21,7 +22,7 @@ type contract struct {
 }
 
 func memoryContract(t *testing.T) *contract {
-	mem := runner.NewMemory()
+	mem := memtest.New()
 	sink := &countingSink{}
 	mem.SetSink("c", sink)
 	return &contract{
@@ -31,7 +32,7 @@ func memoryContract(t *testing.T) *contract {
 				mem.AppendCommitted("s", typ, "{}")
 			}
 		},
-		loseLeases: func(t *testing.T, b runner.Backend) { mem.LoseLeases(b.(*runner.MemNode).Name()) },
+		loseLeases: func(t *testing.T, b runner.Backend) { mem.LoseLeases(b.(*memtest.Node).Name()) },
 		applied:    func(t *testing.T) int { return sink.count() },
 	}
 }

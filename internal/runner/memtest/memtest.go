@@ -1,4 +1,10 @@
-package runner
+// Package memtest is the in-memory backend of the runner: an event store,
+// checkpoint store and lock table that implement the seams of
+// internal/runner the way runner.PGBackend does on PostgreSQL, so tests of
+// the loop run fast. The shared contract suite (internal/daemon,
+// TestBackendContract) holds both to the same behaviour. It is imported by
+// tests only.
+package memtest
 
 import (
 	"context"
@@ -7,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -22,55 +29,55 @@ type Memory struct {
 	aborted     map[uint64]bool
 	checkpoints map[string]*store.Checkpoint
 	locks       map[string]*memLease
-	sinks       map[string]MemSink
+	sinks       map[string]Sink
 	dead        map[string][]store.DeadLetter
 	changed     chan struct{}
 	turn        chan struct{}
 }
 
-// MemSink applies a batch all-or-nothing; on failure it returns
+// Sink applies a batch all-or-nothing; on failure it returns
 // *store.ApplyError naming the failing event and changes nothing.
-type MemSink interface {
+type Sink interface {
 	Apply(events []store.Event) error
 }
 
-// NewMemory returns an empty in-memory backend.
-func NewMemory() *Memory {
+// New returns an empty in-memory backend.
+func New() *Memory {
 	return &Memory{
 		nextXID: 1000, nextPos: 1,
 		open: map[uint64]bool{}, aborted: map[uint64]bool{},
 		checkpoints: map[string]*store.Checkpoint{}, locks: map[string]*memLease{},
-		sinks: map[string]MemSink{}, dead: map[string][]store.DeadLetter{},
+		sinks: map[string]Sink{}, dead: map[string][]store.DeadLetter{},
 		changed: make(chan struct{}), turn: make(chan struct{}),
 	}
 }
 
 // SetSink sets the projector's sink.
-func (m *Memory) SetSink(projector string, s MemSink) {
+func (m *Memory) SetSink(projector string, s Sink) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sinks[projector] = s
 }
 
-// MemTx is an open writer transaction on the memory store.
-type MemTx struct {
+// Tx is an open writer transaction on the memory store.
+type Tx struct {
 	m   *Memory
 	xid uint64
 }
 
 // Begin opens a writer transaction; its events stay invisible, and hold the
 // horizon back, until it ends.
-func (m *Memory) Begin() *MemTx {
+func (m *Memory) Begin() *Tx {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	xid := m.nextXID
 	m.nextXID++
 	m.open[xid] = true
-	return &MemTx{m: m, xid: xid}
+	return &Tx{m: m, xid: xid}
 }
 
 // Append adds an event of the given type to the transaction and returns its position.
-func (tx *MemTx) Append(stream, eventType string, data string) int64 {
+func (tx *Tx) Append(stream, eventType string, data string) int64 {
 	m := tx.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -84,12 +91,12 @@ func (tx *MemTx) Append(stream, eventType string, data string) int64 {
 }
 
 // Commit makes the transaction's events visible.
-func (tx *MemTx) Commit() { tx.end(false) }
+func (tx *Tx) Commit() { tx.end(false) }
 
 // Rollback discards the transaction's events.
-func (tx *MemTx) Rollback() { tx.end(true) }
+func (tx *Tx) Rollback() { tx.end(true) }
 
-func (tx *MemTx) end(abort bool) {
+func (tx *Tx) end(abort bool) {
 	m := tx.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -150,7 +157,7 @@ func sortEvents(es []store.Event) {
 }
 
 // Node returns the backend as seen by replica node.
-func (m *Memory) Node(node string) *MemNode { return &MemNode{m: m, node: node} }
+func (m *Memory) Node(node string) *Node { return &Node{m: m, node: node} }
 
 // Checkpoint returns the projector's checkpoint.
 func (m *Memory) Checkpoint(projector string) (store.Checkpoint, bool) {
@@ -182,7 +189,7 @@ func (m *Memory) LoseLeases(node string) {
 	}
 	m.mu.Unlock()
 	for _, l := range lost {
-		l.end(fmt.Errorf("%w: session of %s dropped", ErrLeaseLost, node))
+		l.end(fmt.Errorf("%w: session of %s dropped", runner.ErrLeaseLost, node))
 	}
 }
 
@@ -201,8 +208,8 @@ func (m *Memory) broadcastTurn() {
 	m.turn = make(chan struct{})
 }
 
-// MemNode is one replica's view of a Memory backend; it implements Backend.
-type MemNode struct {
+// Node is one replica's view of a Memory backend; it implements Backend.
+type Node struct {
 	m    *Memory
 	node string
 	// sink is this replica's sink fingerprint (store.SQLSink.Fingerprint):
@@ -211,11 +218,11 @@ type MemNode struct {
 }
 
 // Name is the node's name.
-func (n *MemNode) Name() string { return n.node }
+func (n *Node) Name() string { return n.node }
 
 // WithSink returns the node with its sink fingerprint set to fp: like a
 // replica whose handlers differ from those of a replica with another one.
-func (n *MemNode) WithSink(fp string) *MemNode { return &MemNode{m: n.m, node: n.node, sink: fp} }
+func (n *Node) WithSink(fp string) *Node { return &Node{m: n.m, node: n.node, sink: fp} }
 
 // Resume ends the projector's halt, as `projectord resume` does.
 func (m *Memory) Resume(projector string) bool {
@@ -229,10 +236,10 @@ func (m *Memory) Resume(projector string) bool {
 	return true
 }
 
-var _ Backend = (*MemNode)(nil)
+var _ runner.Backend = (*Node)(nil)
 
 // Read implements EventReader.
-func (n *MemNode) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
+func (n *Node) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return buf[:0], err
 	}
@@ -253,7 +260,7 @@ func (n *MemNode) Read(ctx context.Context, after store.Cursor, f store.Filter, 
 }
 
 // Head implements EventReader.
-func (n *MemNode) Head() (store.Cursor, <-chan struct{}) {
+func (n *Node) Head() (store.Cursor, <-chan struct{}) {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -266,7 +273,7 @@ func (n *MemNode) Head() (store.Cursor, <-chan struct{}) {
 }
 
 // Claim implements CheckpointStore.
-func (n *MemNode) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+func (n *Node) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -287,7 +294,7 @@ func (n *MemNode) Claim(ctx context.Context, projector string) (store.Checkpoint
 }
 
 // Commit implements CheckpointStore.
-func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
+func (n *Node) Commit(ctx context.Context, req store.CommitRequest) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -319,7 +326,7 @@ func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
 }
 
 // SetStatus implements CheckpointStore.
-func (n *MemNode) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+func (n *Node) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -332,7 +339,7 @@ func (n *MemNode) SetStatus(ctx context.Context, projector string, epoch int64, 
 }
 
 // Halt implements CheckpointStore.
-func (n *MemNode) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
+func (n *Node) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -350,12 +357,12 @@ func (n *MemNode) Halt(ctx context.Context, projector string, epoch int64, event
 }
 
 // TryAcquire implements Coordinator.
-func (n *MemNode) TryAcquire(ctx context.Context, projector string) (Lease, error) {
+func (n *Node) TryAcquire(ctx context.Context, projector string) (runner.Lease, error) {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, held := m.locks[projector]; held {
-		return nil, ErrNotLeader
+		return nil, runner.ErrNotLeader
 	}
 	l := &memLease{m: m, name: projector, node: n.node, done: make(chan struct{})}
 	m.locks[projector] = l
@@ -363,7 +370,7 @@ func (n *MemNode) TryAcquire(ctx context.Context, projector string) (Lease, erro
 }
 
 // Turn implements Coordinator: it fires whenever a lock is released or lost.
-func (n *MemNode) Turn() <-chan struct{} {
+func (n *Node) Turn() <-chan struct{} {
 	n.m.mu.Lock()
 	defer n.m.mu.Unlock()
 	return n.m.turn
