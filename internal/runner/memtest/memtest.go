@@ -8,8 +8,10 @@ package memtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,10 +38,37 @@ type Memory struct {
 }
 
 // Sink applies a batch all-or-nothing; on failure it returns
-// *store.ApplyError naming the failing event and changes nothing.
+// *store.ApplyError naming the failing event and changes nothing. It runs
+// under the store's lock, so Apply must not wait for the store.
 type Sink interface {
 	Apply(events []store.Event) error
 }
+
+// FilterSink is a Sink that acts on some event types only, as a
+// store.SQLSink without a "*" handler does. Node then passes it only the
+// events it handles (an ApplyError still names its event by its index in
+// the whole batch, as store.Target.Commit does), and the loop passes over
+// the others (runner.SinkFilter). A Sink that is not a FilterSink handles
+// every type.
+type FilterSink interface {
+	Sink
+	Handles(eventType string) bool
+}
+
+// CheckedSink is a Sink that can tell, without applying anything, that it
+// fails for every event alike: Check returns an error matching
+// store.ErrBadHandler then (a store.StatementProblem, say), and any other
+// error when the check itself failed. Node.CheckSink runs it at the start
+// of each leadership (runner.SinkChecker), as PGBackend prepares and plans
+// every handler.
+type CheckedSink interface {
+	Sink
+	Check() error
+}
+
+// Fingerprint is the sink fingerprint of a Node (WithSink changes it): the
+// halts it records refuse the claims of nodes with the same one.
+const Fingerprint = "memory"
 
 // New returns an empty in-memory backend.
 func New() *Memory {
@@ -157,7 +186,9 @@ func sortEvents(es []store.Event) {
 }
 
 // Node returns the backend as seen by replica node.
-func (m *Memory) Node(node string) *Node { return &Node{m: m, node: node} }
+// Its sink fingerprint is Fingerprint: every node runs the same sinks, as
+// replicas with one configuration do.
+func (m *Memory) Node(node string) *Node { return &Node{m: m, node: node, sink: Fingerprint} }
 
 // Checkpoint returns the projector's checkpoint.
 func (m *Memory) Checkpoint(projector string) (store.Checkpoint, bool) {
@@ -208,7 +239,9 @@ func (m *Memory) broadcastTurn() {
 	m.turn = make(chan struct{})
 }
 
-// Node is one replica's view of a Memory backend; it implements Backend.
+// Node is one replica's view of a Memory backend. It implements
+// runner.Backend, runner.SinkFilter and runner.SinkChecker, as
+// runner.PGBackend does.
 type Node struct {
 	m    *Memory
 	node string
@@ -222,9 +255,12 @@ func (n *Node) Name() string { return n.node }
 
 // WithSink returns the node with its sink fingerprint set to fp: like a
 // replica whose handlers differ from those of a replica with another one.
+// A node with fingerprint "" names none, as store.Target.Claim: its claims
+// end any halt, and the halts it records refuse no claim.
 func (n *Node) WithSink(fp string) *Node { return &Node{m: n.m, node: n.node, sink: fp} }
 
-// Resume ends the projector's halt, as `projectord resume` does.
+// Resume ends the projector's halt, as `projectord resume` does
+// (store.Target.Resume). It reports whether the projector was halted.
 func (m *Memory) Resume(projector string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -232,13 +268,17 @@ func (m *Memory) Resume(projector string) bool {
 	if !ok || c.Status != store.StatusHalted {
 		return false
 	}
-	c.Status, c.LastError, c.Halt = store.StatusRunning, "", nil
+	c.Status, c.LastError, c.Halt, c.UpdatedAt = store.StatusRunning, "", nil, time.Now()
 	return true
 }
 
-var _ runner.Backend = (*Node)(nil)
+var (
+	_ runner.Backend     = (*Node)(nil)
+	_ runner.SinkFilter  = (*Node)(nil)
+	_ runner.SinkChecker = (*Node)(nil)
+)
 
-// Read implements EventReader.
+// Read implements runner.EventReader.
 func (n *Node) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return buf[:0], err
@@ -259,7 +299,7 @@ func (n *Node) Read(ctx context.Context, after store.Cursor, f store.Filter, lim
 	return out, nil
 }
 
-// Head implements EventReader.
+// Head implements runner.EventReader.
 func (n *Node) Head() (store.Cursor, <-chan struct{}) {
 	m := n.m
 	m.mu.Lock()
@@ -272,8 +312,14 @@ func (n *Node) Head() (store.Cursor, <-chan struct{}) {
 	return head, m.changed
 }
 
-// Claim implements CheckpointStore.
+// Claim implements runner.CheckpointStore, as store.Target.ClaimSink: a
+// projector halted under this node's fingerprint is not claimed (the epoch
+// stays; the error is a *store.HaltedError), and a claim under another one
+// ends the halt.
 func (n *Node) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Checkpoint{}, err
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -283,17 +329,25 @@ func (n *Node) Claim(ctx context.Context, projector string) (store.Checkpoint, e
 		m.checkpoints[projector] = c
 	}
 	if c.Status == store.StatusHalted && c.Halt != nil {
-		if c.Halt.Sink == n.sink {
+		if n.sink != "" && c.Halt.Sink == n.sink {
 			return *c, &store.HaltedError{Checkpoint: *c}
 		}
 		c.LastError, c.Halt = "", nil // a changed sink ends the halt
 	}
+	if strings.HasPrefix(c.LastError, store.ErrOrderingChanged.Error()) {
+		// As in ClaimSink: an earlier refusal is this claim's to repeat or
+		// end, and memory has one ordering only.
+		c.LastError = ""
+	}
+	now := time.Now()
 	c.Epoch++
-	c.LeaderNode, c.LeaderSince, c.Status = n.node, time.Now(), store.StatusRunning
+	c.LeaderNode, c.LeaderSince, c.Status, c.UpdatedAt = n.node, now, store.StatusRunning, now
 	return *c, nil
 }
 
-// Commit implements CheckpointStore.
+// Commit implements runner.CheckpointStore, as store.Target.Commit: the
+// sink applies the events it handles, the dead letter is recorded and the
+// checkpoint moves, all or nothing, fenced by epoch and cursor.
 func (n *Node) Commit(ctx context.Context, req store.CommitRequest) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -311,8 +365,8 @@ func (n *Node) Commit(ctx context.Context, req store.CommitRequest) error {
 	if !ok || c.Epoch != req.Epoch || c.Cursor != req.From {
 		return fmt.Errorf("%w: projector %s epoch %d", store.ErrFenced, req.Projector, req.Epoch)
 	}
-	if s := m.sinks[req.Projector]; s != nil && len(req.Events) > 0 {
-		if err := s.Apply(req.Events); err != nil {
+	if s := m.sinks[req.Projector]; s != nil {
+		if err := apply(s, req.Events); err != nil {
 			return err
 		}
 	}
@@ -325,8 +379,41 @@ func (n *Node) Commit(ctx context.Context, req store.CommitRequest) error {
 	return nil
 }
 
-// SetStatus implements CheckpointStore.
+// apply runs s on the events it handles. An ApplyError names its event by
+// its index in events, as store.Target.Commit maps each statement to its
+// event; events with no handler are skipped, as no statement runs for them.
+func apply(s Sink, events []store.Event) error {
+	f, ok := s.(FilterSink)
+	if !ok {
+		if len(events) == 0 {
+			return nil
+		}
+		return s.Apply(events)
+	}
+	handled := make([]store.Event, 0, len(events))
+	owner := make([]int, 0, len(events))
+	for i := range events {
+		if f.Handles(events[i].Type) {
+			handled = append(handled, events[i])
+			owner = append(owner, i)
+		}
+	}
+	if len(handled) == 0 {
+		return nil
+	}
+	err := s.Apply(handled)
+	var ae *store.ApplyError
+	if errors.As(err, &ae) && ae.Index >= 0 && ae.Index < len(owner) {
+		return &store.ApplyError{Index: owner[ae.Index], Err: ae.Err}
+	}
+	return err
+}
+
+// SetStatus implements runner.CheckpointStore, as store.Target.SetStatus.
 func (n *Node) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -334,12 +421,20 @@ func (n *Node) SetStatus(ctx context.Context, projector string, epoch int64, sta
 	if !ok || c.Epoch != epoch {
 		return store.ErrFenced
 	}
-	c.Status, c.LastError = status, lastErr
+	now := time.Now()
+	c.Status, c.LastError, c.UpdatedAt = status, lastErr, now
+	if lastErr != "" {
+		c.LastErrorAt = now
+	}
 	return nil
 }
 
-// Halt implements CheckpointStore.
+// Halt implements runner.CheckpointStore, as store.Target.Halt: the halt
+// is recorded under this node's fingerprint, fenced by epoch.
 func (n *Node) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -352,11 +447,40 @@ func (n *Node) Halt(ctx context.Context, projector string, epoch int64, event *s
 		e := *event
 		h.Event = &e
 	}
-	c.Status, c.LastError, c.LastErrorAt, c.Halt = store.StatusHalted, msg, h.At, h
+	c.Status, c.LastError, c.LastErrorAt, c.UpdatedAt, c.Halt = store.StatusHalted, msg, h.At, h.At, h
 	return nil
 }
 
-// TryAcquire implements Coordinator.
+func (m *Memory) sink(projector string) Sink {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sinks[projector]
+}
+
+// Handles implements runner.SinkFilter, as PGBackend.Handles: a projector
+// without a sink handles nothing; a sink that is not a FilterSink handles
+// every type.
+func (n *Node) Handles(projector, eventType string) bool {
+	s := n.m.sink(projector)
+	if f, ok := s.(FilterSink); ok {
+		return f.Handles(eventType)
+	}
+	return s != nil
+}
+
+// CheckSink implements runner.SinkChecker, as PGBackend.CheckSink: it runs
+// the sink's Check if it is a CheckedSink.
+func (n *Node) CheckSink(ctx context.Context, projector string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c, ok := n.m.sink(projector).(CheckedSink); ok {
+		return c.Check()
+	}
+	return nil
+}
+
+// TryAcquire implements runner.Coordinator.
 func (n *Node) TryAcquire(ctx context.Context, projector string) (runner.Lease, error) {
 	m := n.m
 	m.mu.Lock()
@@ -369,7 +493,7 @@ func (n *Node) TryAcquire(ctx context.Context, projector string) (runner.Lease, 
 	return l, nil
 }
 
-// Turn implements Coordinator: it fires whenever a lock is released or lost.
+// Turn implements runner.Coordinator: it fires whenever a lock is released or lost.
 func (n *Node) Turn() <-chan struct{} {
 	n.m.mu.Lock()
 	defer n.m.mu.Unlock()
