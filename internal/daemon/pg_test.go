@@ -600,25 +600,6 @@ func start(ctx context.Context, p runner.Projector, b runner.Backend) <-chan err
 	return done
 }
 
-// countingSink is a memory sink that counts what it applies.
-type countingSink struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (s *countingSink) Apply(events []store.Event) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.n += len(events)
-	return nil
-}
-
-func (s *countingSink) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
-
 // waitState waits for the supervisor of projector on d to enter state (a
 // test signal: no polling of the supervisor).
 func waitState(t *testing.T, d *Daemon, projector string, state runner.State) {

@@ -1,4 +1,4 @@
-package runner
+package runner_test
 
 import (
 	"context"
@@ -12,12 +12,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/runner/memtest"
 	"github.com/projectord/projectord/internal/store"
 )
 
 // reasonLog counts the observer's error reasons.
 type reasonLog struct {
-	NopObserver
+	runner.NopObserver
 	mu sync.Mutex
 	n  map[string]int
 }
@@ -70,7 +72,7 @@ func TestEventErrorsReachThePolicy(t *testing.T) {
 			t.Parallel()
 			tb := setupMem(t)
 			obs := &reasonLog{}
-			tb.p.Observer, tb.p.Policy.Then = obs, ThenDeadLetter
+			tb.p.Observer, tb.p.Policy.Then = obs, runner.ThenDeadLetter
 			for i := 0; i < 20; i++ {
 				tb.mem.AppendCommitted("s", "A", "{}")
 			}
@@ -122,7 +124,7 @@ func TestDatabaseFaultsAreRetriedVisibly(t *testing.T) {
 			t.Parallel()
 			tb := setupMem(t)
 			obs := &reasonLog{}
-			tb.p.Observer, tb.p.Policy.Then = obs, ThenSkip
+			tb.p.Observer, tb.p.Policy.Then = obs, runner.ThenSkip
 			for i := 0; i < 20; i++ {
 				tb.mem.AppendCommitted("s", "A", "{}")
 			}
@@ -165,13 +167,13 @@ func TestBatchFailingWithoutNamingAnEventIsSplit(t *testing.T) {
 	deferred := &pgconn.PgError{Severity: "ERROR", Code: "23503", Message: `insert or update on table "child" violates foreign key constraint "child_ref_fkey"`}
 	for _, tc := range []struct {
 		name string
-		then Then
+		then runner.Then
 		err  error
 	}{
-		{"deferred constraint", ThenDeadLetter, fmt.Errorf("error committing batch of p: %w", deferred)},
-		{"unplaced error at commit", ThenSkip, &pgconn.PgError{Severity: "ERROR", Code: "XX000", Message: "an error nothing places"}},
-		{"statement timeout", ThenSkip, &store.ApplyError{Index: 0, Err: &pgconn.PgError{Severity: "ERROR", Code: "57014", Message: "canceling statement due to statement timeout"}}},
-		{"halt", ThenHalt, fmt.Errorf("error committing batch of p: %w", deferred)},
+		{"deferred constraint", runner.ThenDeadLetter, fmt.Errorf("error committing batch of p: %w", deferred)},
+		{"unplaced error at commit", runner.ThenSkip, &pgconn.PgError{Severity: "ERROR", Code: "XX000", Message: "an error nothing places"}},
+		{"statement timeout", runner.ThenSkip, &store.ApplyError{Index: 0, Err: &pgconn.PgError{Severity: "ERROR", Code: "57014", Message: "canceling statement due to statement timeout"}}},
+		{"halt", runner.ThenHalt, fmt.Errorf("error committing batch of p: %w", deferred)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -193,8 +195,8 @@ func TestBatchFailingWithoutNamingAnEventIsSplit(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			done := start(ctx, tb.p, tb.mem.Node("a"))
-			if tc.then == ThenHalt {
-				require.ErrorIs(t, <-done, ErrHalted)
+			if tc.then == runner.ThenHalt {
+				require.ErrorIs(t, <-done, runner.ErrHalted)
 				c, _ := tb.mem.Checkpoint("p")
 				require.Equal(t, int64(22), c.Cursor.Position, "halts just before the failing event")
 				require.Equal(t, store.StatusHalted, c.Status)
@@ -214,7 +216,7 @@ func TestBatchFailingWithoutNamingAnEventIsSplit(t *testing.T) {
 			require.LessOrEqual(t, obs.count("shrink"), 6)
 			require.Equal(t, 2, obs.count("apply"))
 			dl := tb.mem.DeadLetters("p")
-			if tc.then == ThenDeadLetter {
+			if tc.then == runner.ThenDeadLetter {
 				require.Len(t, dl, 1)
 				require.Equal(t, int64(23), dl[0].Event.Position)
 				require.Equal(t, 3, dl[0].Attempts)
@@ -236,7 +238,7 @@ func TestNoAnswerIsSplitButNeverCharged(t *testing.T) {
 	t.Parallel()
 	tb := setupMem(t)
 	obs := &reasonLog{}
-	tb.p.Observer, tb.p.Policy.Then, tb.p.BatchSize = obs, ThenDeadLetter, 40
+	tb.p.Observer, tb.p.Policy.Then, tb.p.BatchSize = obs, runner.ThenDeadLetter, 40
 	tx := tb.mem.Begin()
 	for i := 0; i < 45; i++ {
 		tx.Append(fmt.Sprintf("s-%d", i), "A", "{}")
@@ -280,7 +282,7 @@ func TestGracefulStopEndsPoisonRetries(t *testing.T) {
 	tb := setupMem(t)
 	obs := &reasonLog{}
 	tb.p.Observer = obs
-	tb.p.Policy = ErrorPolicy{MaxAttempts: 1000, Initial: time.Hour, Max: time.Hour, Then: ThenDeadLetter}
+	tb.p.Policy = runner.ErrorPolicy{MaxAttempts: 1000, Initial: time.Hour, Max: time.Hour, Then: runner.ThenDeadLetter}
 	for i := 0; i < 5; i++ {
 		tb.mem.AppendCommitted("s", "A", "{}")
 	}
@@ -321,13 +323,13 @@ func TestGracefulStopEndsPoisonRetries(t *testing.T) {
 
 // statusCounter counts a backend's status writes.
 type statusCounter struct {
-	*MemNode
+	*memtest.Node
 	n atomic.Int32
 }
 
 func (s *statusCounter) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
 	s.n.Add(1)
-	return s.MemNode.SetStatus(ctx, projector, epoch, status, lastErr)
+	return s.Node.SetStatus(ctx, projector, epoch, status, lastErr)
 }
 
 // TestRetryNotesArePaced: a hot retry loop reports every failure to the
@@ -347,7 +349,7 @@ func TestRetryNotesArePaced(t *testing.T) {
 		}
 		return nil
 	}
-	b := &statusCounter{MemNode: tb.mem.Node("a")}
+	b := &statusCounter{Node: tb.mem.Node("a")}
 	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := start(ctx, tb.p, b)
@@ -365,7 +367,7 @@ func TestRetryNotesArePaced(t *testing.T) {
 // hangingDeadLetter hangs its first dead-letter commit until the commit's
 // context ends, as a database that stops answering would.
 type hangingDeadLetter struct {
-	*MemNode
+	*memtest.Node
 	hung atomic.Bool
 }
 
@@ -374,7 +376,7 @@ func (h *hangingDeadLetter) Commit(ctx context.Context, req store.CommitRequest)
 		<-ctx.Done()
 		return fmt.Errorf("error recording dead letter: %w", ctx.Err())
 	}
-	return h.MemNode.Commit(ctx, req)
+	return h.Node.Commit(ctx, req)
 }
 
 // TestDeadLetterCommitIsBoundedByCommitTimeout: a dead-letter commit runs
@@ -385,12 +387,12 @@ func TestDeadLetterCommitIsBoundedByCommitTimeout(t *testing.T) {
 	t.Parallel()
 	tb := setupMem(t)
 	obs := &reasonLog{}
-	tb.p.Observer, tb.p.Policy.Then, tb.p.CommitTimeout = obs, ThenDeadLetter, 500*time.Millisecond
+	tb.p.Observer, tb.p.Policy.Then, tb.p.CommitTimeout = obs, runner.ThenDeadLetter, 500*time.Millisecond
 	for i := 0; i < 5; i++ {
 		tb.mem.AppendCommitted("s", "A", "{}")
 	}
 	tb.sink.failOn = poisonAt(3)
-	b := &hangingDeadLetter{MemNode: tb.mem.Node("a")}
+	b := &hangingDeadLetter{Node: tb.mem.Node("a")}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := start(ctx, tb.p, b)

@@ -1,4 +1,4 @@
-package runner
+package runner_test
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/runner/memtest"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -26,8 +28,8 @@ import (
 // With a budget of two tokens and one projector, a read that begins with
 // no token free is the prefetch: the batch being committed holds the other.
 type prefetchGate struct {
-	*MemNode
-	budget *Budget
+	*memtest.Node
+	budget *runner.Budget
 	batch  int
 	end    func(ctx context.Context, k int) error
 	hold   func(k int) bool
@@ -70,7 +72,7 @@ func (g *prefetchGate) count() (prefetches, commits int) {
 }
 
 func (g *prefetchGate) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
-	if g.budget.free() == 0 {
+	if g.budget.Free() == 0 {
 		var k int
 		g.bump(func() { g.prefetches++; k = g.prefetches })
 		if g.hold(k) {
@@ -79,12 +81,12 @@ func (g *prefetchGate) Read(ctx context.Context, after store.Cursor, f store.Fil
 			g.until(ctx, func() bool { return g.returned >= k })
 		}
 	}
-	return g.MemNode.Read(ctx, after, f, limit, buf)
+	return g.Node.Read(ctx, after, f, limit, buf)
 }
 
 func (g *prefetchGate) Commit(ctx context.Context, req store.CommitRequest) error {
 	if len(req.Events) != g.batch {
-		return g.MemNode.Commit(ctx, req)
+		return g.Node.Commit(ctx, req)
 	}
 	var k int
 	g.bump(func() { g.commits++; k = g.commits })
@@ -95,7 +97,7 @@ func (g *prefetchGate) Commit(ctx context.Context, req store.CommitRequest) erro
 	if err := g.end(ctx, k); err != nil {
 		return err
 	}
-	return g.MemNode.Commit(ctx, req)
+	return g.Node.Commit(ctx, req)
 }
 
 // labelled counts the goroutines carrying the pprof label key=value: those
@@ -139,7 +141,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 		// ending is how the last commit ends once the run is told to end;
 		// released is closed then.
 		ending  func(ctx context.Context, released <-chan struct{}) error
-		endRun  func(mem *Memory, stop context.CancelFunc, release func())
+		endRun  func(mem *memtest.Memory, stop context.CancelFunc, release func())
 		wantErr error
 		wantPos int64
 	}{{
@@ -148,8 +150,8 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			<-ctx.Done() // a commit that hangs until leadership ends
 			return ctx.Err()
 		},
-		endRun:  func(mem *Memory, stop context.CancelFunc, _ func()) { mem.LoseLeases("a"); stop() },
-		wantErr: ErrLeaseLost,
+		endRun:  func(mem *memtest.Memory, stop context.CancelFunc, _ func()) { mem.LoseLeases("a"); stop() },
+		wantErr: runner.ErrLeaseLost,
 		wantPos: (last - failed - 1) * batchSize,
 	}, {
 		name: "stopped mid-commit that fails",
@@ -157,7 +159,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			<-released
 			return transient
 		},
-		endRun:  func(_ *Memory, stop context.CancelFunc, release func()) { stop(); release() },
+		endRun:  func(_ *memtest.Memory, stop context.CancelFunc, release func()) { stop(); release() },
 		wantPos: (last - failed - 1) * batchSize,
 	}, {
 		name: "stopped mid-commit that commits",
@@ -165,19 +167,19 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			<-released
 			return nil
 		},
-		endRun:  func(_ *Memory, stop context.CancelFunc, release func()) { stop(); release() },
+		endRun:  func(_ *memtest.Memory, stop context.CancelFunc, release func()) { stop(); release() },
 		wantPos: (last - failed) * batchSize,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tb := setupMem(t)
-			budget := NewBudget(2)
+			budget := runner.NewBudget(2)
 			tb.p.BatchSize, tb.p.Budget = batchSize, budget
 			for i := 0; i < 12*batchSize; i++ {
 				tb.mem.AppendCommitted("s", "A", "{}")
 			}
 			atLast, released := make(chan struct{}), make(chan struct{})
-			g := &prefetchGate{MemNode: tb.mem.Node("a"), budget: budget, batch: batchSize, changed: make(chan struct{}),
+			g := &prefetchGate{Node: tb.mem.Node("a"), budget: budget, batch: batchSize, changed: make(chan struct{}),
 				hold: func(k int) bool { return k == last },
 				end: func(ctx context.Context, k int) error {
 					switch {
@@ -193,7 +195,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			defer stop()
 			label := "loop " + tc.name
 			done := make(chan error, 1)
-			go pprof.Do(ctx, pprof.Labels("test", label), func(ctx context.Context) { done <- Run(ctx, tb.p, g) })
+			go pprof.Do(ctx, pprof.Labels("test", label), func(ctx context.Context) { done <- runner.Run(ctx, tb.p, g) })
 
 			select {
 			case <-atLast:
@@ -203,7 +205,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			}
 			// Not vacuous: the batch being committed and the prefetch hold
 			// both tokens, and Run, its lease watcher and the prefetch run.
-			require.Zero(t, budget.free(), "both tokens held mid-commit")
+			require.Zero(t, budget.Free(), "both tokens held mid-commit")
 			require.GreaterOrEqual(t, labelled(t, "test", label), 3, "the loop's goroutines are counted")
 
 			tc.endRun(tb.mem, stop, func() { close(released) })
@@ -218,7 +220,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			} else {
 				require.NoError(t, err)
 			}
-			require.Equal(t, 2, budget.free(), "every budget token is back once Run returned")
+			require.Equal(t, 2, budget.Free(), "every budget token is back once Run returned")
 			require.Eventually(t, func() bool { return labelled(t, "test", label) == 0 }, 20*time.Second, time.Millisecond,
 				"goroutines of the loop are left: %d", labelled(t, "test", label))
 

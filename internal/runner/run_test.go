@@ -1,4 +1,4 @@
-package runner
+package runner_test
 
 import (
 	"context"
@@ -11,34 +11,36 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/runner/memtest"
 	"github.com/projectord/projectord/internal/store"
 )
 
 type memBundle struct {
-	mem  *Memory
+	mem  *memtest.Memory
 	sink *recordingSink
-	p    Projector
+	p    runner.Projector
 }
 
 func setupMem(t *testing.T) *memBundle {
 	t.Helper()
-	mem := NewMemory()
+	mem := memtest.New()
 	sink := &recordingSink{}
 	mem.SetSink("p", sink)
-	return &memBundle{mem: mem, sink: sink, p: Projector{
+	return &memBundle{mem: mem, sink: sink, p: runner.Projector{
 		Name: "p", BatchSize: 50, Logger: zaptest.NewLogger(t),
-		Policy: ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: ThenHalt},
+		Policy: runner.ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: runner.ThenHalt},
 	}}
 }
 
 // start runs Run in the background and returns its result channel.
-func start(ctx context.Context, p Projector, b Backend) <-chan error {
+func start(ctx context.Context, p runner.Projector, b runner.Backend) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, p, b) }()
+	go func() { done <- runner.Run(ctx, p, b) }()
 	return done
 }
 
-func waitCheckpoint(t *testing.T, mem *Memory, projector string, want func(store.Checkpoint) bool) store.Checkpoint {
+func waitCheckpoint(t *testing.T, mem *memtest.Memory, projector string, want func(store.Checkpoint) bool) store.Checkpoint {
 	t.Helper()
 	var last store.Checkpoint
 	require.Eventually(t, func() bool {
@@ -49,7 +51,7 @@ func waitCheckpoint(t *testing.T, mem *Memory, projector string, want func(store
 	return last
 }
 
-func headOf(mem *Memory) store.Cursor {
+func headOf(mem *memtest.Memory) store.Cursor {
 	h, _ := mem.Node("x").Head()
 	return h
 }
@@ -134,8 +136,8 @@ func TestRunReturnsNotLeaderAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := start(ctx, tb.p, tb.mem.Node("a"))
 	require.Eventually(t, func() bool { return tb.mem.Leader("p") == "a" }, 5*time.Second, time.Millisecond)
-	err := Run(context.Background(), tb.p, tb.mem.Node("b"))
-	require.ErrorIs(t, err, ErrNotLeader)
+	err := runner.Run(context.Background(), tb.p, tb.mem.Node("b"))
+	require.ErrorIs(t, err, runner.ErrNotLeader)
 	cancel()
 	require.NoError(t, <-done)
 }
@@ -151,7 +153,7 @@ func TestRunStopsWhenLeaseLostAndIsFenced(t *testing.T) {
 	tb.mem.LoseLeases("a")
 	select {
 	case err := <-done:
-		require.ErrorIs(t, err, ErrLeaseLost)
+		require.ErrorIs(t, err, runner.ErrLeaseLost)
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after its lease was lost")
 	}
@@ -182,7 +184,7 @@ func TestCommitUnderOldEpochIsFenced(t *testing.T) {
 
 func TestPoisonPolicies(t *testing.T) {
 	t.Parallel()
-	for _, then := range []Then{ThenHalt, ThenSkip, ThenDeadLetter} {
+	for _, then := range []runner.Then{runner.ThenHalt, runner.ThenSkip, runner.ThenDeadLetter} {
 		t.Run(string(then), func(t *testing.T) {
 			t.Parallel()
 			tb := setupMem(t)
@@ -194,26 +196,26 @@ func TestPoisonPolicies(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			done := start(ctx, tb.p, tb.mem.Node("a"))
-			if then != ThenHalt {
+			if then != runner.ThenHalt {
 				waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor.Position == 20 })
 				cancel()
 			}
 			err := <-done
 			c, _ := tb.mem.Checkpoint("p")
 			switch then {
-			case ThenHalt:
-				require.ErrorIs(t, err, ErrHalted)
+			case runner.ThenHalt:
+				require.ErrorIs(t, err, runner.ErrHalted)
 				require.Equal(t, int64(6), c.Cursor.Position, "halts just before the poison event")
 				require.Equal(t, store.StatusHalted, c.Status)
 				require.Contains(t, c.LastError, "poison at 7")
 				require.Equal(t, "", tb.mem.Leader("p"), "a halted projector releases its lock")
-			case ThenSkip, ThenDeadLetter:
+			case runner.ThenSkip, runner.ThenDeadLetter:
 				require.NoError(t, err)
 				require.Equal(t, int64(20), c.Cursor.Position)
 				require.Equal(t, 19, tb.sink.count())
 				require.NotContains(t, tb.sink.positions(), int64(7))
 				dl := tb.mem.DeadLetters("p")
-				if then == ThenDeadLetter {
+				if then == runner.ThenDeadLetter {
 					require.Len(t, dl, 1)
 					require.Equal(t, int64(7), dl[0].Event.Position)
 					require.Equal(t, 3, dl[0].Attempts)
@@ -236,22 +238,22 @@ func TestSupervisorsElectOneLeaderAndHandOver(t *testing.T) {
 	ctxA, stopA := context.WithCancel(context.Background())
 	ctxB, stopB := context.WithCancel(context.Background())
 	defer stopB()
-	sa, sb := NewSupervisor(tb.p, tb.mem.Node("a")), NewSupervisor(tb.p, tb.mem.Node("b"))
+	sa, sb := runner.NewSupervisor(tb.p, tb.mem.Node("a")), runner.NewSupervisor(tb.p, tb.mem.Node("b"))
 	doneA, doneB := make(chan struct{}), make(chan struct{})
 	go func() { sa.Run(ctxA); close(doneA) }()
 	go func() { sb.Run(ctxB); close(doneB) }()
 
 	require.Eventually(t, func() bool {
-		return (sa.State() == StateLeader) != (sb.State() == StateLeader)
+		return (sa.State() == runner.StateLeader) != (sb.State() == runner.StateLeader)
 	}, 5*time.Second, time.Millisecond)
 	leader, other, stopLeader, leaderDone := sa, sb, stopA, doneA
-	if sb.State() == StateLeader {
+	if sb.State() == runner.StateLeader {
 		leader, other, stopLeader, leaderDone = sb, sa, stopB, doneB
 	}
 	stopLeader()
 	<-leaderDone
-	require.Equal(t, StateStopped, leader.State())
-	require.Eventually(t, func() bool { return other.State() == StateLeader }, 5*time.Second, time.Millisecond)
+	require.Equal(t, runner.StateStopped, leader.State())
+	require.Eventually(t, func() bool { return other.State() == runner.StateLeader }, 5*time.Second, time.Millisecond)
 	waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor == headOf(tb.mem) })
 	require.Empty(t, tb.sink.duplicates())
 	require.Equal(t, 90, tb.sink.count())

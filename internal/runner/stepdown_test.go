@@ -1,4 +1,4 @@
-package runner
+package runner_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/runner"
+	"github.com/projectord/projectord/internal/runner/memtest"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -20,9 +22,9 @@ import (
 // second replica claims the projector, as a successor would while the
 // batch is in flight.
 type sinkBeforeFence struct {
-	*MemNode
+	*memtest.Node
 	bad   int64
-	other *MemNode
+	other *memtest.Node
 	mu    sync.Mutex
 	fails int
 }
@@ -39,7 +41,7 @@ func (s *sinkBeforeFence) Commit(ctx context.Context, req store.CommitRequest) e
 			return &store.ApplyError{Index: i, Err: &pgconn.PgError{Severity: "ERROR", Code: "23505", Message: "duplicate key value violates unique constraint"}}
 		}
 	}
-	return s.MemNode.Commit(ctx, req)
+	return s.Node.Commit(ctx, req)
 }
 
 // TestDeposedLeaderStepsDownInsteadOfHalting: a leader deposed while it retries a
@@ -53,14 +55,14 @@ func TestDeposedLeaderStepsDownInsteadOfHalting(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		tb.mem.AppendCommitted("s", "A", "{}")
 	}
-	b := &sinkBeforeFence{MemNode: tb.mem.Node("a"), bad: 5, other: tb.mem.Node("b")}
+	b := &sinkBeforeFence{Node: tb.mem.Node("a"), bad: 5, other: tb.mem.Node("b")}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := <-start(ctx, tb.p, b)
 	cp, _ := tb.mem.Checkpoint("p")
 	require.NotEqual(t, store.StatusHalted, cp.Status, "the successor's checkpoint is not halted")
-	require.False(t, errors.Is(err, ErrHalted), "a deposed leader reported a halt it could not record: %v", err)
-	require.ErrorIs(t, err, ErrDeposed)
+	require.False(t, errors.Is(err, runner.ErrHalted), "a deposed leader reported a halt it could not record: %v", err)
+	require.ErrorIs(t, err, runner.ErrDeposed)
 }
 
 // TestSkipStaysRecordedAfterARetryNote: after a poison event is skipped, a transient
@@ -69,7 +71,7 @@ func TestDeposedLeaderStepsDownInsteadOfHalting(t *testing.T) {
 func TestSkipStaysRecordedAfterARetryNote(t *testing.T) {
 	t.Parallel()
 	tb := setupMem(t)
-	tb.p.Policy.Then = ThenSkip
+	tb.p.Policy.Then = runner.ThenSkip
 	for i := 0; i < 20; i++ {
 		tb.mem.AppendCommitted("s", "A", "{}")
 	}

@@ -1,12 +1,21 @@
-package runner
+// Package memtest is the in-memory backend of the runner: an event store,
+// checkpoint store and lock table that implement the seams of
+// internal/runner the way runner.PGBackend does on PostgreSQL, so tests of
+// the loop run fast. The shared contract suite (internal/daemon,
+// TestBackendContract) holds both to the same behaviour. It is imported by
+// tests only.
+package memtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -22,55 +31,82 @@ type Memory struct {
 	aborted     map[uint64]bool
 	checkpoints map[string]*store.Checkpoint
 	locks       map[string]*memLease
-	sinks       map[string]MemSink
+	sinks       map[string]Sink
 	dead        map[string][]store.DeadLetter
 	changed     chan struct{}
 	turn        chan struct{}
 }
 
-// MemSink applies a batch all-or-nothing; on failure it returns
-// *store.ApplyError naming the failing event and changes nothing.
-type MemSink interface {
+// Sink applies a batch all-or-nothing; on failure it returns
+// *store.ApplyError naming the failing event and changes nothing. It runs
+// under the store's lock, so Apply must not wait for the store.
+type Sink interface {
 	Apply(events []store.Event) error
 }
 
-// NewMemory returns an empty in-memory backend.
-func NewMemory() *Memory {
+// FilterSink is a Sink that acts on some event types only, as a
+// store.SQLSink without a "*" handler does. Node then passes it only the
+// events it handles (an ApplyError still names its event by its index in
+// the whole batch, as store.Target.Commit does), and the loop passes over
+// the others (runner.SinkFilter). A Sink that is not a FilterSink handles
+// every type.
+type FilterSink interface {
+	Sink
+	Handles(eventType string) bool
+}
+
+// CheckedSink is a Sink that can tell, without applying anything, that it
+// fails for every event alike: Check returns an error matching
+// store.ErrBadHandler then (a store.StatementProblem, say), and any other
+// error when the check itself failed. Node.CheckSink runs it at the start
+// of each leadership (runner.SinkChecker), as PGBackend prepares and plans
+// every handler.
+type CheckedSink interface {
+	Sink
+	Check() error
+}
+
+// Fingerprint is the sink fingerprint of a Node (WithSink changes it): the
+// halts it records refuse the claims of nodes with the same one.
+const Fingerprint = "memory"
+
+// New returns an empty in-memory backend.
+func New() *Memory {
 	return &Memory{
 		nextXID: 1000, nextPos: 1,
 		open: map[uint64]bool{}, aborted: map[uint64]bool{},
 		checkpoints: map[string]*store.Checkpoint{}, locks: map[string]*memLease{},
-		sinks: map[string]MemSink{}, dead: map[string][]store.DeadLetter{},
+		sinks: map[string]Sink{}, dead: map[string][]store.DeadLetter{},
 		changed: make(chan struct{}), turn: make(chan struct{}),
 	}
 }
 
 // SetSink sets the projector's sink.
-func (m *Memory) SetSink(projector string, s MemSink) {
+func (m *Memory) SetSink(projector string, s Sink) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sinks[projector] = s
 }
 
-// MemTx is an open writer transaction on the memory store.
-type MemTx struct {
+// Tx is an open writer transaction on the memory store.
+type Tx struct {
 	m   *Memory
 	xid uint64
 }
 
 // Begin opens a writer transaction; its events stay invisible, and hold the
 // horizon back, until it ends.
-func (m *Memory) Begin() *MemTx {
+func (m *Memory) Begin() *Tx {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	xid := m.nextXID
 	m.nextXID++
 	m.open[xid] = true
-	return &MemTx{m: m, xid: xid}
+	return &Tx{m: m, xid: xid}
 }
 
 // Append adds an event of the given type to the transaction and returns its position.
-func (tx *MemTx) Append(stream, eventType string, data string) int64 {
+func (tx *Tx) Append(stream, eventType string, data string) int64 {
 	m := tx.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -84,12 +120,12 @@ func (tx *MemTx) Append(stream, eventType string, data string) int64 {
 }
 
 // Commit makes the transaction's events visible.
-func (tx *MemTx) Commit() { tx.end(false) }
+func (tx *Tx) Commit() { tx.end(false) }
 
 // Rollback discards the transaction's events.
-func (tx *MemTx) Rollback() { tx.end(true) }
+func (tx *Tx) Rollback() { tx.end(true) }
 
-func (tx *MemTx) end(abort bool) {
+func (tx *Tx) end(abort bool) {
 	m := tx.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -150,7 +186,9 @@ func sortEvents(es []store.Event) {
 }
 
 // Node returns the backend as seen by replica node.
-func (m *Memory) Node(node string) *MemNode { return &MemNode{m: m, node: node} }
+// Its sink fingerprint is Fingerprint: every node runs the same sinks, as
+// replicas with one configuration do.
+func (m *Memory) Node(node string) *Node { return &Node{m: m, node: node, sink: Fingerprint} }
 
 // Checkpoint returns the projector's checkpoint.
 func (m *Memory) Checkpoint(projector string) (store.Checkpoint, bool) {
@@ -182,7 +220,7 @@ func (m *Memory) LoseLeases(node string) {
 	}
 	m.mu.Unlock()
 	for _, l := range lost {
-		l.end(fmt.Errorf("%w: session of %s dropped", ErrLeaseLost, node))
+		l.end(fmt.Errorf("%w: session of %s dropped", runner.ErrLeaseLost, node))
 	}
 }
 
@@ -201,8 +239,10 @@ func (m *Memory) broadcastTurn() {
 	m.turn = make(chan struct{})
 }
 
-// MemNode is one replica's view of a Memory backend; it implements Backend.
-type MemNode struct {
+// Node is one replica's view of a Memory backend. It implements
+// runner.Backend, runner.SinkFilter and runner.SinkChecker, as
+// runner.PGBackend does.
+type Node struct {
 	m    *Memory
 	node string
 	// sink is this replica's sink fingerprint (store.SQLSink.Fingerprint):
@@ -211,13 +251,16 @@ type MemNode struct {
 }
 
 // Name is the node's name.
-func (n *MemNode) Name() string { return n.node }
+func (n *Node) Name() string { return n.node }
 
 // WithSink returns the node with its sink fingerprint set to fp: like a
 // replica whose handlers differ from those of a replica with another one.
-func (n *MemNode) WithSink(fp string) *MemNode { return &MemNode{m: n.m, node: n.node, sink: fp} }
+// A node with fingerprint "" names none, as store.Target.Claim: its claims
+// end any halt, and the halts it records refuse no claim.
+func (n *Node) WithSink(fp string) *Node { return &Node{m: n.m, node: n.node, sink: fp} }
 
-// Resume ends the projector's halt, as `projectord resume` does.
+// Resume ends the projector's halt, as `projectord resume` does
+// (store.Target.Resume). It reports whether the projector was halted.
 func (m *Memory) Resume(projector string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -225,14 +268,18 @@ func (m *Memory) Resume(projector string) bool {
 	if !ok || c.Status != store.StatusHalted {
 		return false
 	}
-	c.Status, c.LastError, c.Halt = store.StatusRunning, "", nil
+	c.Status, c.LastError, c.Halt, c.UpdatedAt = store.StatusRunning, "", nil, time.Now()
 	return true
 }
 
-var _ Backend = (*MemNode)(nil)
+var (
+	_ runner.Backend     = (*Node)(nil)
+	_ runner.SinkFilter  = (*Node)(nil)
+	_ runner.SinkChecker = (*Node)(nil)
+)
 
-// Read implements EventReader.
-func (n *MemNode) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
+// Read implements runner.EventReader.
+func (n *Node) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return buf[:0], err
 	}
@@ -252,8 +299,8 @@ func (n *MemNode) Read(ctx context.Context, after store.Cursor, f store.Filter, 
 	return out, nil
 }
 
-// Head implements EventReader.
-func (n *MemNode) Head() (store.Cursor, <-chan struct{}) {
+// Head implements runner.EventReader.
+func (n *Node) Head() (store.Cursor, <-chan struct{}) {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -265,8 +312,14 @@ func (n *MemNode) Head() (store.Cursor, <-chan struct{}) {
 	return head, m.changed
 }
 
-// Claim implements CheckpointStore.
-func (n *MemNode) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+// Claim implements runner.CheckpointStore, as store.Target.ClaimSink: a
+// projector halted under this node's fingerprint is not claimed (the epoch
+// stays; the error is a *store.HaltedError), and a claim under another one
+// ends the halt.
+func (n *Node) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Checkpoint{}, err
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -276,18 +329,26 @@ func (n *MemNode) Claim(ctx context.Context, projector string) (store.Checkpoint
 		m.checkpoints[projector] = c
 	}
 	if c.Status == store.StatusHalted && c.Halt != nil {
-		if c.Halt.Sink == n.sink {
+		if n.sink != "" && c.Halt.Sink == n.sink {
 			return *c, &store.HaltedError{Checkpoint: *c}
 		}
 		c.LastError, c.Halt = "", nil // a changed sink ends the halt
 	}
+	if strings.HasPrefix(c.LastError, store.ErrOrderingChanged.Error()) {
+		// As in ClaimSink: an earlier refusal is this claim's to repeat or
+		// end, and memory has one ordering only.
+		c.LastError = ""
+	}
+	now := time.Now()
 	c.Epoch++
-	c.LeaderNode, c.LeaderSince, c.Status = n.node, time.Now(), store.StatusRunning
+	c.LeaderNode, c.LeaderSince, c.Status, c.UpdatedAt = n.node, now, store.StatusRunning, now
 	return *c, nil
 }
 
-// Commit implements CheckpointStore.
-func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
+// Commit implements runner.CheckpointStore, as store.Target.Commit: the
+// sink applies the events it handles, the dead letter is recorded and the
+// checkpoint moves, all or nothing, fenced by epoch and cursor.
+func (n *Node) Commit(ctx context.Context, req store.CommitRequest) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -304,8 +365,8 @@ func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
 	if !ok || c.Epoch != req.Epoch || c.Cursor != req.From {
 		return fmt.Errorf("%w: projector %s epoch %d", store.ErrFenced, req.Projector, req.Epoch)
 	}
-	if s := m.sinks[req.Projector]; s != nil && len(req.Events) > 0 {
-		if err := s.Apply(req.Events); err != nil {
+	if s := m.sinks[req.Projector]; s != nil {
+		if err := apply(s, req.Events); err != nil {
 			return err
 		}
 	}
@@ -318,8 +379,41 @@ func (n *MemNode) Commit(ctx context.Context, req store.CommitRequest) error {
 	return nil
 }
 
-// SetStatus implements CheckpointStore.
-func (n *MemNode) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+// apply runs s on the events it handles. An ApplyError names its event by
+// its index in events, as store.Target.Commit maps each statement to its
+// event; events with no handler are skipped, as no statement runs for them.
+func apply(s Sink, events []store.Event) error {
+	f, ok := s.(FilterSink)
+	if !ok {
+		if len(events) == 0 {
+			return nil
+		}
+		return s.Apply(events)
+	}
+	handled := make([]store.Event, 0, len(events))
+	owner := make([]int, 0, len(events))
+	for i := range events {
+		if f.Handles(events[i].Type) {
+			handled = append(handled, events[i])
+			owner = append(owner, i)
+		}
+	}
+	if len(handled) == 0 {
+		return nil
+	}
+	err := s.Apply(handled)
+	var ae *store.ApplyError
+	if errors.As(err, &ae) && ae.Index >= 0 && ae.Index < len(owner) {
+		return &store.ApplyError{Index: owner[ae.Index], Err: ae.Err}
+	}
+	return err
+}
+
+// SetStatus implements runner.CheckpointStore, as store.Target.SetStatus.
+func (n *Node) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -327,12 +421,20 @@ func (n *MemNode) SetStatus(ctx context.Context, projector string, epoch int64, 
 	if !ok || c.Epoch != epoch {
 		return store.ErrFenced
 	}
-	c.Status, c.LastError = status, lastErr
+	now := time.Now()
+	c.Status, c.LastError, c.UpdatedAt = status, lastErr, now
+	if lastErr != "" {
+		c.LastErrorAt = now
+	}
 	return nil
 }
 
-// Halt implements CheckpointStore.
-func (n *MemNode) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
+// Halt implements runner.CheckpointStore, as store.Target.Halt: the halt
+// is recorded under this node's fingerprint, fenced by epoch.
+func (n *Node) Halt(ctx context.Context, projector string, epoch int64, event *store.Cursor, msg string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -345,25 +447,54 @@ func (n *MemNode) Halt(ctx context.Context, projector string, epoch int64, event
 		e := *event
 		h.Event = &e
 	}
-	c.Status, c.LastError, c.LastErrorAt, c.Halt = store.StatusHalted, msg, h.At, h
+	c.Status, c.LastError, c.LastErrorAt, c.UpdatedAt, c.Halt = store.StatusHalted, msg, h.At, h.At, h
 	return nil
 }
 
-// TryAcquire implements Coordinator.
-func (n *MemNode) TryAcquire(ctx context.Context, projector string) (Lease, error) {
+func (m *Memory) sink(projector string) Sink {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sinks[projector]
+}
+
+// Handles implements runner.SinkFilter, as PGBackend.Handles: a projector
+// without a sink handles nothing; a sink that is not a FilterSink handles
+// every type.
+func (n *Node) Handles(projector, eventType string) bool {
+	s := n.m.sink(projector)
+	if f, ok := s.(FilterSink); ok {
+		return f.Handles(eventType)
+	}
+	return s != nil
+}
+
+// CheckSink implements runner.SinkChecker, as PGBackend.CheckSink: it runs
+// the sink's Check if it is a CheckedSink.
+func (n *Node) CheckSink(ctx context.Context, projector string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c, ok := n.m.sink(projector).(CheckedSink); ok {
+		return c.Check()
+	}
+	return nil
+}
+
+// TryAcquire implements runner.Coordinator.
+func (n *Node) TryAcquire(ctx context.Context, projector string) (runner.Lease, error) {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, held := m.locks[projector]; held {
-		return nil, ErrNotLeader
+		return nil, runner.ErrNotLeader
 	}
 	l := &memLease{m: m, name: projector, node: n.node, done: make(chan struct{})}
 	m.locks[projector] = l
 	return l, nil
 }
 
-// Turn implements Coordinator: it fires whenever a lock is released or lost.
-func (n *MemNode) Turn() <-chan struct{} {
+// Turn implements runner.Coordinator: it fires whenever a lock is released or lost.
+func (n *Node) Turn() <-chan struct{} {
 	n.m.mu.Lock()
 	defer n.m.mu.Unlock()
 	return n.m.turn
