@@ -23,6 +23,7 @@ package config
 import (
 	"time"
 
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -202,17 +203,10 @@ type Projector struct {
 	Sink Sink `mapstructure:"sink"`
 }
 
-// ErrorPolicy says what happens when applying an event fails.
-type ErrorPolicy struct {
-	// MaxAttempts is how often one event is tried before Then. Default 5; 1 to 100.
-	MaxAttempts int `mapstructure:"max_attempts" limit:"1,100"`
-	// Initial and Max bound the exponential backoff between attempts.
-	// Defaults 100ms, 30s; each 1ms to 1h, Initial at most Max.
-	Initial time.Duration `mapstructure:"initial" limit:"1ms,1h"`
-	Max     time.Duration `mapstructure:"max" limit:"1ms,1h"`
-	// Then is halt (default), skip or dead_letter.
-	Then string `mapstructure:"then"`
-}
+// ErrorPolicy says what happens when applying an event fails: on_error
+// decodes straight into the runner's type, whose tags are the keys and
+// their ranges, so the policy has one definition.
+type ErrorPolicy = runner.ErrorPolicy
 
 // Sink selects the projector's output. Only SQL exists for now.
 type Sink struct {

@@ -161,6 +161,9 @@ func toString(data any) (any, error) {
 	case bool:
 		return strconv.FormatBool(v), nil
 	}
+	if v := reflect.ValueOf(data); v.Kind() == reflect.String {
+		return v.String(), nil // a named string type (runner.Then)
+	}
 	if i, ok := exactInt(data); ok {
 		return strconv.FormatInt(i, 10), nil
 	}

@@ -78,7 +78,7 @@ func Default() Config {
 				MaxAttempts: runner.DefaultMaxAttempts,
 				Initial:     runner.DefaultInitial,
 				Max:         runner.DefaultMax,
-				Then:        string(runner.DefaultThen),
+				Then:        runner.DefaultThen,
 			},
 		},
 	}

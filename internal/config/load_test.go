@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 )
@@ -200,6 +201,8 @@ func TestLoadEnvReachesEveryKey(t *testing.T) {
 			s, v = "77s", 77*time.Second
 		case reflect.TypeFor[string]():
 			s, v = "env_"+strings.ReplaceAll(l.key, ".", "_"), "env_"+strings.ReplaceAll(l.key, ".", "_")
+		case reflect.TypeFor[runner.Then]():
+			s, v = "env_"+strings.ReplaceAll(l.key, ".", "_"), runner.Then("env_"+strings.ReplaceAll(l.key, ".", "_"))
 		case reflect.TypeFor[bool]():
 			s, v = "true", true
 		case reflect.TypeFor[int]():
@@ -477,7 +480,7 @@ projectors:
 `), nil)
 	require.NoError(t, err)
 	require.Equal(t, 500, cfg.Projectors[0].BatchSize)
-	require.Equal(t, "halt", cfg.Projectors[0].OnError.Then)
+	require.Equal(t, runner.ThenHalt, cfg.Projectors[0].OnError.Then)
 }
 
 func TestLoadHandlerCaseMismatchIsReported(t *testing.T) {

@@ -403,7 +403,7 @@ func checkPolicy(k *checker, path string, p ErrorPolicy, base *ErrorPolicy) {
 		k.add(path+".initial", "must not exceed %s.max (%s)", path, p.Max)
 	}
 	if all || p.Then != b.Then {
-		k.oneOf(path+".then", p.Then, errorThens)
+		k.oneOf(path+".then", string(p.Then), errorThens)
 	}
 }
 

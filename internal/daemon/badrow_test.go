@@ -152,7 +152,7 @@ func TestPGBadSourceRowsArePoisonEvents(t *testing.T) {
 			tb := setupPG(t)
 			src := seedBadRows(t, tb, variant.textJSON)
 			policy := func(then string) config.ErrorPolicy {
-				return config.ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: then}
+				return config.ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: runner.Then(then)}
 			}
 			onlyB := &config.SQLSink{Handlers: map[string]string{"B": `INSERT INTO applied (projector, position) VALUES ('only_b', @position)`}}
 			cfg := tb.config(t,

@@ -297,11 +297,10 @@ func SourceOf(c config.Source) store.Source {
 // ProjectorOf converts one projector's configuration.
 func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs runner.Observer) runner.Projector {
 	return runner.Projector{
-		Name:      p.Name,
-		Filter:    store.Filter{EventTypes: p.EventTypes, StreamPrefix: p.StreamPrefix},
-		BatchSize: p.BatchSize,
-		Policy: runner.ErrorPolicy{MaxAttempts: p.OnError.MaxAttempts, Initial: p.OnError.Initial,
-			Max: p.OnError.Max, Then: runner.Then(p.OnError.Then)},
+		Name:          p.Name,
+		Filter:        store.Filter{EventTypes: p.EventTypes, StreamPrefix: p.StreamPrefix},
+		BatchSize:     p.BatchSize,
+		Policy:        p.OnError,
 		CommitTimeout: cfg.Database.QueryTimeout,
 		Logger:        log,
 		Observer:      obs,

@@ -29,7 +29,7 @@ func TestPGPoisonErrorSummary(t *testing.T) {
 		VALUES (E'card-\x1b[2J-owner', 1, 'A', '{"n":"4111-1111-1111-1111"}')
 		RETURNING transaction_id, global_position`).Scan(&bad.XID, &bad.Position))
 	policy := func(then string) config.ErrorPolicy {
-		return config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: then}
+		return config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: runner.Then(then)}
 	}
 	sink := func(p string) config.Sink {
 		return config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO nums VALUES ('` + p + `', (@data->>'n')::int)`}}}

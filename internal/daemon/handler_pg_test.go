@@ -116,7 +116,7 @@ func TestPGHandlerRefusedAtStartHaltsWithoutChargingEvents(t *testing.T) {
 		for _, then := range []string{"dead_letter", "skip"} {
 			name := kind + "-" + then
 			projectors = append(projectors, config.Projector{Name: name,
-				OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 10 * time.Millisecond, Then: then},
+				OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 10 * time.Millisecond, Then: runner.Then(then)},
 				Sink:    config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": fmt.Sprintf(h.sql, name)}}}})
 		}
 	}

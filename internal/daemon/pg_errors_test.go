@@ -87,7 +87,7 @@ func TestPGEventErrorsReachThePolicy(t *testing.T) {
 	var projectors []config.Projector
 	for _, c := range cases {
 		projectors = append(projectors, config.Projector{Name: c.name,
-			OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 10 * time.Millisecond, Then: c.then},
+			OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 10 * time.Millisecond, Then: runner.Then(c.then)},
 			Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{
 				"A":   fmt.Sprintf(`INSERT INTO applied (projector, position) VALUES ('%s', @position)`, c.name),
 				"Bad": c.sql,

@@ -302,7 +302,7 @@ func TestPGPoisonPoliciesIsolateProjectors(t *testing.T) {
 		return &config.SQLSink{Handlers: map[string]string{"A": fmt.Sprintf(`INSERT INTO nums VALUES ('%s', (@data->>'n')::int)`, p)}}
 	}
 	policy := func(then string) config.ErrorPolicy {
-		return config.ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: then}
+		return config.ErrorPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: runner.Then(then)}
 	}
 	cfg := tb.config(t,
 		config.Projector{Name: "halts", OnError: policy("halt"), Sink: config.Sink{SQL: handler("halts")}},

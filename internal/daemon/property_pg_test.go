@@ -62,7 +62,7 @@ func propConfig(tb *pgBundle, t *testing.T, ordering string) *config.Config {
 		}
 		ps = append(ps, config.Projector{
 			Name: p.name, BatchSize: 7,
-			OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: p.then},
+			OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: runner.Then(p.then)},
 			Sink:    config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"*": handler}, Reset: reset}},
 		})
 	}

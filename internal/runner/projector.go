@@ -18,11 +18,17 @@ const (
 	ThenDeadLetter Then = "dead_letter"
 )
 
-// ErrorPolicy governs retries of an event a sink rejects.
+// ErrorPolicy governs retries of an event a sink rejects. It is also what
+// on_error decodes into (config.ErrorPolicy is this type).
 type ErrorPolicy struct {
-	MaxAttempts  int
-	Initial, Max time.Duration
-	Then         Then
+	// MaxAttempts is how often one event is tried before Then. Default 5; 1 to 100.
+	MaxAttempts int `mapstructure:"max_attempts" limit:"1,100"`
+	// Initial and Max bound the exponential backoff between attempts.
+	// Defaults 100ms, 30s; each 1ms to 1h, Initial at most Max.
+	Initial time.Duration `mapstructure:"initial" limit:"1ms,1h"`
+	Max     time.Duration `mapstructure:"max" limit:"1ms,1h"`
+	// Then is halt (default), skip or dead_letter.
+	Then Then `mapstructure:"then"`
 }
 
 // Projector is one read model's definition, as the runner needs it.
