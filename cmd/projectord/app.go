@@ -136,14 +136,10 @@ func runUntilSignal(ctx context.Context, a *app) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	var fatal error
 	select {
 	case sig := <-sigs:
 		a.log.Info("signal received; stopping", zap.String("signal", sig.String()), zap.Duration("budget", a.cfg.ShutdownTimeout))
 	case <-a.daemon.Done():
-		if cause := a.daemon.Cause(); !errors.Is(cause, daemon.ErrStopped) {
-			fatal = cause
-		}
 	case <-ctx.Done():
 	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
@@ -158,8 +154,11 @@ func runUntilSignal(ctx context.Context, a *app) error {
 		}
 	}()
 	a.stop(stopCtx)
-	if fatal != nil {
-		return &configError{err: fatal}
+	// The daemon's cause, not the case picked above, says how it ended: a
+	// fatal error met before Stop stays its cause, whether it came first
+	// or together with a signal (select picks at random among ready cases).
+	if cause := a.daemon.Cause(); cause != nil && !errors.Is(cause, daemon.ErrStopped) {
+		return &configError{err: cause}
 	}
 	return nil
 }
