@@ -74,7 +74,10 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 		service{name: "systemd notify", start: func(context.Context) error { a.notifyStarted(); return nil }, stop: a.notifyStopping})
 	for _, s := range a.services {
 		if err := s.start(ctx); err != nil {
-			a.stop(ctx)
+			// What started stops within the shutdown budget, as on a signal.
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+			a.stop(stopCtx)
+			cancel()
 			return nil, err
 		}
 		a.started++

@@ -18,6 +18,7 @@ import (
 
 	"github.com/projectord/projectord/configs"
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/demo"
 	"github.com/projectord/projectord/internal/store/pgcluster"
 )
@@ -177,6 +178,9 @@ func runDev(ctx context.Context, e *env, flags *pflag.FlagSet, o devOptions) (er
 		return err
 	}
 	reason, fatal := s.follow(sig.run, sig)
+	if c := s.app.daemon.Cause(); fatal == nil && c != nil && !errors.Is(c, daemon.ErrStopped) {
+		fatal = c // it failed as the wait ended another way
+	}
 	if fatal != nil {
 		fmt.Fprintf(s.out, "stopping: %s\n", oneLine(fatal.Error()))
 		return &configError{err: fatal}

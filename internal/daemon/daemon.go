@@ -192,10 +192,16 @@ func (d *Daemon) Pools() map[string]*pgxpool.Pool {
 // never a crash.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.startOnce.Do(func() {
+		// Under the lock, so a Stop racing this Start either sees nothing
+		// started or waits for the bootstrap.
 		d.mu.Lock()
+		if d.stopping {
+			d.mu.Unlock()
+			return
+		}
 		d.hasStarted = true
-		d.mu.Unlock()
 		d.bootWG.Add(1)
+		d.mu.Unlock()
 		go func() {
 			defer d.bootWG.Done()
 			d.bootstrap(d.life)
