@@ -157,9 +157,6 @@ scrape_configs:
 		default:
 		}
 		code, _ := get(ps.base + "/-/ready")
-		if code != 200 {
-			time.Sleep(50 * time.Millisecond)
-		}
 		return code == 200
 	})
 	return ps
@@ -327,16 +324,20 @@ func (w *alertWatch) state(alert, projector string) string {
 // after d.
 func (w *alertWatch) until(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond) // a fifth of an evaluation interval
+	defer tick.Stop()
 	for {
 		w.poll(t)
 		if cond() {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("%s: not within %s (alerts: %v)", what, d, w.last)
+		case <-tick.C:
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -378,9 +379,6 @@ func (r *promReplica) start(t *testing.T) {
 	r.proc = startProc(t, "run", "--config", r.cfg)
 	waitFor(t, 30*time.Second, func() bool {
 		code, _ := get(r.base + "/livez")
-		if code != 200 {
-			time.Sleep(20 * time.Millisecond)
-		}
 		return code == 200
 	})
 }
