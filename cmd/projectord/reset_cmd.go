@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/projectord/projectord/internal/store"
@@ -26,47 +25,27 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 		Example: "  projectord reset order_totals --yes --config /etc/projectord/projectord.yaml",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd, g)
+			op, err := loadProjector(cmd, g, args[0])
 			if err != nil {
 				return err
 			}
-			p, ok := cfg.Projector(args[0])
-			if !ok {
-				return &usageError{msg: fmt.Sprintf("no projector named %q in the configuration", args[0])}
-			}
 			if !yes {
-				return &usageError{msg: fmt.Sprintf("reset empties the read model of %s: add --yes to confirm", p.Name)}
+				return &usageError{msg: fmt.Sprintf("reset empties the read model of %s: add --yes to confirm", op.p.Name)}
 			}
-			url := p.Sink.SQL.TargetURL
-			if url == "" {
-				url = cfg.Database.URL
-			}
-			err = withPool(cmd.Context(), cfg, url, func(pool *pgxpool.Pool) error {
-				if err := store.CheckTrust(cmd.Context(), pool); err != nil {
-					return err
-				}
-				epoch, err := store.NewTarget(pool, cfg.Database.QueryTimeout).Reset(cmd.Context(), p.Name, p.Sink.SQL.Reset)
+			err = op.withTarget(cmd.Context(), func(t *store.Target) error {
+				epoch, err := t.Reset(cmd.Context(), op.p.Name, op.p.Sink.SQL.Reset)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "%s reset (epoch %d); the leader replays it from the first event\n", p.Name, epoch)
+				fmt.Fprintf(e.stdout, "%s reset (epoch %d); the leader replays it from the first event\n", op.p.Name, epoch)
 				return nil
 			})
-			if err != nil {
+			if err != nil || op.coord == op.target {
+				// The reset notifies in its own transaction, in the target
+				// database; replicas listening elsewhere are told below.
 				return err
 			}
-			// NOTIFY is per database: when the read model lives elsewhere,
-			// tell the replicas where their coordination sessions listen.
-			coordURL := cfg.Coordination.URL
-			if coordURL == "" {
-				coordURL = cfg.Database.URL
-			}
-			if coordURL == url {
-				return nil
-			}
-			return withPool(cmd.Context(), cfg, coordURL, func(pool *pgxpool.Pool) error {
-				return store.Notify(cmd.Context(), pool, store.ResetChannel, p.Name)
-			})
+			return op.notify(cmd.Context(), store.ResetChannel)
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm emptying the read model")
