@@ -62,19 +62,28 @@ func freePort(t *testing.T) int {
 func (ob *obsBundle) replica(t *testing.T, node string, projectors string) (*proc, string) {
 	t.Helper()
 	port := freePort(t)
-	f := writeFile(t, node+".yaml", fmt.Sprintf(`
-database: {url: '%s'}
-coordination: {node_id: %s, acquire_interval: 200ms, heartbeat_interval: 200ms, lease_timeout: 3s}
-source: {poll_interval: 20ms}
-metrics: {refresh_interval: 100ms}
-http: {listen: "127.0.0.1:%d"}
-shutdown_timeout: 5s
-projectors:
-%s`, ob.url, node, port, projectors))
+	f := replicaConfig(t, node, ob.url, port, 100*time.Millisecond, "", "", projectors)
 	p := startProc(t, "run", "--config", f)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	waitFor(t, 30*time.Second, func() bool { code, _ := get(base + "/livez"); return code == 200 })
 	return p, base
+}
+
+// replicaConfig writes the configuration of a test replica: node on the
+// database at dbURL, serving HTTP on port, refreshing its status every
+// refresh, with extra database and coordination settings (", key: value"
+// each) and the projectors' YAML.
+func replicaConfig(t *testing.T, node, dbURL string, port int, refresh time.Duration, extraDB, extraCoord, projectors string) string {
+	t.Helper()
+	return writeFile(t, node+".yaml", fmt.Sprintf(`
+database: {url: '%s'%s}
+coordination: {node_id: %s, acquire_interval: 200ms, heartbeat_interval: 200ms, lease_timeout: 3s%s}
+source: {poll_interval: 20ms}
+metrics: {refresh_interval: %s}
+http: {listen: "127.0.0.1:%d"}
+shutdown_timeout: 5s
+projectors:
+%s`, dbURL, extraDB, node, extraCoord, refresh, port, projectors))
 }
 
 func get(url string) (int, string) {

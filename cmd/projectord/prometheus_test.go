@@ -360,15 +360,7 @@ type promReplica struct {
 
 func (ob *obsBundle) promReplica(t *testing.T, node string, port int, projectors string) *promReplica {
 	t.Helper()
-	f := writeFile(t, node+".yaml", fmt.Sprintf(`
-database: {url: '%s'}
-coordination: {node_id: %s, acquire_interval: 200ms, heartbeat_interval: 200ms, lease_timeout: 3s}
-source: {poll_interval: 20ms}
-metrics: {refresh_interval: 100ms}
-http: {listen: "127.0.0.1:%d"}
-shutdown_timeout: 5s
-projectors:
-%s`, ob.url, node, port, projectors))
+	f := replicaConfig(t, node, ob.url, port, 100*time.Millisecond, "", "", projectors)
 	r := &promReplica{node: node, pod: "projectord-" + node, cfg: f, port: port, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	r.start(t)
 	return r

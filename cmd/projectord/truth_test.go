@@ -28,15 +28,7 @@ import (
 func (ob *obsBundle) truthReplica(t *testing.T, node, url string, refresh time.Duration, projectors string) (*proc, string, string) {
 	t.Helper()
 	port := freePort(t)
-	f := writeFile(t, node+".yaml", fmt.Sprintf(`
-database: {url: '%s', query_timeout: 2s, connect_timeout: 2s}
-coordination: {node_id: %s, acquire_interval: 200ms, heartbeat_interval: 200ms, lease_timeout: 3s, tcp_user_timeout: 2s}
-source: {poll_interval: 20ms}
-metrics: {refresh_interval: %s}
-http: {listen: "127.0.0.1:%d"}
-shutdown_timeout: 5s
-projectors:
-%s`, url, node, refresh, port, projectors))
+	f := replicaConfig(t, node, url, port, refresh, ", query_timeout: 2s, connect_timeout: 2s", ", tcp_user_timeout: 2s", projectors)
 	p := startProc(t, "run", "--config", f)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	waitFor(t, 30*time.Second, func() bool { code, _ := get(base + "/livez"); return code == 200 })
