@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -418,12 +417,7 @@ func TestSourcePrepareApplies(t *testing.T) {
 
 func TestPasswordNeverReachesLogsOrErrors(t *testing.T) {
 	t.Parallel()
-	port := func() int {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}()
+	port := freePort(t)
 	// Nothing listens there: every connection attempt fails and is reported.
 	url := fmt.Sprintf("postgres://app:s3cr3t-pw@127.0.0.1:%d/app?connect_timeout=1", port)
 	f := writeFile(t, "c.yaml", fmt.Sprintf(`

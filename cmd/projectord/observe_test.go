@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgcluster"
 	"github.com/projectord/projectord/internal/store/pgtest"
+	"github.com/projectord/projectord/internal/testsupport"
 )
 
 // obsBundle is a database with a native events table and a read model.
@@ -50,13 +50,8 @@ func (ob *obsBundle) insert(t *testing.T, n int) {
 	require.NoError(t, err)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a port for a replica or Prometheus started by the test.
+func freePort(t *testing.T) int { return testsupport.Port(t) }
 
 // replica starts a projectord process serving HTTP on a free port.
 func (ob *obsBundle) replica(t *testing.T, node string, projectors string) (*proc, string) {

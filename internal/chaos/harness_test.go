@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -126,10 +125,7 @@ func lastLines(s string, n int) string {
 func (e *env) addReplica(node string) {
 	t := e.t
 	r := &replica{node: node, proxy: netproxy.New(t, fmt.Sprintf("127.0.0.1:%d", e.cluster.Port()))}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	r.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	r.port = testsupport.Port(t)
 	var handlers strings.Builder
 	for _, p := range projectors {
 		fmt.Fprintf(&handlers, "  - name: %s\n    batch_size: 100\n    sink: {sql: {handlers: {'*': \"INSERT INTO applied VALUES ('%s', @position, '%s')\"}}}\n", p, p, node)
@@ -179,8 +175,19 @@ func (r *replica) exited() bool {
 
 func (r *replica) base() string { return fmt.Sprintf("http://127.0.0.1:%d", r.port) }
 
+// waitReady waits for r to answer ready on its port, failing at once if r
+// exited (a replica that could not bind its port must not pass through
+// another process answering there).
 func (e *env) waitReady(r *replica) {
-	waitFor(e.t, 30*time.Second, func() bool { code, _ := get(r.base()+"/readyz", time.Second); return code == 200 })
+	waitFor(e.t, 30*time.Second, func() bool {
+		if r.exited() {
+			r.outMu.Lock()
+			defer r.outMu.Unlock()
+			e.t.Fatalf("%s exited while starting: %v\n%s", r.node, r.err, lastLines(r.out.String(), 20))
+		}
+		code, _ := get(r.base()+"/readyz", time.Second)
+		return code == 200
+	})
 }
 
 func get(url string, timeout time.Duration) (int, string) {

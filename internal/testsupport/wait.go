@@ -5,6 +5,8 @@ package testsupport
 import (
 	"testing"
 	"time"
+
+	"github.com/projectord/projectord/internal/freeport"
 )
 
 // pollEvery is how often WaitFor and Until test their condition.
@@ -33,4 +35,15 @@ func Until(tb testing.TB, what string, d time.Duration, cond func() bool) {
 		case <-tick.C:
 		}
 	}
+}
+
+// Port is a port on 127.0.0.1 for a process the test starts (see package
+// freeport for why not port 0).
+func Port(tb testing.TB) int {
+	tb.Helper()
+	p, err := freeport.Pick()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
