@@ -14,14 +14,17 @@ import (
 // DefaultPreset is the source preset used when source.preset is not set.
 const DefaultPreset = "native"
 
-// Presets maps a source.preset name to its column mapping. Add a store
-// layout here and every key of source.columns it does not name keeps working.
-// Treat it as read-only: Load reads it concurrently.
-var Presets = map[string]Columns{
-	// native is the layout `projectord source prepare` creates and the one the
-	// design's gap-safe reader is written against.
-	"native": store.NativeColumns,
-}
+// Presets maps a source.preset name to its column mapping: the columns of
+// store.Presets, where each store's layout, row rules and prepare steps
+// are defined. Every key of source.columns a preset does not name keeps
+// working. Treat it as read-only: Load reads it concurrently.
+var Presets = func() map[string]Columns {
+	m := make(map[string]Columns, len(store.Presets))
+	for name, p := range store.Presets {
+		m[name] = p.Columns
+	}
+	return m
+}()
 
 // Default returns the configuration every key falls back to when no flag,
 // environment variable or file sets it. It is the single place defaults are
@@ -43,7 +46,7 @@ func Default() Config {
 		},
 		Source: Source{
 			Preset:  DefaultPreset,
-			Table:   "public.events",
+			Table:   store.Presets[DefaultPreset].Table,
 			Columns: Presets[DefaultPreset],
 			// xid8 is the only ordering that never skips events.
 			Ordering: "xid8",

@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/projectord/projectord/internal/store"
 )
 
 // LoadOptions says where Load reads configuration from. The zero value
@@ -200,7 +202,7 @@ func decode(data []byte, name string, opts LoadOptions) (*Config, []Problem, err
 	v := viper.New()
 	def := Default()
 	for _, l := range leaves() {
-		if !isColumnKey(l.key) {
+		if !isPresetKey(l.key) {
 			v.SetDefault(l.key, leafValue(&def, l))
 		}
 	}
@@ -210,10 +212,12 @@ func decode(data []byte, name string, opts LoadOptions) (*Config, []Problem, err
 	if err := bindFlags(v, opts); err != nil {
 		return nil, nil, err
 	}
-	// Column defaults depend on the preset, which any source may set.
-	columns := Config{Source: Source{Columns: Presets[v.GetString("source.preset")]}}
+	// Column and table defaults depend on the preset, which any source
+	// may set.
+	preset := store.Presets[v.GetString("source.preset")]
+	columns := Config{Source: Source{Table: preset.Table, Columns: preset.Columns}}
 	for _, l := range leaves() {
-		if isColumnKey(l.key) {
+		if isPresetKey(l.key) {
 			v.SetDefault(l.key, leafValue(&columns, l))
 		}
 	}
@@ -230,8 +234,9 @@ func decode(data []byte, name string, opts LoadOptions) (*Config, []Problem, err
 	return &cfg, problems, nil
 }
 
-func isColumnKey(key string) bool {
-	return strings.HasPrefix(key, "source.columns.")
+// isPresetKey reports whether the key's default comes from the preset.
+func isPresetKey(key string) bool {
+	return strings.HasPrefix(key, "source.columns.") || key == "source.table"
 }
 
 // covered reports whether a problem at path, at a parent of it or inside it

@@ -316,7 +316,7 @@ func (c *Config) checkSource(k *checker) {
 			k.ident(path, v, false)
 			continue
 		}
-		optional := name == "event_id" || (name == "transaction_id" && s.Ordering == "position")
+		optional := name == "event_id" || name == "metadata" || (name == "transaction_id" && s.Ordering == "position")
 		// An unknown preset leaves columns empty; that problem is already listed.
 		if !optional && knownPreset {
 			k.add(path, "is required")

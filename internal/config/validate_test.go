@@ -50,7 +50,7 @@ func TestValidateProblems(t *testing.T) {
 		{"max conns", func(c *Config) { c.Database.MaxConns = 1001 }, "database.max_conns", "between 1 and 1000"},
 		{"connect timeout", func(c *Config) { c.Database.ConnectTimeout = 0 }, "database.connect_timeout", "between 100ms and 10m0s"},
 		{"query timeout", func(c *Config) { c.Database.QueryTimeout = -time.Second }, "database.query_timeout", "between 100ms and 24h0m0s"},
-		{"preset", func(c *Config) { c.Source.Preset = "marten" }, "source.preset", `"marten" is not a known preset (native)`},
+		{"preset", func(c *Config) { c.Source.Preset = "axon" }, "source.preset", `"axon" is not a known preset (emmett, eventcore, eventuous, marten, messagedb, native)`},
 		{"table", func(c *Config) { c.Source.Table = "public.events; DROP TABLE x" }, "source.table", "SQL identifier"},
 		{"table three parts", func(c *Config) { c.Source.Table = "db.public.events" }, "source.table", "SQL identifier"},
 		{"table too long", func(c *Config) { c.Source.Table = strings.Repeat("t", 64) }, "source.table", "at most 63"},

@@ -297,7 +297,7 @@ func (d *Daemon) prepareSchema(ctx context.Context, p *pgxpool.Pool) error {
 
 // SourceOf converts the source configuration.
 func SourceOf(c config.Source) store.Source {
-	return store.Source{Table: c.Table, Ordering: store.Ordering(c.Ordering), Columns: c.Columns}
+	return store.Source{Preset: c.Preset, Table: c.Table, Ordering: store.Ordering(c.Ordering), Columns: c.Columns}
 }
 
 // ProjectorOf converts one projector's configuration.

@@ -25,7 +25,7 @@ func (r *Reader) Lag(ctx context.Context, after Cursor, f Filter) (events int64,
 	var b strings.Builder
 	c := r.src.Columns
 	pos := quoteCol(c.Position)
-	fmt.Fprintf(&b, "SELECT count(*), min(created) FROM (SELECT %s AS created FROM %s WHERE ", quoteCol(c.CreatedAt), r.src.sqlTable())
+	fmt.Fprintf(&b, "SELECT count(*), min(created) FROM (SELECT %s AS created FROM %s WHERE ", quoteCol(c.CreatedAt), r.src.readFrom())
 	if r.src.Ordering == OrderPosition {
 		fmt.Fprintf(&b, "%s > $2 AND $1::xid8 IS NOT NULL", pos)
 	} else {

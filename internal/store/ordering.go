@@ -87,7 +87,7 @@ func (t *Target) Convert(ctx context.Context, cp Checkpoint, r *Reader) (Checkpo
 func (r *Reader) exactPosition(ctx context.Context, cp Checkpoint) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	t, xid, pos := r.src.sqlTable(), quoteCol(r.src.Columns.TransactionID), quoteCol(r.src.Columns.Position)
+	t, xid, pos := r.src.readFrom(), quoteCol(r.src.Columns.TransactionID), quoteCol(r.src.Columns.Position)
 	q := fmt.Sprintf(`SELECT n.first,
 			CASE WHEN n.first IS NULL THEN (SELECT max(%[2]s) FROM %[1]s)
 				ELSE (SELECT max(%[2]s) FROM %[1]s WHERE %[2]s < n.first) END,

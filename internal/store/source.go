@@ -48,6 +48,9 @@ var NativeColumns = Columns{
 
 // Source is the events table and how to read it.
 type Source struct {
+	// Preset names an entry of Presets whose row rules and virtual
+	// columns apply ("" or "native": none).
+	Preset   string
 	Table    string // optionally schema-qualified
 	Columns  Columns
 	Ordering Ordering
@@ -189,6 +192,9 @@ func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error)
 	if len(l.Columns) == 0 {
 		return Layout{}, fmt.Errorf("source table %s does not exist", s.QualifiedName())
 	}
+	for _, v := range s.preset().Virtual {
+		l.Columns[v.Name] = ColumnInfo{Type: v.Type, NotNull: v.NotNull}
+	}
 	var problems []string
 	for field, col := range s.mapping() {
 		if col == "" {
@@ -207,7 +213,26 @@ func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error)
 		}
 	}
 	if len(problems) > 0 {
+		if s.preset().AddsPosition {
+			if _, ok := l.Columns[s.Columns.Position]; !ok {
+				problems = append(problems, fmt.Sprintf("the %s store has no global position: run `projectord source prepare` to add it", s.Preset))
+			}
+		}
 		return Layout{}, errors.New(strings.Join(problems, "; "))
+	}
+	if s.Preset != "" && s.Preset != "native" {
+		// A preset's rows and virtual columns name more than the mapped
+		// columns (another table, columns of the store): read nothing
+		// once, so a store whose schema differs fails here, not mid-run.
+		q := fmt.Sprintf("SELECT %s FROM %s WHERE false", s.selectList(newReadPlan(s, l)), s.readFrom())
+		rows, err := pool.Query(ctx, q)
+		if err == nil {
+			rows.Close()
+			err = rows.Err()
+		}
+		if err != nil {
+			return Layout{}, fmt.Errorf("source table %s does not read as a %s store: %w", s.QualifiedName(), s.Preset, err)
+		}
 	}
 	return l, nil
 }
@@ -319,11 +344,14 @@ func (s Source) selectList(p readPlan) string {
 	if p.versionText {
 		version = quoteCol(c.StreamVersion) + "::text"
 	}
-	data, metadata := quoteCol(c.Data), quoteCol(c.Metadata)
+	data, metadata := quoteCol(c.Data), "NULL::jsonb"
+	if c.Metadata != "" {
+		metadata = quoteCol(c.Metadata)
+	}
 	if p.checkData {
 		data += "::text"
 	}
-	if p.checkMetadata {
+	if p.checkMetadata && c.Metadata != "" {
 		metadata += "::text"
 	}
 	created := quoteCol(c.CreatedAt)
@@ -346,7 +374,7 @@ func (s Source) selectList(p readPlan) string {
 func (s Source) readSQL(f Filter, p readPlan) string {
 	var b strings.Builder
 	pos := quoteCol(s.Columns.Position)
-	fmt.Fprintf(&b, "SELECT %s FROM %s WHERE ", s.selectList(p), s.sqlTable())
+	fmt.Fprintf(&b, "SELECT %s FROM %s WHERE ", s.selectList(p), s.readFrom())
 	if s.Ordering == OrderPosition {
 		fmt.Fprintf(&b, "%s > $2 AND $1::xid8 IS NOT NULL", pos)
 	} else {
@@ -415,20 +443,20 @@ func (s Source) newestSQL() string {
 	// DESC sorts NULLs first: a row with a NULL cursor column, which no
 	// read returns, must not be the head either.
 	if s.Ordering == OrderPosition {
-		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, s.sqlTable(), pos, pos)
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, s.readFrom(), pos, pos)
 	}
 	xid := quoteCol(s.Columns.TransactionID)
 	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s IS NOT NULL AND %s IS NOT NULL ORDER BY %s DESC, %s DESC LIMIT 1",
-		xid, pos, s.sqlTable(), xid, pos, xid, pos)
+		xid, pos, s.readFrom(), xid, pos, xid, pos)
 }
 
 // headSQL is the newest readable cursor: an index-only walk from the top.
 func (s Source) headSQL() string {
 	pos := quoteCol(s.Columns.Position)
 	if s.Ordering == OrderPosition {
-		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, s.sqlTable(), pos, pos)
+		return fmt.Sprintf("SELECT '0'::xid8, %s FROM %s WHERE %s IS NOT NULL ORDER BY %s DESC LIMIT 1", pos, s.readFrom(), pos, pos)
 	}
 	xid := quoteCol(s.Columns.TransactionID)
 	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s < pg_snapshot_xmin(pg_current_snapshot()) AND %s IS NOT NULL ORDER BY %s DESC, %s DESC LIMIT 1",
-		xid, pos, s.sqlTable(), xid, pos, xid, pos)
+		xid, pos, s.readFrom(), xid, pos, xid, pos)
 }
