@@ -17,7 +17,16 @@ IMAGE    ?= projectord:$(VERSION)
 TEST_TIMEOUT ?= 14m
 FUZZTIME ?= 30s
 
-.PHONY: all build test vet fmt-check lint fuzz bench chaos demo docker clean
+.PHONY: all build test vet fmt-check lint fuzz bench chaos demo docker clean node-deps
+
+# The event stores' own npm packages (Emmett, Message DB), which the store
+# tests and benchmarks write and consume through, installed from the
+# committed lock file.
+NODE_DIR := internal/stores/node
+node-deps: $(NODE_DIR)/node_modules/.package-lock.json
+$(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	@touch $@
 
 all: build
 
@@ -31,7 +40,7 @@ fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-test: vet fmt-check
+test: vet fmt-check node-deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 lint: vet fmt-check
@@ -41,7 +50,7 @@ lint: vet fmt-check
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoadBytes -fuzztime $(FUZZTIME) ./internal/config/
 
-bench:
+bench: node-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/bench/ ./internal/chaos/
 
 chaos:
