@@ -102,6 +102,11 @@ type Source struct {
 	Listen bool `mapstructure:"listen"`
 	// NotifyChannel is the channel the opt-in trigger notifies. Default "projectord_events".
 	NotifyChannel string `mapstructure:"notify_channel"`
+	// AllowUnindexed lets run start on a table without the cursor index
+	// (source prepare builds it), for tables small enough that sorting all
+	// of them per batch is cheap: it logs a warning and sets
+	// projectord_source_unindexed. Default false: run refuses (exit 2).
+	AllowUnindexed bool `mapstructure:"allow_unindexed"`
 }
 
 // Columns maps event fields to column names. Empty EventID means the table

@@ -35,7 +35,7 @@ type Metrics struct {
 	processed, batches, errors, leaderChanges *prometheus.CounterVec
 	poison                                    *prometheus.CounterVec
 	batchDuration                             *prometheus.HistogramVec
-	unsafeOrdering                            prometheus.Gauge
+	unsafeOrdering, unindexed                 prometheus.Gauge
 	hbFailures                                *prometheus.CounterVec
 
 	projectors []string
@@ -80,6 +80,8 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 		}, []string{"projector"}),
 		unsafeOrdering: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unsafe_ordering",
 			Help: "1 when source.ordering is position: events committed out of order can be skipped."}),
+		unindexed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unindexed",
+			Help: "1 when the source table has no cursor index and source.allow_unindexed let projectord run: every batch sorts the table."}),
 		hbFailures: c("coordination_heartbeat_failures_total",
 			"Losses of the coordination session (each dropped every lease), by reason: connection, heartbeat, query, stalled, pooler.", "reason"),
 		leading:    map[string]bool{},
@@ -102,7 +104,7 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
 	reg.MustRegister(leaderCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
-		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.hbFailures, info,
+		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.hbFailures, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
 	for _, r := range coord.LossReasons() {
 		m.hbFailures.WithLabelValues(r)
@@ -222,6 +224,16 @@ func (m *Metrics) UnsafeOrdering(unsafe bool) {
 		m.unsafeOrdering.Set(1)
 	} else {
 		m.unsafeOrdering.Set(0)
+	}
+}
+
+// Unindexed records whether the source table lacks its cursor index
+// (found at start; only source.allow_unindexed lets run go on then).
+func (m *Metrics) Unindexed(missing bool) {
+	if missing {
+		m.unindexed.Set(1)
+	} else {
+		m.unindexed.Set(0)
 	}
 }
 
