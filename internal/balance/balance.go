@@ -89,6 +89,9 @@ type Config struct {
 	Cooldown time.Duration
 	// Jitter returns a duration in [0, d); nil draws at random.
 	Jitter func(d time.Duration) time.Duration
+	// Passive keeps views, targets and shares (for status) but asks for no
+	// hand-over: balancing is off.
+	Passive bool
 }
 
 // Balancer is one replica's balancing state. It is not safe for
@@ -272,7 +275,7 @@ func (b *Balancer) heldWeight() int {
 // moves only what must move), never what it took past grace (nobody else
 // wanted it: handing it over would only leave it unled again).
 func (b *Balancer) yields() []string {
-	if !b.hasView || b.stopping {
+	if !b.hasView || b.stopping || b.cfg.Passive {
 		return nil
 	}
 	target := b.targets[b.cfg.Self]
