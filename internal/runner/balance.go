@@ -287,6 +287,15 @@ func (g *Balance) Target() (int, bool) {
 	return g.b.Target(), true
 }
 
+// BalanceStats are a replica's balancing figures, as metrics export them.
+type BalanceStats struct {
+	// Known: the coordination session's view is fresh, so Members is
+	// known; TargetKnown: balancing is on too, so Target is.
+	Known, TargetKnown bool
+	Members, Target    int
+	HandOvers          int64
+}
+
 // HandOvers is how many hand-overs this replica has asked of its leases.
 func (g *Balance) HandOvers() int64 {
 	g.mu.Lock()
