@@ -312,6 +312,8 @@ func (b *Balancer) yields() []string {
 // the same moment do not together take more than the share.
 //
 // It admits a projector that no live member other than this one leads
+// whatever the share when the projector is recorded halted (SetActive);
+// otherwise
 // (as far as the latest view and the hints since say) when this replica
 // has room for it (load + weight <= target), or when no member has room
 // for it and this one is below its target (a projector heavier than every
@@ -332,6 +334,15 @@ func (b *Balancer) Admit(p string, now time.Time) bool {
 	}
 	if !free {
 		return false
+	}
+	if b.inactive[p] {
+		// Recorded halted: no one can lead it, so a try costs no share. It
+		// is how a replica learns of the halt (the claim is refused) and
+		// reports it, as every replica must; a resumed projector is led
+		// again by whoever tries first, and handed over if that puts it
+		// over its share.
+		b.pending[p] = true
+		return true
 	}
 	since, unled := b.unled[p]
 	graceOver := unled && !now.Before(since.Add(b.grace[p]))
@@ -455,9 +466,8 @@ func (b *Balancer) Forget() {
 
 // SetActive records whether p can be led at all: a halted projector is
 // led by no replica until an operator resumes it, so it is left out of
-// the total that shares are cut from. It takes effect at the next view.
-// Admit still answers for it: a supervisor that tries was told the halt
-// may be over.
+// the total that shares are cut from (from the next view on), and every
+// replica may try for it (Admit).
 func (b *Balancer) SetActive(p string, active bool) {
 	if active {
 		delete(b.inactive, p)

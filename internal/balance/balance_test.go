@@ -100,6 +100,11 @@ func TestAdmit(t *testing.T) {
 			require.True(t, b.Admit("p03", t0))
 		}, "p04", 0, false},
 		{"already held", func(b *Balancer) { b.Acquired("p02", t0) }, "p02", 0, false},
+		{"recorded halted: tried whatever the share, so this replica learns of the halt", func(b *Balancer) {
+			b.Acquired("p02", t0)
+			b.Acquired("p03", t0)
+			b.SetActive("p04", false)
+		}, "p04", 0, true},
 		{"stopping", func(b *Balancer) { b.Stop() }, "p02", 0, false},
 		{"handed over within the cooldown", func(b *Balancer) {
 			b.Acquired("p02", t0)
@@ -225,6 +230,22 @@ func TestLeavingSpreadsTheShareAtOnce(t *testing.T) {
 	b.Acquired("p02", t0)
 	b.Observe(view, t0.Add(time.Second))
 	require.Equal(t, 2, b.Target())
+}
+
+func TestHaltedProjectorsAreNoOnesShare(t *testing.T) {
+	t.Parallel()
+	b := newB("a", unitWeights(4))
+	view := View{Members: members("a", "b"), Holders: map[string]string{}}
+	b.Observe(view, t0)
+	require.Equal(t, 2, b.Target())
+	b.SetActive("p00", false)
+	b.SetActive("p01", false)
+	b.Observe(view, t0)
+	require.Equal(t, 1, b.Target(), "two halted projectors leave two to share")
+	require.Equal(t, 2, b.Share().Total)
+	b.SetActive("p00", true)
+	b.Observe(view, t0)
+	require.Equal(t, 3, b.Share().Total)
 }
 
 func TestNoViewAdmitsNothing(t *testing.T) {
