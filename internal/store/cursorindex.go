@@ -65,9 +65,9 @@ func (t *tableTree) checkCursorIndex(src Source) error {
 	}
 	name := indexNameFor(src)
 	create := fmt.Sprintf("CREATE INDEX CONCURRENTLY %s ON %s (%s)", quoteCol(name), src.sqlTable(), quoteCols(cols))
-	how := "create it (readers and writers go on while it builds):\n    " + create
+	how := "create it (readers and writers go on while it builds): " + create
 	if root.kind == "p" {
-		how = fmt.Sprintf("run `projectord source prepare --apply`, which creates it on the table, builds it on each of its %d partitions concurrently and attaches them; it starts with\n    %s",
+		how = fmt.Sprintf("run `projectord source prepare --apply`, which creates it on the table, builds it on each of its %d partitions concurrently and attaches them; it starts with: %s",
 			len(t.rels)-1, onlyIndexSQL(root, name, cols))
 	}
 	if problem := t.ourIndexProblem(src, root, name, cols, root.kind == "p", 0); problem != "" {
