@@ -329,6 +329,10 @@ func PlanPrepare(ctx context.Context, q querier, src Source, notify bool, channe
 	var steps []PrepareStep
 	xid, pos := src.Columns.TransactionID, src.Columns.Position
 	switch typ, ok := tree.columns[xid]; {
+	case xid == "" && src.Ordering != OrderPosition:
+		return nil, fmt.Errorf("source.columns.transaction_id is empty: xid8 ordering needs the column (or set source.ordering: position)")
+	case xid == "":
+		// Position ordering without a transaction column: nothing to add.
 	case !ok:
 		tables := make([]relation, 0, len(tree.rels))
 		for _, r := range tree.rels {
@@ -700,6 +704,7 @@ func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify 
 	}
 	table := src.QualifiedName()
 	switch typ, ok := tree.columns[src.Columns.TransactionID]; {
+	case src.Columns.TransactionID == "" && src.Ordering == OrderPosition:
 	case !ok:
 		return fmt.Errorf("source prepare did not take effect: %s has no column %q", table, src.Columns.TransactionID)
 	case typ != "xid8":
