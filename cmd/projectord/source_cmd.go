@@ -26,7 +26,8 @@ func newSourceCmd(e *env, g *globalFlags) *cobra.Command {
 table still needs, each with why and what it locks for how long; on a table
 that has everything it prints that there is nothing to do. It connects to
 resolve source.table as the daemon does (an unqualified name through the
-connection's search_path) and prints the table it resolved to.
+connection's search_path) and prints the table it resolved to. What it may
+add, never changing what the table already has:
 
   - a transaction_id xid8 column when there is none (existing rows get the
     constant xid 1, new rows their writer's transaction id); an existing one

@@ -142,10 +142,6 @@ type relation struct {
 func (r relation) qualified() string { return r.schema + "." + r.name }
 func (r relation) sql() string       { return pgx.Identifier{r.schema, r.name}.Sanitize() }
 
-// source is the relation as a Source, for objectName: its names are then
-// derived, and hashed, exactly as the table's own.
-func (r relation) source() Source { return Source{oid: r.oid, schema: r.schema, name: r.name} }
-
 // catIndex is what the catalogue says about one index of the tree.
 type catIndex struct {
 	oid, rel                     uint32
@@ -184,16 +180,6 @@ func (ix *catIndex) leads(cols []string) bool {
 // (PostgreSQL attaches only indexes of identical definitions).
 func (ix *catIndex) exactly(cols []string) bool {
 	return ix.leads(cols) && !ix.unique && !ix.expressions && ix.nkey == len(cols) && ix.natts == len(cols)
-}
-
-// shaped: an index of prepare's name that prepare can use as it is: on a
-// partitioned level one it can attach partitions to (exactly its
-// definition), elsewhere one that leads with cols.
-func (ix *catIndex) shaped(cols []string, partitioned bool) bool {
-	if partitioned {
-		return ix.exactly(cols)
-	}
-	return ix.leads(cols)
 }
 
 func (ix *catIndex) describe() string {
@@ -302,11 +288,12 @@ func loadTree(ctx context.Context, q querier, src Source, full bool) (*tableTree
 	t := &tableTree{children: map[uint32][]relation{}, indexes: map[uint32][]*catIndex{}, byOID: map[uint32]*catIndex{},
 		named: map[relKey]namedRel{}, columns: map[string]string{}, triggers: map[string]catTrigger{}}
 	// pg_partition_tree lists a partitioned table with every partition
-	// below it; a table that is not partitioned (nor a partition) it
-	// does not list at all, hence the union.
-	rows, err := q.Query(ctx, `WITH tree AS (
+	// below it, and a partition alone; a table that is neither it does
+	// not list at all, hence the union.
+	rows, err := q.Query(ctx, `WITH pt AS (
 			SELECT relid::oid, coalesce(parentrelid::oid, 0::oid) AS parent, level FROM pg_catalog.pg_partition_tree($1::oid)
-			UNION ALL SELECT $1::oid, 0::oid, 0 WHERE (SELECT relkind FROM pg_catalog.pg_class WHERE oid = $1::oid) <> 'p'
+		), tree AS (
+			SELECT * FROM pt UNION ALL SELECT $1::oid, 0::oid, 0 WHERE NOT EXISTS (SELECT FROM pt WHERE pt.relid = $1::oid)
 		)
 		SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, CASE WHEN c.oid = $1::oid THEN 0::oid ELSE t.parent END,
 			greatest(c.reltuples, 0)::float8, CASE WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_table_size(c.oid) ELSE 0 END

@@ -63,8 +63,6 @@ type LockHold struct {
 	Mode         string // as pg_locks names it, e.g. AccessExclusiveLock
 }
 
-func (h LockHold) qualified() string { return h.Schema + "." + h.Name }
-
 // lockModes are PostgreSQL's table lock modes, weakest first.
 var lockModes = []string{"AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
 	"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"}
@@ -329,12 +327,12 @@ func PlanPrepare(ctx context.Context, q querier, src Source, notify bool, channe
 	var steps []PrepareStep
 	xid, pos := src.Columns.TransactionID, src.Columns.Position
 	switch typ, ok := tree.columns[xid]; {
+	case xid == "" && src.Ordering != OrderPosition:
+		return nil, fmt.Errorf("source.columns.transaction_id is empty: xid8 ordering needs the column (or set source.ordering: position)")
+	case xid == "":
+		// Position ordering without a transaction column: nothing to add.
 	case !ok:
-		tables := make([]relation, 0, len(tree.rels))
-		for _, r := range tree.rels {
-			tables = append(tables, r)
-		}
-		steps = append(steps, xidStep(src, tables))
+		steps = append(steps, xidStep(src, tree.rels))
 	case typ != "xid8":
 		return nil, fmt.Errorf("column %q of %s is %s, not xid8; rename it or map source.columns.transaction_id to a new column, which source prepare then adds", xid, table, typ)
 	}
@@ -583,8 +581,13 @@ func lockHolders(ctx context.Context, pool *pgxpool.Pool, s PrepareStep, lockTim
 		}
 		holder := "a prepared transaction (see pg_prepared_xacts)"
 		if pid != nil {
-			holder = fmt.Sprintf("pid %d (role %s, application %q, %s, transaction open for %s)", *pid, user, app, state,
-				(time.Duration(age * float64(time.Second))).Round(time.Millisecond))
+			// Another role's state and transaction start are visible only
+			// with pg_read_all_stats.
+			about := "its state is visible only to pg_read_all_stats"
+			if state != "" {
+				about = fmt.Sprintf("%s, transaction open for %s", state, (time.Duration(age * float64(time.Second))).Round(time.Millisecond))
+			}
+			holder = fmt.Sprintf("pid %d (role %s, application %q, %s)", *pid, user, app, about)
 		}
 		who = append(who, fmt.Sprintf("%s holds %s on %s.%s", holder, modeName(mode), schema, name))
 	}
@@ -700,6 +703,7 @@ func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify 
 	}
 	table := src.QualifiedName()
 	switch typ, ok := tree.columns[src.Columns.TransactionID]; {
+	case src.Columns.TransactionID == "" && src.Ordering == OrderPosition:
 	case !ok:
 		return fmt.Errorf("source prepare did not take effect: %s has no column %q", table, src.Columns.TransactionID)
 	case typ != "xid8":

@@ -517,6 +517,21 @@ func TestCheckCursorIndex(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, steps, 1)
 	require.Equal(t, `CREATE INDEX CONCURRENTLY IF NOT EXISTS "events_global_position_idx" ON "public"."events" ("global_position")`, steps[0].SQL)
+	// Under position ordering a mapped transaction column that is missing
+	// is still added (switching to xid8 then needs only its index), and an
+	// unmapped one is not.
+	pos.Columns.TransactionID = "txid"
+	steps, err = store.PlanPrepare(tb.ctx, tb.pool, pos, false, "")
+	require.NoError(t, err)
+	require.Len(t, steps, 2)
+	require.Contains(t, steps[0].SQL, `ADD COLUMN IF NOT EXISTS "txid" xid8`)
+	pos.Columns.TransactionID = ""
+	steps, err = store.PlanPrepare(tb.ctx, tb.pool, pos, false, "")
+	require.NoError(t, err)
+	require.Len(t, steps, 1)
+	applyChecked(t, tb.ctx, tb.pool, steps)
+	require.NoError(t, store.VerifyPrepared(tb.ctx, tb.pool, pos, false))
+	require.NoError(t, store.CheckCursorIndex(tb.ctx, tb.pool, pos))
 }
 
 // TestCheckCursorIndexNamesAnInvalidIndex: a concurrent build of
