@@ -147,16 +147,6 @@ func PresetNames() []string {
 // none or an unknown one.
 func (s Source) preset() Preset { return Presets[s.Preset] }
 
-// virtual returns the preset's virtual column of that name.
-func (s Source) virtual(name string) (VirtualColumn, bool) {
-	for _, v := range s.preset().Virtual {
-		if v.Name == name {
-			return v, true
-		}
-	}
-	return VirtualColumn{}, false
-}
-
 // readFrom is the relation every read, head and lag query selects from:
 // the table itself, or, when the preset restricts rows or computes
 // columns, a subquery over it that PostgreSQL flattens into the outer
