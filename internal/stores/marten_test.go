@@ -135,6 +135,7 @@ func martenRun(t *testing.T, ddl string, guid bool, tenants []string) *martenSto
 	}
 
 	s.prepare("projectord source prepare")
+	martenWeaselExtras(t, s)
 
 	s.startReplica("node-1")
 	s.startReplica("node-2")
@@ -157,6 +158,59 @@ func martenRun(t *testing.T, ddl string, guid bool, tenants []string) *martenSto
 		   OR r.stream_version <> e.version OR r.event_type <> e.type`), "read model rows that differ from their mt_events row")
 	require.Equal(t, len(tenants), sqlStoreScalar[int](s, `SELECT count(DISTINCT tenant) FROM public.read_model`))
 	return m
+}
+
+// martenModel is the columns and non-primary indexes of mt_events that
+// Marten's EventsTable declares for the schemas under test: what Weasel
+// compares the table with.
+var martenModel = struct{ columns, indexes []string }{
+	columns: []string{"seq_id", "id", "stream_id", "version", "data", "bdata", "type", "timestamp", "tenant_id", "mt_dotnet_type", "is_archived"},
+	indexes: []string{"pk_mt_events_stream_and_version"},
+}
+
+// martenWeaselExtras checks what Marten's schema migration finds on
+// mt_events after `source prepare`: the objects prepare added, and no
+// others. Weasel reads the table as Table.ConfigureQueryCommand does
+// (every column of information_schema.columns, every index of pg_index)
+// and diffs it with Marten's model in TableDelta (JasperFx/weasel,
+// src/Weasel.Postgresql/Tables/TableDelta.cs and ItemDelta.cs at
+// 062b2506abd1f9bb54800b8fac92aed1b04490a0, Weasel.Postgresql 9.25.1 as
+// Marten c921fa5d pins it; unchanged at 9.26.0, efb8a60e): a column or
+// index the model lacks is an "extra", the delta is an Update, and
+// WriteUpdate emits `drop index if exists ...` for each extra index and
+// `alter table public.mt_events drop column ...` for each extra column.
+//
+//   - AutoCreate.CreateOrUpdate (Marten's default, StoreOptions.cs) and
+//     All apply that delta on the event store's first use in each process
+//     (DatabaseBase.ensureStorageExistsAsync -> executeMigration) and on
+//     ApplyAllConfiguredChangesToDatabaseAsync / db-apply: Marten DROPS
+//     transaction_id and the cursor index.
+//   - CreateOnly refuses the Update (SchemaMigration.AssertPatchingIsValid
+//     throws SchemaMigrationException): the event store fails on first use.
+//   - None applies nothing; AssertDatabaseMatchesConfigurationAsync
+//     (db-assert) still throws, listing the drops, and db-patch writes them
+//     into the migration file.
+//
+// opts.Events.IgnoreIndex(name) (EventGraph.cs) exempts the index;
+// nothing exempts a column. Re-running prepare after such a drop gives
+// every row, including those written while the column was gone, the xid
+// 1 again, below every projector's checkpoint: those rows are never read.
+func martenWeaselExtras(t *testing.T, s *sqlStore) {
+	t.Helper()
+	rows, err := s.pool.Query(s.ctx, `SELECT column_name::text FROM information_schema.columns
+		WHERE table_schema = 'public' AND table_name = 'mt_events' AND column_name <> ALL($1) ORDER BY 1`, martenModel.columns)
+	require.NoError(t, err)
+	columns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	rows, err = s.pool.Query(s.ctx, `SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+		WHERE x.indrelid = 'public.mt_events'::regclass AND NOT x.indisprimary AND i.relname <> ALL($1) ORDER BY 1`, martenModel.indexes)
+	require.NoError(t, err)
+	indexes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"transaction_id"}, columns, "columns of mt_events Marten's model lacks")
+	require.Len(t, indexes, 1, "indexes of mt_events Marten's model lacks: %v", indexes)
+	t.Logf("Marten's schema migration sees extras on mt_events: column %v, index %v (opts.Events.IgnoreIndex(%q) exempts the index, nothing the column)",
+		columns, indexes, indexes[0])
 }
 
 // TestMartenGuidStreams runs Marten's default schema (Guid stream
