@@ -150,7 +150,7 @@ func TestEventuous(t *testing.T) {
 	s.startReplica("node-2")
 	w := s.startWriters(8, e.writer)
 	w.waitEvents(300)
-	s.failover("all")
+	s.failover("all", false)
 	w.waitEvents(300)
 	w.finish()
 

@@ -101,8 +101,9 @@ func (m *martenStore) writer(ctx context.Context, tx pgx.Tx, w, i int) ([]int64,
 
 // martenRun is the acceptance run for one Marten schema: Marten's tables,
 // events and archived streams before prepare, the check-db refusal and
-// prepare, two replicas, eight writers, a killed leader, and the oracle.
-func martenRun(t *testing.T, ddl string, guid bool, tenants []string) *martenStore {
+// prepare, two replicas, eight writers, a leader killed (or, graceful,
+// stopped) mid-run, and the oracle.
+func martenRun(t *testing.T, ddl string, guid bool, tenants []string, graceful bool) *martenStore {
 	s := sqlStoreStart(t, "marten", sqlStoreProjector{Name: "all"})
 	s.exec(sqlStoreTestdata(t, ddl))
 	m := &martenStore{s: s, guid: guid, tenants: tenants, streams: make([][]martenStream, 8)}
@@ -141,7 +142,7 @@ func martenRun(t *testing.T, ddl string, guid bool, tenants []string) *martenSto
 	s.startReplica("node-2")
 	w := s.startWriters(8, m.writer)
 	w.waitEvents(300)
-	s.failover("all")
+	s.failover("all", graceful)
 	w.waitEvents(300)
 	w.finish()
 
@@ -217,7 +218,7 @@ func martenWeaselExtras(t *testing.T, s *sqlStore) {
 // identity, single tenancy): every event Marten's own daemon reads (not
 // archived) is applied once, through a killed leader.
 func TestMartenGuidStreams(t *testing.T) {
-	s := martenRun(t, "marten_guid_single.sql", true, []string{"*DEFAULT*"}).s
+	s := martenRun(t, "marten_guid_single.sql", true, []string{"*DEFAULT*"}, false).s
 	require.Equal(t, "uuid", sqlStoreScalar[string](s, `SELECT format_type(atttypid, atttypmod) FROM pg_attribute
 		WHERE attrelid = 'public.mt_events'::regclass AND attname = 'stream_id'`))
 }
@@ -225,9 +226,10 @@ func TestMartenGuidStreams(t *testing.T) {
 // TestMartenStringStreamsConjoinedTenants runs Marten's schema for string
 // stream keys (AsString) under conjoined tenancy, where one key names a
 // different stream in each tenant: @stream_id carries the key alone, so a
-// projector tells such streams apart by @metadata->>'tenant_id'.
+// projector tells such streams apart by @metadata->>'tenant_id'. Its leader
+// is stopped (SIGTERM, a graceful handover) rather than killed.
 func TestMartenStringStreamsConjoinedTenants(t *testing.T) {
-	s := martenRun(t, "marten_string_conjoined.sql", false, []string{"*DEFAULT*", "acme", "globex"}).s
+	s := martenRun(t, "marten_string_conjoined.sql", false, []string{"*DEFAULT*", "acme", "globex"}, true).s
 	shared := sqlStoreScalar[int](s, `SELECT count(*) FROM (SELECT stream_id FROM public.read_model
 		GROUP BY stream_id HAVING count(DISTINCT tenant) > 1) x`)
 	require.Positive(t, shared, "no stream key was used in two tenants: the case this test is for did not happen")

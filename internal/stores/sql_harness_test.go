@@ -270,7 +270,9 @@ func (s *sqlStore) startReplica(node string) {
 		s.replicas[node] = r
 	}
 	r.cmd = exec.Command(s.bin, "run", "--config", r.cfg)
-	r.out = &sqlStoreOutput{}
+	if r.out == nil { // a restarted replica's output follows its first run's
+		r.out = &sqlStoreOutput{}
+	}
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	require.NoError(t, r.cmd.Start())
 	r.done = make(chan struct{})
@@ -357,11 +359,12 @@ func (s *sqlStore) applied(projector, node string) int {
 	return n
 }
 
-// failover kills the leader of projector once it has applied something,
-// waits until the other replica applies events after the kill, and
-// restarts the killed one, so two replicas run again. It returns the node
-// it killed.
-func (s *sqlStore) failover(projector string) string {
+// failover ends the leader of projector once it has applied something,
+// with SIGKILL (graceful false: no release, its session dies with it) or
+// SIGTERM (a graceful handover), waits until the other replica applies
+// events after that, and restarts the one it ended, so two replicas run
+// again.
+func (s *sqlStore) failover(projector string, graceful bool) {
 	t := s.t
 	t.Helper()
 	var old string
@@ -370,17 +373,22 @@ func (s *sqlStore) failover(projector string) string {
 		return old != "" && s.applied(projector, old) > 0
 	})
 	before := s.applied(projector, "")
-	s.kill(old)
-	killed := time.Now()
-	testsupport.Until(t, "another replica applying "+projector+" after the kill", sqlStoreWithin, func() bool {
+	how := "killed"
+	if graceful {
+		how = "stopped"
+		s.stop(old)
+	} else {
+		s.kill(old)
+	}
+	ended := time.Now()
+	testsupport.Until(t, "another replica applying "+projector+" after "+old+" was "+how, sqlStoreWithin, func() bool {
 		var n int
 		_ = s.pool.QueryRow(s.ctx, `SELECT count(*) FROM public.read_model WHERE projector = $1 AND node <> $2`, projector, old).Scan(&n)
 		return n > 0 && s.applied(projector, "") > before
 	})
-	t.Logf("killed %s, the leader of %s, after %d events applied; %s took over in %s",
-		old, projector, before, s.leader(projector), time.Since(killed).Round(time.Millisecond))
+	t.Logf("%s %s, the leader of %s, after %d events applied; %s took over in %s",
+		how, old, projector, before, s.leader(projector), time.Since(ended).Round(time.Millisecond))
 	s.startReplica(old)
-	return old
 }
 
 // sqlStoreWriters append through the store's own statements from several
