@@ -15,7 +15,8 @@
 // that counts, in cores, default 0.2), -bench.events (catch-up size, default
 // 1,000,000), -bench.orders (SQL sink, default 50,000 orders ≈ 250,000
 // events), -bench.live (duration of each live run, default 10s),
-// -bench.summary FILE (also write the summary there).
+// -bench.prepare_rows (rows per table in BenchmarkPrepare1M, default
+// 1,000,000), -bench.summary FILE (also write the summary there).
 //
 // Without -bench nothing is started: `go test ./...` stays fast.
 package bench
