@@ -100,7 +100,7 @@ func eventcoreVersions(ctx context.Context, q interface {
 
 // writer appends one or two events to one stream, or atomically to two
 // (one its own, one hot): eventcore's multi-stream append.
-func (e *eventcoreStore) writer(ctx context.Context, tx pgx.Tx, w, i int) ([]int64, error) {
+func (e *eventcoreStore) writer(ctx context.Context, tx pgx.Tx, w int) ([]int64, error) {
 	e.mu.Lock()
 	own := e.streams[w]
 	var streams []string
@@ -198,7 +198,7 @@ func TestEventcore(t *testing.T) {
 	require.Positive(t, sqlStoreScalar[int](s, `SELECT count(*) FROM (SELECT event_id < lag(event_id) OVER (ORDER BY ctid) AS back
 		FROM public.eventcore_events) x WHERE back`), "the table's physical order already is eventcore's: the case this test is for did not happen")
 
-	s.prepare("projectord source prepare")
+	s.prepare()
 
 	// prepare added the position as an identity column: the store's
 	// writers, which name neither new column, keep working unchanged.

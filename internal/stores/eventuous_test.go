@@ -81,7 +81,7 @@ type eventuousStore struct {
 // underscore is a LIKE wildcard: names such as "orderX..." must not match.
 const eventuousPrefix = "order_"
 
-func (e *eventuousStore) writer(ctx context.Context, tx pgx.Tx, w, i int) ([]int64, error) {
+func (e *eventuousStore) writer(ctx context.Context, tx pgx.Tx, w int) ([]int64, error) {
 	e.mu.Lock()
 	own := e.streams[w]
 	var stream string
@@ -144,7 +144,7 @@ func TestEventuous(t *testing.T) {
 		require.NoError(t, tx.Commit(s.ctx))
 	}
 
-	s.prepare("projectord source prepare")
+	s.prepare()
 
 	s.startReplica("node-1")
 	s.startReplica("node-2")

@@ -14,9 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// martenStreams is what a writer knows of the streams it appends to: a
-// stream is a key (a uuid, or a string under AsString identity) within a
-// tenant.
+// martenStream is a stream writers append to: a key (a uuid, or a string
+// under AsString identity) within a tenant.
 type martenStream struct {
 	key    any
 	tenant string
@@ -79,9 +78,9 @@ func (m *martenStore) appendEvents(ctx context.Context, tx pgx.Tx, st martenStre
 	return res[1:], nil // the first element is the stream's new version
 }
 
-// writer is one writer's n-th append: to a new stream of its own, to one
+// writer makes one append of writer w: to a new stream of its own, to one
 // of its own, or to a hot stream every writer appends to.
-func (m *martenStore) writer(ctx context.Context, tx pgx.Tx, w, i int) ([]int64, error) {
+func (m *martenStore) writer(ctx context.Context, tx pgx.Tx, w int) ([]int64, error) {
 	m.mu.Lock()
 	var st martenStream
 	switch own := m.streams[w]; {
@@ -111,6 +110,8 @@ func martenRun(t *testing.T, ddl string, guid bool, tenants []string, graceful b
 	// Before prepare: events of streams that stay live and of streams
 	// Marten then archives (mt_archive_stream flips is_archived on the
 	// stream's events). The archived ones must never reach the read model.
+	// (A stream archived after its events were applied keeps them there,
+	// as with Marten's own daemon: the archive is an UPDATE of read rows.)
 	var archived []martenStream
 	for i := range 6 {
 		st := martenStream{key: m.newKey(fmt.Sprintf("early-%d", i)), tenant: tenants[i%len(tenants)]}
@@ -135,7 +136,7 @@ func martenRun(t *testing.T, ddl string, guid bool, tenants []string, graceful b
 		m.hot = append(m.hot, st)
 	}
 
-	s.prepare("projectord source prepare")
+	s.prepare()
 	martenWeaselExtras(t, s)
 
 	s.startReplica("node-1")

@@ -121,16 +121,19 @@ func sqlStoreStart(t *testing.T, preset string, projectors ...sqlStoreProjector)
 
 	// The build runs while the cluster starts: both take seconds on a
 	// loaded machine, and neither needs the other.
-	built := make(chan error, 1)
 	bin := filepath.Join(dir, "projectord")
+	built := make(chan struct{})
+	var buildErr error
 	go func() {
-		cmd := exec.Command("go", "build", "-o", bin, "../../cmd/projectord")
-		out, err := cmd.CombinedOutput()
+		defer close(built)
+		out, err := exec.Command("go", "build", "-o", bin, "../../cmd/projectord").CombinedOutput()
 		if err != nil {
-			err = fmt.Errorf("building projectord: %v\n%s", err, out)
+			buildErr = fmt.Errorf("building projectord: %v\n%s", err, out)
 		}
-		built <- err
 	}()
+	// Even when the cluster fails to start, the build ends before its
+	// directory is removed.
+	t.Cleanup(func() { <-built })
 
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -144,7 +147,8 @@ func sqlStoreStart(t *testing.T, preset string, projectors ...sqlStoreProjector)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	require.NoError(t, <-built)
+	<-built
+	require.NoError(t, buildErr)
 
 	s := &sqlStore{t: t, ctx: ctx, cluster: cluster, url: url, pool: pool, bin: bin, dir: dir,
 		preset: preset, projectors: projectors, replicas: map[string]*sqlStoreReplica{}}
@@ -153,8 +157,8 @@ func sqlStoreStart(t *testing.T, preset string, projectors ...sqlStoreProjector)
 	return s
 }
 
-// exec runs sql (one or more statements, no parameters) in one implicit
-// transaction, as psql -c would.
+// exec runs sql with args; without args sql may hold several statements,
+// run in one implicit transaction as psql -c runs them.
 func (s *sqlStore) exec(sql string, args ...any) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
@@ -163,8 +167,8 @@ func (s *sqlStore) exec(sql string, args ...any) {
 	require.NoError(s.t, err, "%s", sql)
 }
 
-// testdata reads a file of testdata with its placeholders replaced
-// (old, new, ...), as the store replaces them before running it.
+// sqlStoreTestdata reads a file of testdata with its placeholders
+// replaced (old, new, ...), as the store replaces them before running it.
 func sqlStoreTestdata(t *testing.T, name string, replace ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
@@ -172,7 +176,7 @@ func sqlStoreTestdata(t *testing.T, name string, replace ...string) string {
 	return strings.NewReplacer(replace...).Replace(string(b))
 }
 
-// scalar runs a query returning one value.
+// sqlStoreScalar runs a query returning one value.
 func sqlStoreScalar[T any](s *sqlStore, sql string, args ...any) T {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
@@ -229,14 +233,15 @@ func (s *sqlStore) projectord(args ...string) (string, int) {
 }
 
 // prepare is the acceptance's sequence: `config validate --check-db`
-// refuses the store's table as its migrations left it, naming refusal,
-// `source prepare --apply` makes it readable, and validate then passes.
-func (s *sqlStore) prepare(refusal string) {
+// refuses the store's table as its migrations left it, telling the
+// operator to run `source prepare`; `source prepare --apply` makes it
+// readable, and validate then passes.
+func (s *sqlStore) prepare() {
 	t := s.t
 	t.Helper()
 	out, code := s.projectord("config", "validate", "--check-db")
 	require.Equal(t, 2, code, "config validate --check-db must refuse the unprepared table:\n%s", out)
-	require.Contains(t, out, refusal, "the refusal must say what is missing")
+	require.Contains(t, out, "projectord source prepare", "the refusal must say what to do")
 	t.Logf("before prepare, config validate --check-db exits %d: %s", code, sqlStoreLastLine(out))
 
 	out, code = s.projectord("source", "prepare", "--apply")
@@ -373,6 +378,7 @@ func (s *sqlStore) failover(projector string, graceful bool) {
 		return old != "" && s.applied(projector, old) > 0
 	})
 	before := s.applied(projector, "")
+	last := sqlStoreScalar[int64](s, `SELECT coalesce(max(seq), 0) FROM public.read_model`)
 	how := "killed"
 	if graceful {
 		how = "stopped"
@@ -381,10 +387,13 @@ func (s *sqlStore) failover(projector string, graceful bool) {
 		s.kill(old)
 	}
 	ended := time.Now()
+	// A batch the old leader sent before it ended may still commit: only a
+	// row another node applied after that counts.
 	testsupport.Until(t, "another replica applying "+projector+" after "+old+" was "+how, sqlStoreWithin, func() bool {
-		var n int
-		_ = s.pool.QueryRow(s.ctx, `SELECT count(*) FROM public.read_model WHERE projector = $1 AND node <> $2`, projector, old).Scan(&n)
-		return n > 0 && s.applied(projector, "") > before
+		var ok bool
+		_ = s.pool.QueryRow(s.ctx, `SELECT EXISTS (SELECT FROM public.read_model WHERE projector = $1 AND node <> $2 AND seq > $3)`,
+			projector, old, last).Scan(&ok)
+		return ok
 	})
 	t.Logf("%s %s, the leader of %s, after %d events applied; %s took over in %s",
 		how, old, projector, before, s.leader(projector), time.Since(ended).Round(time.Millisecond))
@@ -408,11 +417,11 @@ type sqlStoreWriters struct {
 	maxPosition int64 // the highest position committed so far
 }
 
-// sqlStoreAppend appends one transaction's events through tx (open) and
-// returns their positions; writer and i say who appends for the n-th time.
+// sqlStoreAppend appends one transaction's events through tx (open) for
+// writer and returns their positions.
 // It returns errSqlStoreConflict when the store refused the append as a
 // concurrency conflict, which the store's clients retry.
-type sqlStoreAppend func(ctx context.Context, tx pgx.Tx, writer, i int) ([]int64, error)
+type sqlStoreAppend func(ctx context.Context, tx pgx.Tx, writer int) ([]int64, error)
 
 var errSqlStoreConflict = errors.New("append conflict")
 
@@ -425,13 +434,13 @@ func (s *sqlStore) startWriters(n int, appendFn sqlStoreAppend) *sqlStoreWriters
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			for i := 0; ; i++ {
+			for {
 				select {
 				case <-w.stop:
 					return
 				default:
 				}
-				w.once(k, i, appendFn)
+				w.once(k, appendFn)
 			}
 		}()
 	}
@@ -439,7 +448,7 @@ func (s *sqlStore) startWriters(n int, appendFn sqlStoreAppend) *sqlStoreWriters
 	return w
 }
 
-func (w *sqlStoreWriters) once(writer, i int, appendFn sqlStoreAppend) {
+func (w *sqlStoreWriters) once(writer int, appendFn sqlStoreAppend) {
 	ctx, cancel := context.WithTimeout(w.s.ctx, 10*time.Second)
 	defer cancel()
 	tx, err := w.s.pool.Begin(ctx)
@@ -447,7 +456,7 @@ func (w *sqlStoreWriters) once(writer, i int, appendFn sqlStoreAppend) {
 		return
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-	positions, err := appendFn(ctx, tx, writer, i)
+	positions, err := appendFn(ctx, tx, writer)
 	if err != nil {
 		w.mu.Lock()
 		if errors.Is(err, errSqlStoreConflict) {
@@ -611,8 +620,9 @@ func sqlStoreRandInt(n int) int {
 	return int(v.Int64())
 }
 
-// sqlStoreUUID4 is a random (version 4) UUID, as .NET's Guid.NewGuid and
-// Marten's CombGuid-less default give.
+// sqlStoreUUID4 is a random (version 4) UUID, as .NET's Guid.NewGuid
+// gives (Eventuous' message ids). Marten's event and stream ids are
+// CombGuids, ordered by time; nothing here orders by them.
 func sqlStoreUUID4() [16]byte {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
