@@ -221,7 +221,7 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 		if err == nil {
 			return
 		}
-		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrNoCursorIndex) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, store.ErrUntrustedSchema) ||
+		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrNoCursorIndex) || errors.Is(err, store.ErrUnsupportedSource) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, store.ErrUntrustedSchema) ||
 			errors.Is(err, store.ErrLockBudget) || errors.Is(err, errFatal) {
 			d.log.Error("cannot start", zap.Error(err))
 			d.end(err)

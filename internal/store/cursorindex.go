@@ -156,6 +156,7 @@ type catIndex struct {
 	defaultOpclass               []bool
 	parent                       uint32 // the partitioned index it is attached to, 0 if none
 	buildPID                     int32  // the backend building it concurrently, 0 if none
+	clustered                    bool   // the table's CLUSTER index (indisclustered)
 }
 
 // usable: PostgreSQL plans with it and maintains it.
@@ -335,7 +336,8 @@ func loadTree(ctx context.Context, q querier, src Source, full bool) (*tableTree
 			ARRAY(SELECT coalesce(oc.opcdefault, false) FROM unnest(i.indclass::oid[]) WITH ORDINALITY k(cls, n)
 				LEFT JOIN pg_catalog.pg_opclass oc ON oc.oid = k.cls WHERE k.n <= i.indnkeyatts ORDER BY k.n),
 			coalesce((SELECT h.inhparent FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid), 0),
-			coalesce((SELECT p.pid FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid LIMIT 1), 0)
+			coalesce((SELECT p.pid FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid LIMIT 1), 0),
+			i.indisclustered
 		FROM pg_catalog.pg_index i
 		JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
 		JOIN pg_catalog.pg_am am ON am.oid = ic.relam
@@ -347,7 +349,7 @@ func loadTree(ctx context.Context, q querier, src Source, full bool) (*tableTree
 	for rows.Next() {
 		ix := &catIndex{}
 		if err := rows.Scan(&ix.oid, &ix.rel, &ix.name, &ix.kind, &ix.am, &ix.valid, &ix.ready, &ix.live, &ix.unique, &ix.partial,
-			&ix.expressions, &ix.nkey, &ix.natts, &ix.keys, &ix.opts, &ix.defaultOpclass, &ix.parent, &ix.buildPID); err != nil {
+			&ix.expressions, &ix.nkey, &ix.natts, &ix.keys, &ix.opts, &ix.defaultOpclass, &ix.parent, &ix.buildPID, &ix.clustered); err != nil {
 			return fail(err)
 		}
 		t.indexes[ix.rel] = append(t.indexes[ix.rel], ix)

@@ -173,21 +173,53 @@ func xidStep(src Source, tables []relation) PrepareStep {
 	}
 }
 
-func positionStep(src Source, root relation, indexes []*catIndex) PrepareStep {
+func positionStep(src Source, root relation, indexes []*catIndex) (PrepareStep, error) {
 	holds := []LockHold{{root.schema, root.name, "AccessExclusiveLock"}}
 	for _, ix := range indexes {
 		holds = append(holds, LockHold{root.schema, ix.name, "AccessExclusiveLock"})
 	}
+	add := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s bigint GENERATED ALWAYS AS IDENTITY", root.sql(), quoteCol(src.Columns.Position))
+	why := fmt.Sprintf("add the global position %q the %s store lacks, as an identity column: existing rows get distinct positions "+
+		"in the table's physical order (no trigger fires, no row is updated), new rows the next value", src.Columns.Position, src.Preset)
+	rewrite := "a full rewrite of the table"
+	if col := src.preset().PositionOrder; col != "" {
+		// The rewrite numbers rows in physical order, which is insertion
+		// order only until VACUUM lets a new row into space an aborted or
+		// deleted one freed: then a stream's later event would get the
+		// smaller position and be applied first. CLUSTER puts the rows in
+		// the store's own order first, under the same lock.
+		var by *catIndex
+		for _, ix := range indexes {
+			if ix.usable() && ix.leads([]string{col}) && !ix.expressions {
+				by = ix
+				break
+			}
+		}
+		if by == nil {
+			return PrepareStep{}, fmt.Errorf("source table %s has no valid btree index on %q, the %s store's own order, to number its existing events in; create one and re-run source prepare",
+				root.qualified(), col, src.Preset)
+		}
+		restore := fmt.Sprintf("ALTER TABLE %s SET WITHOUT CLUSTER", root.sql())
+		for _, ix := range indexes {
+			if ix.clustered {
+				restore = fmt.Sprintf("ALTER TABLE %s CLUSTER ON %s", root.sql(), quoteCol(ix.name))
+			}
+		}
+		add = fmt.Sprintf("CLUSTER %s USING %s;\n%s;\n%s", root.sql(), quoteCol(by.name), add, restore)
+		why = fmt.Sprintf("add the global position %q the %s store lacks, as an identity column: existing rows get distinct positions "+
+			"in the store's own order (%s, put in that order first by CLUSTER; the table's CLUSTER setting is left as it was), new rows the next value; "+
+			"no trigger fires, no row is updated", src.Columns.Position, src.Preset, col)
+		rewrite = "two full rewrites of the table (CLUSTER, then the identity column)"
+	}
 	return PrepareStep{
-		Why: fmt.Sprintf("add the global position %q the %s store lacks, as an identity column: existing rows get distinct positions "+
-			"in the table's physical order (no trigger fires, no row is updated), new rows the next value", src.Columns.Position, src.Preset),
-		SQL: fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s bigint GENERATED ALWAYS AS IDENTITY", root.sql(), quoteCol(src.Columns.Position)),
-		Locks: fmt.Sprintf("ACCESS EXCLUSIVE on %s for a full rewrite of the table (%s) and a rebuild of its %d indexes: every reader and writer "+
+		Why: why,
+		SQL: add,
+		Locks: fmt.Sprintf("ACCESS EXCLUSIVE on %s for %s (%s) and a rebuild of its %d indexes: every reader and writer "+
 			"waits for the whole rewrite (docs/sources.md has measured times), and the lock first queues behind every open transaction that has used the table "+
 			"(bounded by lock_timeout when applied)",
-			root.qualified(), root.size(), len(indexes)),
+			root.qualified(), rewrite, root.size(), len(indexes)),
 		Holds: holds,
-	}
+	}, nil
 }
 
 func buildStep(rel relation, name string, cols []string, why string) PrepareStep {
@@ -332,6 +364,9 @@ func PlanPrepare(ctx context.Context, q querier, src Source, notify bool, channe
 	case xid == "":
 		// Position ordering without a transaction column: nothing to add.
 	case !ok:
+		if err := refuseReaddedXID(ctx, q, table, xid); err != nil {
+			return nil, err
+		}
 		steps = append(steps, xidStep(src, tree.rels))
 	case typ != "xid8":
 		return nil, fmt.Errorf("column %q of %s is %s, not xid8; rename it or map source.columns.transaction_id to a new column, which source prepare then adds", xid, table, typ)
@@ -342,7 +377,11 @@ func PlanPrepare(ctx context.Context, q querier, src Source, notify bool, channe
 	case !ok && root.kind == "p":
 		return nil, fmt.Errorf("source table %s has no column %q, and source prepare cannot add it: PostgreSQL adds no identity column to a partitioned table", table, pos)
 	case !ok:
-		steps = append(steps, positionStep(src, root, tree.indexes[root.oid]))
+		st, err := positionStep(src, root, tree.indexes[root.oid])
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, st)
 	case typ != "bigint" && typ != "integer" && typ != "smallint":
 		return nil, fmt.Errorf("column %q of %s is %s: the cursor's position must be an integer column", pos, table, typ)
 	}
@@ -739,3 +778,33 @@ func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify 
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// refuseReaddedXID refuses to add the xid8 column to a table when this
+// database holds xid8 checkpoints: the column existed and was dropped
+// (Marten's schema migrations drop columns they do not know, see
+// docs/sources.md). Added again, it gives every row, old and new alike,
+// the constant xid 1, below every such checkpoint, so the events written
+// since would never be read. Those projectors must be rebuilt (projectord
+// reset) after the column is back.
+func refuseReaddedXID(ctx context.Context, q querier, table, col string) error {
+	var names []string
+	rows, err := q.Query(ctx, `SELECT projector FROM projectord.checkpoints WHERE ordering = 'xid8' AND last_xid > '1'::xid8 ORDER BY projector`)
+	if err == nil {
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // no projectord schema or table: nothing ran here
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("error reading projectord's checkpoints before adding %q to %s: %w", col, table, err)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("source table %s has no column %q, but projectors in this database have read it by xid (%s): the column was there and was dropped "+
+		"(Marten's AutoCreate drops columns it does not know; docs/sources.md). Added again, it would give every row xid 1, below those checkpoints, "+
+		"so every event written since would be skipped. Configure the dropper not to drop it, stop projectord, rebuild each of those projectors "+
+		"(projectord reset NAME --yes: their read models start again from the first event), then run source prepare --apply",
+		table, col, strings.Join(names, ", "))
+}

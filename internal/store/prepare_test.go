@@ -336,9 +336,11 @@ func TestPrepareEventCoreTable(t *testing.T) {
 	ctx, pool := freshDB(t)
 	_, err := pool.Exec(ctx, storeddl.EventCore)
 	require.NoError(t, err)
+	// Time-ordered ids, as eventcore's uuid v7 are: its own order.
 	for i := range 12 {
-		_, err := pool.Exec(ctx, `INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data) VALUES (gen_random_uuid(), $1, 'E', '{}')`,
-			fmt.Sprintf("s%d", i%3))
+		_, err := pool.Exec(ctx, `INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data)
+			VALUES ((lpad(to_hex($2::int), 8, '0') || '-0000-7000-8000-000000000000')::uuid, $1, 'E', '{}')`,
+			fmt.Sprintf("s%d", i%3), i+1)
 		require.NoError(t, err)
 	}
 	triggers := eventcoreTriggers(t, ctx, pool)
@@ -350,7 +352,9 @@ func TestPrepareEventCoreTable(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, steps, 3)
 	require.Contains(t, steps[0].SQL, `ADD COLUMN IF NOT EXISTS "transaction_id" xid8 NOT NULL DEFAULT '1'`)
-	require.Equal(t, `ALTER TABLE "public"."eventcore_events" ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY`, steps[1].SQL)
+	require.Equal(t, `CLUSTER "public"."eventcore_events" USING "eventcore_events_pkey";
+ALTER TABLE "public"."eventcore_events" ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE "public"."eventcore_events" SET WITHOUT CLUSTER`, steps[1].SQL)
 	require.Contains(t, steps[1].Locks, "full rewrite")
 	require.Equal(t, `CREATE INDEX CONCURRENTLY IF NOT EXISTS "eventcore_events_transaction_id_global_position_idx" ON "public"."eventcore_events" ("transaction_id", "global_position")`, steps[2].SQL)
 	applyChecked(t, ctx, pool, steps)
@@ -696,4 +700,35 @@ func TestApplyPrepareStepLockTimeoutNamesTheHolder(t *testing.T) {
 	_, err = holder.Exec(ctx, `COMMIT`)
 	require.NoError(t, err)
 	require.NoError(t, store.ApplyPrepareStep(ctx, pool, steps[0], 200*time.Millisecond))
+}
+
+// Marten's schema migrations drop a column they do not know. Adding the
+// xid8 column again would give every row xid 1, below the checkpoints of
+// projectors that read the table by xid, and every event written since
+// would be skipped: prepare refuses, naming them, until they are reset.
+func TestPrepareRefusesToReaddAnXIDColumnProjectorsReadBy(t *testing.T) {
+	t.Parallel()
+	ctx, pool := freshDB(t)
+	_, err := pool.Exec(ctx, `CREATE TABLE mt_events (seq_id bigint PRIMARY KEY, id uuid NOT NULL, stream_id uuid,
+		version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL, timestamp timestamptz NOT NULL DEFAULT now(),
+		tenant_id varchar DEFAULT '*DEFAULT*', mt_dotnet_type varchar, is_archived bool DEFAULT FALSE)`)
+	require.NoError(t, err)
+	src := presetSource(t, ctx, pool, "marten")
+	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err, "no projector has read it yet")
+	require.NotEmpty(t, steps)
+
+	_, err = pool.Exec(ctx, `INSERT INTO projectord.checkpoints (projector, last_xid, last_position, ordering) VALUES
+		('orders', '5000', 40, 'xid8'), ('fresh', '0', 0, NULL), ('legacy', '0', 12, 'position')`)
+	require.NoError(t, err)
+	_, err = store.PlanPrepare(ctx, pool, src, false, "")
+	require.ErrorContains(t, err, "was dropped")
+	require.ErrorContains(t, err, "(orders)")
+	require.ErrorContains(t, err, "projectord reset NAME --yes")
+
+	// Once rebuilt (the checkpoint back at the start), prepare goes on.
+	_, err = pool.Exec(ctx, `UPDATE projectord.checkpoints SET last_xid = '0', last_position = 0, ordering = NULL WHERE projector = 'orders'`)
+	require.NoError(t, err)
+	_, err = store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
 }

@@ -159,3 +159,32 @@ func TestPresetWithoutPositionSaysToPrepare(t *testing.T) {
 	require.ErrorContains(t, err, `column "global_position" not found`)
 	require.ErrorContains(t, err, "projectord source prepare")
 }
+
+// Marten's tenant-partitioned events draw seq_id from a sequence per
+// tenant: positions repeat across tenants, which the cursor cannot order.
+// The preset refuses that layout at start rather than skip events.
+func TestPresetMartenRefusesTenantPartitionedEvents(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE mt_events (seq_id bigint NOT NULL, id uuid NOT NULL,
+			stream_id uuid, version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL,
+			timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar NOT NULL DEFAULT '*DEFAULT*',
+			mt_dotnet_type varchar, is_archived bool DEFAULT FALSE,
+			transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), PRIMARY KEY (seq_id, tenant_id)) PARTITION BY LIST (tenant_id);
+		CREATE TABLE mt_events_acme PARTITION OF mt_events FOR VALUES IN ('acme')`)
+	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "marten")
+	_, err = src.Inspect(tb.ctx, tb.pool)
+	require.ErrorIs(t, err, store.ErrUnsupportedSource)
+	require.ErrorContains(t, err, "UseTenantPartitionedEvents")
+
+	// The default layout (seq_id alone the key) is read.
+	_, err = tb.pool.Exec(tb.ctx, `DROP TABLE mt_events; CREATE TABLE mt_events (seq_id bigint PRIMARY KEY, id uuid NOT NULL,
+			stream_id uuid, version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL,
+			timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
+			mt_dotnet_type varchar, is_archived bool DEFAULT FALSE, transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id())`)
+	require.NoError(t, err)
+	src = presetSource(t, tb.ctx, tb.pool, "marten")
+	_, err = src.Inspect(tb.ctx, tb.pool)
+	require.NoError(t, err)
+}
