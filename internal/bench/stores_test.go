@@ -222,101 +222,31 @@ func presetSource(name string) *store.Source {
 	return &store.Source{Preset: name, Table: p.Table, Columns: p.Columns, Ordering: store.OrderXID8}
 }
 
-// indexPartitioned builds the (transaction_id, position) index on a
-// partitioned source table the way PostgreSQL allows without blocking
-// writers: an index ON ONLY every partitioned table, each leaf's built
-// CONCURRENTLY, each attached to its parent's, bottom up; the parents'
-// become valid once all their partitions' are attached. The root's is
-// named as `source prepare` names it, so VerifyPrepared checks it.
-//
-// `source prepare` itself is learning to do this (branch prepare); until
-// it does, the benchmark does it here.
-func (db *benchDB) indexPartitioned(b *testing.B, src store.Source) {
+// prepare runs `source prepare --apply` on src as the command does (the
+// plan from the catalogue, each step as --apply runs it) and verifies what
+// it leaves: on Emmett's partitioned table, the index ON ONLY each
+// partitioned level, built concurrently on each leaf and attached; on
+// Message DB's, the xid8 column and the index.
+func (db *benchDB) prepare(b *testing.B, src store.Source) {
 	b.Helper()
-	xid, pos := src.Columns.TransactionID, src.Columns.Position
-	ctx, cancel := context.WithTimeout(b.Context(), setupTimeout)
-	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT n.nspname::text, c.relname::text, coalesce(pn.nspname::text, ''), coalesce(pc.relname::text, ''), t.isleaf, t.level
-		FROM pg_partition_tree($1::regclass) t
-		JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-		LEFT JOIN pg_class pc ON pc.oid = t.parentrelid LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-		ORDER BY t.level DESC, c.relname`, src.QualifiedName())
+	ctx := b.Context()
+	r, err := src.Resolve(ctx, db.pool)
 	if err != nil {
 		b.Fatal(err)
 	}
-	type rel struct {
-		schema, name, parentSchema, parent string
-		leaf                               bool
-		level                              int
-	}
-	rels, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rel, error) {
-		var x rel
-		err := r.Scan(&x.schema, &x.name, &x.parentSchema, &x.parent, &x.leaf, &x.level)
-		return x, err
-	})
+	steps, err := store.PlanPrepare(ctx, db.pool, r, false, "")
 	if err != nil {
 		b.Fatal(err)
 	}
-	if len(rels) < 2 {
-		b.Fatalf("%s is not partitioned (%d relations in its partition tree)", src.QualifiedName(), len(rels))
-	}
-	idx := func(schema, name string, level int) pgx.Identifier {
-		n := name + "_" + xid + "_" + pos + "_idx" // the name `source prepare` gives the root's
-		if level > 0 {
-			n = name + "_xid_pos_idx"
-		}
-		if len(n) > 63 {
-			b.Fatalf("index name %s is longer than PostgreSQL keeps", n)
-		}
-		return pgx.Identifier{schema, n}
-	}
-	cols := pgx.Identifier{xid}.Sanitize() + ", " + pgx.Identifier{pos}.Sanitize()
-	for _, r := range rels { // leaves first: the deepest level comes first
-		on, name := pgx.Identifier{r.schema, r.name}.Sanitize(), idx(r.schema, r.name, r.level)
-		if r.leaf {
-			db.exec(b, fmt.Sprintf(`CREATE INDEX CONCURRENTLY %s ON %s (%s)`, pgx.Identifier{name[1]}.Sanitize(), on, cols))
-		} else {
-			db.exec(b, fmt.Sprintf(`CREATE INDEX %s ON ONLY %s (%s)`, pgx.Identifier{name[1]}.Sanitize(), on, cols))
+	for _, st := range steps {
+		if err := store.ApplyPrepareStep(ctx, db.pool, st, 0); err != nil {
+			b.Fatal(err)
 		}
 	}
-	for _, r := range rels {
-		if r.parent == "" {
-			continue
-		}
-		db.exec(b, fmt.Sprintf(`ALTER INDEX %s ATTACH PARTITION %s`,
-			idx(r.parentSchema, r.parent, r.level-1).Sanitize(), idx(r.schema, r.name, r.level).Sanitize()))
-	}
-
-	// store.VerifyPrepared accepts only a plain index (relkind 'i'), so
-	// the partitioned one is checked here: valid (which PostgreSQL grants
-	// only once every partition's index is attached), on the cursor
-	// columns, and one valid index per leaf partition.
-	root := idx(rels[len(rels)-1].schema, rels[len(rels)-1].name, 0).Sanitize()
-	var valid bool
-	var keys string
-	var leaves, indexedLeaves int
-	err = db.pool.QueryRow(ctx, `SELECT i.indisvalid, pg_get_indexdef(i.indexrelid, 0, true),
-			(SELECT count(*) FROM pg_partition_tree($2::regclass) WHERE isleaf),
-			(SELECT count(*) FROM pg_partition_tree($1::regclass) t JOIN pg_index li ON li.indexrelid = t.relid
-			 WHERE t.isleaf AND li.indisvalid AND li.indisready)
-		FROM pg_index i WHERE i.indexrelid = $1::regclass`, root, src.QualifiedName()).Scan(&valid, &keys, &leaves, &indexedLeaves)
-	if err != nil {
+	if err := store.VerifyPrepared(ctx, db.pool, r, false); err != nil {
 		b.Fatal(err)
 	}
-	if want := "(" + xid + ", " + pos + ")"; !valid || !strings.HasSuffix(keys, want) || indexedLeaves != leaves {
-		b.Fatalf("index %s: valid %v, %s, %d of %d leaf partitions indexed; want a valid index ending in %s on every leaf", root, valid, keys, indexedLeaves, leaves, want)
-	}
-}
-
-// verifyPrepared resolves src and checks what `source prepare --apply`
-// leaves behind.
-func (db *benchDB) verifyPrepared(b *testing.B, src store.Source) {
-	b.Helper()
-	r, err := src.Resolve(b.Context(), db.pool)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := store.VerifyPrepared(b.Context(), db.pool, r, false); err != nil {
+	if err := store.CheckCursorIndex(ctx, db.pool, r); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -400,7 +330,7 @@ func benchEmmett(b *testing.B) {
 	src := presetSource("emmett")
 	// emt_messages already has transaction_id xid8, so preparing it is the
 	// index alone.
-	db.indexPartitioned(b, *src)
+	db.prepare(b, *src)
 	// The rows the preset reads, as Emmett's readMessagesBatch selects them.
 	const emmettRows = `FROM public.emt_messages WHERE partition = 'emt:default' AND is_archived = FALSE AND message_kind = 'E'`
 	var pr storeRows
@@ -449,16 +379,9 @@ func benchMessageDB(b *testing.B) {
 	db.writeMessages(b, *flagStoreEvents/5, 10)
 
 	src := presetSource("messagedb")
-	r, err := src.Resolve(b.Context(), db.pool)
-	if err != nil {
-		b.Fatal(err)
-	}
 	// Message DB has no xid8 column: `source prepare --apply` adds it (the
 	// rows written so far get xid 1) and builds the index concurrently.
-	for _, st := range store.PrepareSQL(r, false, "") {
-		db.exec(b, st.SQL)
-	}
-	db.verifyPrepared(b, *src)
+	db.prepare(b, *src)
 	var pr storeRows
 	if err := db.pool.QueryRow(b.Context(), `SELECT transaction_id, global_position, count(*) OVER () FROM message_store.messages
 		ORDER BY transaction_id DESC, global_position DESC LIMIT 1`).Scan(&pr.last.XID, &pr.last.Position, &pr.events); err != nil {
