@@ -2,7 +2,8 @@
 #
 #   make test    vet, gofmt check and the whole test suite under -race against
 #                an ephemeral PostgreSQL the tests start themselves
-#   make bench   benchmarks, each against a plain-pgx baseline in the same run
+#   make bench   benchmarks, each against a baseline in the same run (plain
+#                pgx, or the event stores' own readers)
 #   make demo    see projectord work: throw-away PostgreSQL, a live event
 #                stream and three projectors (projectord dev); Ctrl-C stops it
 

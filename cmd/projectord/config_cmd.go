@@ -112,6 +112,14 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) (resolved string, war
 			return nil
 		}
 		warnings = src.NullableWarnings(layout)
+		switch err := store.CheckCursorIndex(ctx, pool, src); {
+		case errors.Is(err, store.ErrNoCursorIndex) && cfg.Source.AllowUnindexed:
+			warnings = append(warnings, "source.allow_unindexed: "+err.Error())
+		case errors.Is(err, store.ErrNoCursorIndex):
+			problems = append(problems, config.Problem{Path: "source", Message: err.Error() + " (or set source.allow_unindexed: true for a tiny table)"})
+		case err != nil:
+			return err
+		}
 		return nil
 	})
 	if err != nil {

@@ -329,6 +329,7 @@ func TestConfigValidateCheckDBNamesProjectorAndEventType(t *testing.T) {
 	defer pool.Close()
 	_, err = pool.Exec(t.Context(), `CREATE TABLE events (global_position bigint, transaction_id xid8, stream_id text,
 		stream_version bigint, event_type text, data jsonb, metadata jsonb, created_at timestamptz);
+		CREATE INDEX ON events (transaction_id, global_position);
 		CREATE TABLE orders (id text PRIMARY KEY, total numeric)`)
 	require.NoError(t, err)
 	f := writeFile(t, "c.yaml", fmt.Sprintf(`
@@ -360,7 +361,8 @@ func TestConfigValidateCheckDBWarnsAboutNullableColumns(t *testing.T) {
 	defer pool.Close()
 	_, err = pool.Exec(t.Context(), `CREATE TABLE events (global_position bigint NOT NULL, transaction_id xid8 NOT NULL,
 		stream_id text NOT NULL, stream_version bigint, event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb,
-		created_at timestamptz)`)
+		created_at timestamptz);
+		CREATE INDEX ON events (transaction_id, global_position)`)
 	require.NoError(t, err)
 	f := writeFile(t, "c.yaml", fmt.Sprintf(`
 database: {url: '%s'}
@@ -380,6 +382,72 @@ projectors:
 	code, _, stderr = cli(t, "config", "validate", "--check-db", "--config", f)
 	require.Equal(t, exitOK, code, stderr)
 	require.Contains(t, stderr, `warning: source.columns.position: column "global_position" of public.events is nullable: a row with NULL there is never read`)
+}
+
+// A table without the cursor index sorts itself for every batch: check-db
+// and run refuse it (exit 2) naming the index and the statement that
+// creates it; source.allow_unindexed lets both go on with a warning, and
+// the replica says so in projectord_source_unindexed.
+func TestMissingCursorIndexIsRefusedUnlessAllowed(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(t.Context(), `CREATE TABLE events (global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), stream_id text NOT NULL, stream_version bigint NOT NULL,
+		event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb, created_at timestamptz NOT NULL DEFAULT now());
+		CREATE TABLE seen (position bigint PRIMARY KEY);
+		INSERT INTO events (stream_id, stream_version, event_type, data) VALUES ('s', 1, 'A', '{}')`)
+	require.NoError(t, err)
+	body := fmt.Sprintf(`
+database: {url: '%s'}
+projectors:
+  - name: p
+    sink: {sql: {handlers: {"*": "INSERT INTO seen VALUES (@position)"}}}
+`, url)
+	f := writeFile(t, "c.yaml", body)
+	want := `CREATE INDEX CONCURRENTLY "events_transaction_id_global_position_idx" ON "public"."events" ("transaction_id", "global_position")`
+
+	code, _, stderr := cli(t, "config", "validate", "--check-db", "--config", f)
+	require.Equal(t, exitConfig, code, stderr)
+	require.Contains(t, stderr, "no cursor index")
+	require.Contains(t, stderr, want)
+	require.Contains(t, stderr, "source.allow_unindexed")
+
+	code, _, stderr = cli(t, "run", "--config", f)
+	require.Equal(t, exitConfig, code, stderr)
+	require.Contains(t, stderr, "no cursor index")
+	require.Contains(t, stderr, want)
+
+	port := freePort(t)
+	allowed := writeFile(t, "allowed.yaml", body+fmt.Sprintf("source: {allow_unindexed: true}\nhttp: {listen: '127.0.0.1:%d'}\n", port))
+	code, _, stderr = cli(t, "config", "validate", "--check-db", "--config", allowed)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, stderr, "warning: source.allow_unindexed:")
+
+	p := startProc(t, "run", "--config", allowed)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitFor(t, 30*time.Second, func() bool {
+		var n int
+		return pool.QueryRow(t.Context(), `SELECT count(*) FROM seen`).Scan(&n) == nil && n == 1
+	})
+	waitFor(t, 10*time.Second, func() bool {
+		_, metrics := get(base + "/metrics")
+		return strings.Contains(metrics, "projectord_source_unindexed 1")
+	})
+	require.Contains(t, p.out.String(), "source table has no cursor index")
+
+	// Once the index exists, a restarted replica reports 0.
+	_, err = pool.Exec(t.Context(), `CREATE INDEX ON events (transaction_id, global_position)`)
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.wait(t, 30*time.Second))
+	startProc(t, "run", "--config", allowed)
+	waitFor(t, 30*time.Second, func() bool {
+		_, metrics := get(base + "/metrics")
+		return strings.Contains(metrics, "projectord_source_unindexed 0")
+	})
 }
 
 func TestSourcePrepareApplies(t *testing.T) {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"runtime/pprof"
@@ -162,6 +163,10 @@ type projectord struct {
 type projectordOptions struct {
 	pollInterval time.Duration // default 50ms, the daemon's default
 	listen       []string      // channels whose NOTIFY kicks the watcher
+	// source, when set, is read instead of nativeSource, resolved and
+	// inspected once before the first read, as the daemon does.
+	source *store.Source
+	node   string // the coordination node id; default "bench"
 }
 
 // startProjectord starts a watcher and a coordination session on db, as
@@ -176,16 +181,29 @@ func (db *benchDB) startProjectord(b *testing.B, opts projectordOptions) *projec
 	if err != nil {
 		b.Fatal(err)
 	}
+	node := cmp.Or(opts.node, "bench")
+	newReader := func() *store.Reader { return store.NewReader(db.pool, nativeSource, 30*time.Second) }
+	if opts.source != nil {
+		src, err := opts.source.Resolve(b.Context(), db.pool)
+		if err != nil {
+			b.Fatal(err)
+		}
+		layout, err := src.Inspect(b.Context(), db.pool)
+		if err != nil {
+			b.Fatal(err)
+		}
+		newReader = func() *store.Reader { return store.NewReader(db.pool, src, 30*time.Second).WithLayout(layout) }
+	}
 	p := &projectord{log: db.log, pool: db.pool}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(b.Context()))
 	watcherDone := make(chan struct{})
 	pprof.Do(ctx, labelProjectord, func(ctx context.Context) {
-		p.watcher = runner.NewWatcher(store.NewReader(db.pool, nativeSource, 30*time.Second), opts.pollInterval, db.log.Named("watcher"))
+		p.watcher = runner.NewWatcher(newReader(), opts.pollInterval, db.log.Named("watcher"))
 		go func() {
 			defer close(watcherDone)
 			p.watcher.Run(ctx)
 		}()
-		p.session = coord.New(coord.Config{ConnConfig: cc, Namespace: def.LockNamespace, NodeID: "bench", Hostname: "bench", Version: "bench",
+		p.session = coord.New(coord.Config{ConnConfig: cc, Namespace: def.LockNamespace, NodeID: node, Hostname: "bench", Version: "bench",
 			HeartbeatInterval: def.HeartbeatInterval, AcquireInterval: def.AcquireInterval, LeaseTimeout: def.LeaseTimeout,
 			TCPUserTimeout: def.TCPUserTimeout, KeepaliveIdle: def.KeepaliveIdle, KeepaliveInterval: def.KeepaliveInterval,
 			KeepaliveCount: def.KeepaliveCount, Listen: opts.listen, OnNotify: func(string, string) { p.watcher.Kick() },
@@ -198,8 +216,8 @@ func (db *benchDB) startProjectord(b *testing.B, opts projectordOptions) *projec
 		<-watcherDone
 	})
 	waitFor(b, "coordination session up", 30*time.Second, p.session.Up)
-	p.backend = &timedBackend{PGBackend: runner.NewPGBackend(runner.PGBackendConfig{Node: "bench",
-		Reader: store.NewReader(db.pool, nativeSource, 30*time.Second), Watcher: p.watcher, Session: p.session})}
+	p.backend = &timedBackend{PGBackend: runner.NewPGBackend(runner.PGBackendConfig{Node: node,
+		Reader: newReader(), Watcher: p.watcher, Session: p.session})}
 	return p
 }
 

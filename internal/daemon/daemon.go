@@ -31,6 +31,10 @@ type Options struct {
 	// OnSessionLost is called, with one of coord.LossReasons, each time the
 	// coordination session is lost (not stopped); it must not block.
 	OnSessionLost func(reason string)
+	// OnSourceIndexed, when set, is called once the source is checked at
+	// start: false when the table has no cursor index and
+	// source.allow_unindexed let the daemon run anyway.
+	OnSourceIndexed func(indexed bool)
 
 	// signals, set by tests only, records what the supervisors do.
 	signals *testSignals
@@ -217,7 +221,7 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 		if err == nil {
 			return
 		}
-		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, store.ErrUntrustedSchema) ||
+		if errors.Is(err, store.ErrNoXID8) || errors.Is(err, store.ErrNoCursorIndex) || errors.Is(err, store.ErrUnsupportedSource) || errors.Is(err, store.ErrSchemaTooNew) || errors.Is(err, store.ErrUntrustedSchema) ||
 			errors.Is(err, store.ErrLockBudget) || errors.Is(err, errFatal) {
 			d.log.Error("cannot start", zap.Error(err))
 			d.end(err)
@@ -359,6 +363,21 @@ func (d *Daemon) connect(ctx context.Context) error {
 	}
 	for _, w := range src.NullableWarnings(layout) {
 		d.log.Warn("source column may hold NULL", zap.String("warning", w))
+	}
+	// Without the cursor index every batch sorts the table, slower with
+	// every event stored: refused like a missing xid8 column unless the
+	// operator said the table is small enough.
+	unindexed := false
+	if err := store.CheckCursorIndex(steps, source, src); err != nil {
+		if !errors.Is(err, store.ErrNoCursorIndex) || !cfg.Source.AllowUnindexed {
+			return err
+		}
+		unindexed = true
+		d.log.Warn("source table has no cursor index; source.allow_unindexed lets projectord run, and every batch sorts the table",
+			zap.String("problem", err.Error()))
+	}
+	if d.opts.OnSourceIndexed != nil {
+		d.opts.OnSourceIndexed(!unindexed)
 	}
 	if src.Ordering == store.OrderPosition {
 		d.log.Warn("source.ordering is position: events committed out of order WILL be skipped; run `projectord source prepare` and use xid8")

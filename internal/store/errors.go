@@ -17,6 +17,9 @@ var (
 	// ErrProjectorHalted means a claim was refused: the projector is halted
 	// under the claimer's own sink (see HaltedError).
 	ErrProjectorHalted = errors.New("projector halted")
+	// ErrUnsupportedSource means the source table is a layout of its
+	// store that its preset cannot read correctly.
+	ErrUnsupportedSource = errors.New("unsupported source layout")
 	// ErrNoXID8 means the source table lacks a usable xid8 transaction column.
 	ErrNoXID8 = errors.New("source table has no xid8 transaction_id column: run `projectord source prepare` (or set source.ordering: position to accept skipped events)")
 	// ErrSchemaTooNew means the database was migrated by a newer projectord.

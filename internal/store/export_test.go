@@ -1,5 +1,11 @@
 package store
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
 // UncheckedSQLSink builds a sink whose handlers skip compileHandler's
 // refusals, to show what PostgreSQL does with a handler that slipped past
 // them. Handlers take no parameters.
@@ -10,3 +16,16 @@ func UncheckedSQLSink(handlers map[string]string) *SQLSink {
 	}
 	return s
 }
+
+// ReadSQL is the reader's batch statement for src, as resolved and
+// inspected on pool, and f.
+func ReadSQL(ctx context.Context, pool *pgxpool.Pool, src Source, f Filter) (string, error) {
+	l, err := src.Inspect(ctx, pool)
+	if err != nil {
+		return "", err
+	}
+	return src.readSQL(f, newReadPlan(src, l)), nil
+}
+
+// CursorIndexName is the name source prepare gives src's cursor index.
+func CursorIndexName(src Source) string { return indexNameFor(src) }

@@ -34,6 +34,21 @@ type Preset struct {
 	// AddsPosition: the store has no numeric global position; `source
 	// prepare` adds Columns.Position as an identity column.
 	AddsPosition bool
+	// PositionOrder is the column whose order is the store's own order of
+	// its events, which the identity numbers existing rows in (through an
+	// index on it, by CLUSTER): the table's physical order is not it once
+	// VACUUM has let new rows into space freed by old ones.
+	PositionOrder string
+	// Refuse lists layouts of the store projectord cannot read correctly:
+	// each query, given the table's oid as $1, returns true for such a
+	// layout, and Inspect fails with the message.
+	Refuse []Refusal
+}
+
+// Refusal is a store layout a preset refuses, with why.
+type Refusal struct {
+	Query   string
+	Message string
 }
 
 // VirtualColumn is a computed column of a preset's read relation.
@@ -93,6 +108,19 @@ var Presets = map[string]Preset{
 			Metadata: "projectord_metadata", CreatedAt: "timestamp", EventID: "id",
 		},
 		Rows: "is_archived = FALSE",
+		Refuse: []Refusal{{
+			// UseTenantPartitionedEvents: a sequence per tenant, so seq_id
+			// repeats across tenants, and one transaction can write two
+			// tenants' events with one (xid, seq_id): one would be skipped.
+			// Marten then puts tenant_id in the primary key and partitions
+			// by it.
+			Query: `SELECT EXISTS (SELECT FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+					WHERE i.indrelid = $1 AND i.indisprimary AND a.attname = 'tenant_id')
+				OR EXISTS (SELECT FROM pg_catalog.pg_partitioned_table p JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = ANY (p.partattrs)
+					WHERE p.partrelid = $1 AND a.attname = 'tenant_id')`,
+			Message: "mt_events is partitioned by tenant (Marten's UseTenantPartitionedEvents): seq_id is then a sequence per tenant and repeats across tenants, " +
+				"so it cannot order one stream of events; projectord cannot read this layout",
+		}},
 		Virtual: []VirtualColumn{{
 			Name: "projectord_metadata", Expr: "jsonb_build_object('tenant_id', t.tenant_id)", Type: "jsonb", NotNull: true,
 		}},
@@ -112,6 +140,9 @@ var Presets = map[string]Preset{
 			Metadata: "metadata", CreatedAt: "created_at", EventID: "event_id",
 		},
 		AddsPosition: true,
+		// eventcore's own subscriptions order and checkpoint by event_id
+		// (uuid v7, migrations/0006: last_position UUID).
+		PositionOrder: "event_id",
 	},
 
 	// eventuous: Eventuous' PostgreSQL messages with stream names in
@@ -146,16 +177,6 @@ func PresetNames() []string {
 // preset is the source's preset; the zero Preset (no rules) when it names
 // none or an unknown one.
 func (s Source) preset() Preset { return Presets[s.Preset] }
-
-// virtual returns the preset's virtual column of that name.
-func (s Source) virtual(name string) (VirtualColumn, bool) {
-	for _, v := range s.preset().Virtual {
-		if v.Name == name {
-			return v, true
-		}
-	}
-	return VirtualColumn{}, false
-}
 
 // readFrom is the relation every read, head and lag query selects from:
 // the table itself, or, when the preset restricts rows or computes

@@ -10,12 +10,6 @@ import (
 	"github.com/projectord/projectord/internal/store"
 )
 
-// presetSource is the preset's source as the daemon builds it.
-func presetSource(name string) store.Source {
-	p := store.Presets[name]
-	return store.Source{Preset: name, Table: p.Table, Columns: p.Columns, Ordering: store.OrderXID8}
-}
-
 // A preset's row rule is a view of the table for every query: rows it
 // leaves out (Emmett's archived rows, commands, other partitions) are not
 // read, are not the head, and are not lag, so a projector that has read
@@ -43,8 +37,7 @@ func TestPresetRowsAreTheOnlyRowsReadCountedOrHead(t *testing.T) {
 	add("command", "emt:default", false, "C")
 	add("elsewhere", "tenant-b", false, "E")
 
-	src, err := presetSource("emmett").Resolve(tb.ctx, tb.pool)
-	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "emmett")
 	_, err = src.Inspect(tb.ctx, tb.pool)
 	require.NoError(t, err)
 	r := store.NewReader(tb.pool, src, 5*time.Second)
@@ -93,8 +86,7 @@ func TestPresetStreamNamesFromAnotherTable(t *testing.T) {
 			       (gen_random_uuid(), 'CartOpened', 2, 0, '{"n":2}', now() AT TIME ZONE 'utc'),
 			       (gen_random_uuid(), 'OrderPaid', 1, 1, '{"n":3}', now() AT TIME ZONE 'utc')`)
 	require.NoError(t, err)
-	src, err := presetSource("eventuous").Resolve(tb.ctx, tb.pool)
-	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "eventuous")
 	l, err := src.Inspect(tb.ctx, tb.pool)
 	require.NoError(t, err)
 	r := store.NewReader(tb.pool, src, 5*time.Second).WithLayout(l)
@@ -133,8 +125,7 @@ func TestPresetMartenTenantAndArchived(t *testing.T) {
 			(2, gen_random_uuid(), gen_random_uuid(), 1, '{}', 'order_placed', 'acme', true),
 			(3, gen_random_uuid(), gen_random_uuid(), 1, '{}', 'order_placed', 'globex', false)`)
 	require.NoError(t, err)
-	src, err := presetSource("marten").Resolve(tb.ctx, tb.pool)
-	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "marten")
 	l, err := src.Inspect(tb.ctx, tb.pool)
 	require.NoError(t, err)
 	got, err := store.NewReader(tb.pool, src, 5*time.Second).WithLayout(l).Read(tb.ctx, store.Cursor{}, store.Filter{}, 10, nil)
@@ -163,9 +154,37 @@ func TestPresetWithoutPositionSaysToPrepare(t *testing.T) {
 		metadata jsonb NOT NULL DEFAULT '{}'::jsonb, created_at timestamptz NOT NULL DEFAULT now(),
 		transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id())`)
 	require.NoError(t, err)
-	src, err := presetSource("eventcore").Resolve(tb.ctx, tb.pool)
-	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "eventcore")
 	_, err = src.Inspect(tb.ctx, tb.pool)
 	require.ErrorContains(t, err, `column "global_position" not found`)
 	require.ErrorContains(t, err, "projectord source prepare")
+}
+
+// Marten's tenant-partitioned events draw seq_id from a sequence per
+// tenant: positions repeat across tenants, which the cursor cannot order.
+// The preset refuses that layout at start rather than skip events.
+func TestPresetMartenRefusesTenantPartitionedEvents(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE mt_events (seq_id bigint NOT NULL, id uuid NOT NULL,
+			stream_id uuid, version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL,
+			timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar NOT NULL DEFAULT '*DEFAULT*',
+			mt_dotnet_type varchar, is_archived bool DEFAULT FALSE,
+			transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), PRIMARY KEY (seq_id, tenant_id)) PARTITION BY LIST (tenant_id);
+		CREATE TABLE mt_events_acme PARTITION OF mt_events FOR VALUES IN ('acme')`)
+	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "marten")
+	_, err = src.Inspect(tb.ctx, tb.pool)
+	require.ErrorIs(t, err, store.ErrUnsupportedSource)
+	require.ErrorContains(t, err, "UseTenantPartitionedEvents")
+
+	// The default layout (seq_id alone the key) is read.
+	_, err = tb.pool.Exec(tb.ctx, `DROP TABLE mt_events; CREATE TABLE mt_events (seq_id bigint PRIMARY KEY, id uuid NOT NULL,
+			stream_id uuid, version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL,
+			timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
+			mt_dotnet_type varchar, is_archived bool DEFAULT FALSE, transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id())`)
+	require.NoError(t, err)
+	src = presetSource(t, tb.ctx, tb.pool, "marten")
+	_, err = src.Inspect(tb.ctx, tb.pool)
+	require.NoError(t, err)
 }

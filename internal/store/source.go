@@ -209,7 +209,11 @@ func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error)
 	}
 	if s.Ordering != OrderPosition {
 		if ci, ok := l.Columns[s.Columns.TransactionID]; !ok || ci.Type != "xid8" {
-			return Layout{}, fmt.Errorf("%w (table %s, column %q)", ErrNoXID8, s.QualifiedName(), s.Columns.TransactionID)
+			also := ""
+			if _, ok := l.Columns[s.Columns.Position]; !ok && s.preset().AddsPosition {
+				also = fmt.Sprintf("; the %s store has no global position either: source prepare adds both", s.Preset)
+			}
+			return Layout{}, fmt.Errorf("%w (table %s, column %q%s)", ErrNoXID8, s.QualifiedName(), s.Columns.TransactionID, also)
 		}
 	}
 	if len(problems) > 0 {
@@ -232,6 +236,15 @@ func (s Source) Inspect(ctx context.Context, pool *pgxpool.Pool) (Layout, error)
 		}
 		if err != nil {
 			return Layout{}, fmt.Errorf("source table %s does not read as a %s store: %w", s.QualifiedName(), s.Preset, err)
+		}
+		for _, r := range s.preset().Refuse {
+			var refused bool
+			if err := pool.QueryRow(ctx, r.Query, s.oid).Scan(&refused); err != nil {
+				return Layout{}, fmt.Errorf("error inspecting source table %s: %w", s.QualifiedName(), err)
+			}
+			if refused {
+				return Layout{}, fmt.Errorf("%w: %s: %s", ErrUnsupportedSource, s.QualifiedName(), r.Message)
+			}
 		}
 	}
 	return l, nil

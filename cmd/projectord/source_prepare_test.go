@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/store/pgtest"
+	"github.com/projectord/projectord/internal/store/storeddl"
+)
+
+// TestSourcePrepareEmmettPartitioned: on Emmett's partitioned table the
+// command prints every step with why and what it locks, applies them,
+// verifies, and then has nothing to do.
+func TestSourcePrepareEmmettPartitioned(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = pool.Exec(ctx, storeddl.Emmett)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `SELECT emt_append_to_stream(ARRAY['m-1'], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb], ARRAY['1'],
+		ARRAY['Opened'], ARRAY['E'], 'account-1', 'account', NULL, 'emt:default')`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf("database: {url: '%s'}\nsource: {preset: emmett}\n", url))
+
+	code, out, stderr := cli(t, "source", "prepare", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, out, "resolves to public.emt_messages")
+	require.Contains(t, out, "-- 1/7: create the cursor index on partitioned table public.emt_messages alone")
+	require.Contains(t, out, "-- locks: SHARE on public.emt_messages, catalogue only")
+	require.Contains(t, out, `CREATE INDEX IF NOT EXISTS "emt_messages_transaction_id_global_position_idx" ON ONLY "public"."emt_messages"`)
+	require.Contains(t, out, `-- locks: SHARE UPDATE EXCLUSIVE on public.emt_messages_emt_default_active for the whole build`)
+	require.Equal(t, 3, strings.Count(out, "ATTACH PARTITION"), out)
+	require.Equal(t, 7, strings.Count(out, "-- locks: "), out)
+	require.NotContains(t, out, "ALTER TABLE", "Emmett's xid8 column is used as it is")
+	require.Contains(t, out, "Not applied")
+
+	code, out, stderr = cli(t, "source", "prepare", "--apply", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+	require.Contains(t, out, "-- step 7/7 done in ")
+	require.Contains(t, out, "Applied and verified")
+	var valid bool
+	require.NoError(t, pool.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = 'emt_messages_transaction_id_global_position_idx'::regclass`).Scan(&valid))
+	require.True(t, valid, "attached on every partition")
+
+	for _, args := range [][]string{{"source", "prepare"}, {"source", "prepare", "--apply"}} {
+		code, out, stderr = cli(t, append(args, "--config", f)...)
+		require.Equal(t, exitOK, code, out+stderr)
+		require.Contains(t, out, "-- Nothing to do: public.emt_messages already has everything source prepare adds.")
+		require.NotContains(t, out, "-- locks")
+	}
+	require.Contains(t, out, "-- Verified.")
+}
+
+// TestSourcePrepareEventCore: the eventcore table gets its xid8 column, an
+// identity position (the step says it rewrites the table) and the index,
+// with its triggers left as they are.
+func TestSourcePrepareEventCore(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = pool.Exec(ctx, storeddl.EventCore)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data) VALUES (gen_random_uuid(), 'a', 'E', '{}');
+		INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data) VALUES (gen_random_uuid(), 'b', 'E', '{}');
+		INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data) VALUES (gen_random_uuid(), 'a', 'E', '{}')`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf("database: {url: '%s'}\nsource: {preset: eventcore}\n", url))
+
+	code, out, stderr := cli(t, "source", "prepare", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, out, `ADD COLUMN IF NOT EXISTS "transaction_id" xid8`)
+	require.Contains(t, out, `ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY`)
+	require.Contains(t, out, "-- locks: ACCESS EXCLUSIVE on public.eventcore_events for a full rewrite of the table")
+	require.Contains(t, out, `CREATE INDEX CONCURRENTLY IF NOT EXISTS "eventcore_events_transaction_id_global_position_idx"`)
+
+	code, out, stderr = cli(t, "source", "prepare", "--apply", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+	require.Contains(t, out, "Applied and verified")
+	var n, distinct, triggers int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT global_position),
+		(SELECT count(*) FROM pg_trigger WHERE tgrelid = 'eventcore_events'::regclass AND NOT tgisinternal) FROM eventcore_events`).Scan(&n, &distinct, &triggers))
+	require.Equal(t, 3, n)
+	require.Equal(t, 3, distinct)
+	require.Equal(t, 3, triggers)
+	code, out, stderr = cli(t, "source", "prepare", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+	require.Contains(t, out, "Nothing to do")
+}
+
+// TestSourcePrepareGivesUpALockItCannotGet: with a transaction holding
+// the table, --apply stops at the first step within --lock-timeout,
+// changing nothing and naming the holder; once it ends, re-running
+// applies everything.
+func TestSourcePrepareGivesUpALockItCannotGet(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = pool.Exec(ctx, `CREATE TABLE events (global_position bigint GENERATED ALWAYS AS IDENTITY, stream_id text NOT NULL,
+		stream_version bigint NOT NULL, event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb, created_at timestamptz NOT NULL DEFAULT now())`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf("database: {url: '%s'}\n", url))
+
+	code, _, stderr := cli(t, "source", "prepare", "--apply", "--lock-timeout", "-1s", "--config", f)
+	require.Equal(t, exitConfig, code)
+	require.Contains(t, stderr, "--lock-timeout -1s")
+
+	holder, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = holder.Exec(ctx, `SELECT count(*) FROM events`)
+	require.NoError(t, err)
+	code, out, stderr := cli(t, "source", "prepare", "--apply", "--lock-timeout", "100ms", "--config", f)
+	require.Equal(t, exitRuntime, code, out+stderr)
+	require.Contains(t, stderr, "error applying step 1/2")
+	require.Contains(t, stderr, "nothing of this step was applied")
+	require.Contains(t, stderr, "idle in transaction")
+	require.Contains(t, stderr, "holds ACCESS SHARE on public.events")
+	require.NotContains(t, out, "Applied")
+	require.NoError(t, holder.Rollback(ctx))
+
+	code, out, stderr = cli(t, "source", "prepare", "--apply", "--lock-timeout", "100ms", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+	require.Contains(t, out, "Applied and verified")
+}
