@@ -114,6 +114,9 @@ type Balancer struct {
 	held     map[string]time.Time // projector -> when acquired
 	pending  map[string]bool      // admitted, attempt in flight
 	yielding map[string]bool      // asked to hand over, not ended yet
+	// Their weights, kept as they change: every standby asks Admit at
+	// every acquire tick, which must not cost a walk over every lease.
+	heldW, pendingW, yieldingW int
 	pinned   map[string]bool      // taken past grace: not handed over until membership changes
 	// hints since the latest view: a release NOTIFY (free) or a refused
 	// try (held) says more than a view read before it.
@@ -259,15 +262,7 @@ func (b *Balancer) resign() bool {
 
 // heldWeight is the weight of what this replica leads, less what it is
 // handing over already.
-func (b *Balancer) heldWeight() int {
-	n := 0
-	for p := range b.held {
-		if !b.yielding[p] {
-			n += b.weight(p)
-		}
-	}
-	return n
-}
+func (b *Balancer) heldWeight() int { return b.heldW - b.yieldingW }
 
 // yields picks what to hand over: only while this replica stays at or
 // above its target without it (so it never needs it back), newest
@@ -300,6 +295,7 @@ func (b *Balancer) yields() []string {
 		if w := b.weight(p); load-w >= target {
 			load -= w
 			b.yielding[p] = true
+			b.yieldingW += w
 			out = append(out, p)
 		}
 	}
@@ -341,7 +337,7 @@ func (b *Balancer) Admit(p string, now time.Time) bool {
 		// reports it, as every replica must; a resumed projector is led
 		// again by whoever tries first, and handed over if that puts it
 		// over its share.
-		b.pending[p] = true
+		b.reserve(p)
 		return true
 	}
 	since, unled := b.unled[p]
@@ -353,7 +349,7 @@ func (b *Balancer) Admit(p string, now time.Time) bool {
 	load := b.localLoad()
 	target := b.targets[b.cfg.Self]
 	if load+w <= target || (load < target && b.noRoom(w)) || graceOver {
-		b.pending[p] = true
+		b.reserve(p)
 		return true
 	}
 	b.capacityRefused = true
@@ -361,15 +357,18 @@ func (b *Balancer) Admit(p string, now time.Time) bool {
 }
 
 // localLoad is what this replica leads or is trying for.
-func (b *Balancer) localLoad() int {
-	n := 0
-	for p := range b.held {
-		n += b.weight(p)
+func (b *Balancer) localLoad() int { return b.heldW + b.pendingW }
+
+func (b *Balancer) reserve(p string) {
+	b.pending[p] = true
+	b.pendingW += b.weight(p)
+}
+
+func (b *Balancer) unreserve(p string) {
+	if b.pending[p] {
+		delete(b.pending, p)
+		b.pendingW -= b.weight(p)
 	}
-	for p := range b.pending {
-		n += b.weight(p)
-	}
-	return n
 }
 
 // noRoom reports whether no member has room for a projector of weight w.
@@ -388,7 +387,10 @@ func (b *Balancer) noRoom(w int) bool {
 
 // Acquired records that the admitted try for p won the lock.
 func (b *Balancer) Acquired(p string, now time.Time) {
-	delete(b.pending, p)
+	b.unreserve(p)
+	if _, ok := b.held[p]; !ok {
+		b.heldW += b.weight(p)
+	}
 	b.held[p] = now
 	since, unled := b.unled[p]
 	if unled && !now.Before(since.Add(b.grace[p])) && b.heldWeight() > b.targets[b.cfg.Self] {
@@ -402,7 +404,7 @@ func (b *Balancer) Acquired(p string, now time.Time) {
 // taken as held until the next view. It reports whether standbys should
 // try again (room was freed that another projector was refused for).
 func (b *Balancer) Refused(p string) (wake bool) {
-	delete(b.pending, p)
+	b.unreserve(p)
 	b.hints[p] = false
 	wake = b.capacityRefused
 	b.capacityRefused = false
@@ -412,7 +414,7 @@ func (b *Balancer) Refused(p string) (wake bool) {
 // Failed records that the admitted try for p did not get an answer (the
 // session is down, a deadline passed): the reservation is returned.
 func (b *Balancer) Failed(p string) {
-	delete(b.pending, p)
+	b.unreserve(p)
 }
 
 // Ended records that this replica's leadership of p ended (released,
@@ -422,9 +424,11 @@ func (b *Balancer) Ended(p string, now time.Time) {
 		return
 	}
 	delete(b.held, p)
+	b.heldW -= b.weight(p)
 	delete(b.pinned, p)
 	if b.yielding[p] {
 		delete(b.yielding, p)
+		b.yieldingW -= b.weight(p)
 		b.yieldedAt[p] = now
 	}
 }

@@ -223,6 +223,9 @@ func (s *sim) round() {
 		}
 	}
 	s.now = s.now.Add(simTick)
+	for _, n := range s.nodes {
+		n.b.checkSums(s.t)
+	}
 	for _, p := range s.names {
 		if _, held := s.locks[p]; held {
 			continue
@@ -508,4 +511,22 @@ func TestHandoversPerMembershipChange(t *testing.T) {
 			require.Equal(t, share, s.moves-before, "a stop moves only the stopped replica's share")
 		})
 	}
+}
+
+// checkSums fails t unless the running weight sums match the maps.
+func (b *Balancer) checkSums(t *testing.T) {
+	t.Helper()
+	held, pending, yielding := 0, 0, 0
+	for p := range b.held {
+		held += b.weight(p)
+	}
+	for p := range b.pending {
+		pending += b.weight(p)
+	}
+	for p := range b.yielding {
+		yielding += b.weight(p)
+	}
+	require.Equal(t, held, b.heldW, "%s: held weight", b.cfg.Self)
+	require.Equal(t, pending, b.pendingW, "%s: pending weight", b.cfg.Self)
+	require.Equal(t, yielding, b.yieldingW, "%s: yielding weight", b.cfg.Self)
 }
