@@ -114,10 +114,10 @@ type Balancer struct {
 	held     map[string]time.Time // projector -> when acquired
 	pending  map[string]bool      // admitted, attempt in flight
 	yielding map[string]bool      // asked to hand over, not ended yet
+	pinned   map[string]bool      // taken past grace: not handed over until membership changes
 	// Their weights, kept as they change: every standby asks Admit at
 	// every acquire tick, which must not cost a walk over every lease.
 	heldW, pendingW, yieldingW int
-	pinned   map[string]bool      // taken past grace: not handed over until membership changes
 	// hints since the latest view: a release NOTIFY (free) or a refused
 	// try (held) says more than a view read before it.
 	hints map[string]bool // true: free, false: held
