@@ -152,9 +152,27 @@ projectors:
 	}
 	res := scaleResult{projectors: n, balance: balance, catchUp: time.Since(start)}
 
-	// Let the last flushes and the refreshers settle, then measure 10 s of
-	// idling. These sleeps are the measurement windows, not synchronisation.
-	time.Sleep(2 * time.Second)
+	// Idling starts once the status refreshers are done with catching up:
+	// a refresh measures the lag of every projector that was behind when
+	// it read the checkpoints, and one begun during catch-up goes on
+	// through up to n of them (10 s and more at 500 on a busy machine).
+	// So wait for a whole refresh interval (5 s) without a lag query.
+	lagQueries := func() int64 {
+		var n int64
+		require.NoError(b, pool.QueryRow(ctx, `SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements
+			WHERE query LIKE 'SELECT count(*), min(created)%'`).Scan(&n))
+		return n
+	}
+	for settled := false; !settled; {
+		if time.Now().After(deadline) {
+			b.Fatal("the status refreshers were still measuring lag 10 minutes after the start")
+		}
+		before := lagQueries()
+		time.Sleep(6 * time.Second) // a measurement window: one refresh interval and a bit
+		settled = lagQueries() == before
+	}
+	// Then measure 10 s of idling. These sleeps are the measurement
+	// windows, not synchronisation.
 	xacts := func() int64 {
 		var x int64
 		require.NoError(b, pool.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'postgres'`).Scan(&x))
