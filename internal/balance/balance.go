@@ -127,6 +127,9 @@ type Balancer struct {
 	yieldedAt map[string]time.Time
 	inactive  map[string]bool // halted: no one can lead it
 	leaving   map[Member]bool // announced their stop
+	// leavingNodes are the nodes of leaving that the view still has: what
+	// they hold is theirs until they release it (with a NOTIFY).
+	leavingNodes map[string]bool
 	stopping  bool
 	// capacityRefused is set when Admit refused for want of room since the
 	// last wake: room freed by a refused try is then worth a wake.
@@ -194,8 +197,13 @@ func (b *Balancer) Observe(v View, now time.Time) (yield []string, wake bool) {
 func (b *Balancer) recompute(now time.Time) (graceExpired bool) {
 	b.members = b.members[:0]
 	b.memberOf = map[string]bool{}
+	b.leavingNodes = map[string]bool{}
 	for _, m := range b.view.Members {
-		if b.leaving[m] || m.Node == b.cfg.Self || b.memberOf[m.Node] {
+		if b.leaving[m] {
+			b.leavingNodes[m.Node] = true
+			continue
+		}
+		if m.Node == b.cfg.Self || b.memberOf[m.Node] {
 			continue
 		}
 		b.memberOf[m.Node] = true
@@ -325,8 +333,11 @@ func (b *Balancer) Admit(p string, now time.Time) bool {
 	}
 	free, hinted := b.hints[p]
 	if !hinted {
+		// A stopping replica's projectors are not free before it releases
+		// them: a try now would only be refused (and cost a takeover
+		// check) ahead of the release NOTIFY that frees each of them.
 		h, ok := b.view.Holders[p]
-		free = !ok || !b.memberOf[h] || h == b.cfg.Self
+		free = !ok || (!b.memberOf[h] && !b.leavingNodes[h]) || h == b.cfg.Self
 	}
 	if !free {
 		return false

@@ -222,6 +222,7 @@ func TestLeavingSpreadsTheShareAtOnce(t *testing.T) {
 	require.Equal(t, 2, b.Target())
 	require.True(t, b.Leaving(view.Members[1], t0), "b's stop raises a's target")
 	require.Equal(t, 4, b.Target())
+	require.False(t, b.Admit("p02", t0), "b still holds it: a try would be refused")
 	b.Released("p02")
 	require.True(t, b.Admit("p02", t0), "a takes b's projectors as b releases them, before any view")
 	// b restarts with another session: it counts again.
