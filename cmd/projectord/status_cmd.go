@@ -33,7 +33,9 @@ heartbeat age, its checkpoint cursor (xid/position), the source head, lag in
 events and in seconds (age of the oldest unprocessed event), its state
 (running, unresponsive, no leader, halted, new) and last error with its age;
 who halted a halted projector, when, and on which event; every node with
-its heartbeat; and what holds the xmin horizon back, if it has for 1s or more.`,
+its heartbeat, what it leads (count and weight) and, with
+coordination.balance, its target share; and what holds the xmin horizon
+back, if it has for 1s or more.`,
 		Example: "  projectord status --config /etc/projectord/projectord.yaml\n  projectord status -o json\n  projectord status --watch --interval 5s",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
