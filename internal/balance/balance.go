@@ -130,7 +130,7 @@ type Balancer struct {
 	// leavingNodes are the nodes of leaving that the view still has: what
 	// they hold is theirs until they release it (with a NOTIFY).
 	leavingNodes map[string]bool
-	stopping  bool
+	stopping     bool
 	// capacityRefused is set when Admit refused for want of room since the
 	// last wake: room freed by a refused try is then worth a wake.
 	capacityRefused bool
