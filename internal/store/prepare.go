@@ -180,8 +180,15 @@ func positionStep(src Source, root relation, indexes []*catIndex) PrepareStep {
 	}
 	return PrepareStep{
 		Why: fmt.Sprintf("add the global position %q the %s store lacks, as an identity column: existing rows get distinct positions "+
-			"in the table's physical order (no trigger fires, no row is updated), new rows the next value", src.Columns.Position, src.Preset),
-		SQL: fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s bigint GENERATED ALWAYS AS IDENTITY", root.sql(), quoteCol(src.Columns.Position)),
+			"in the table's physical order, from its first block (no trigger fires, no row is updated), new rows the next value; "+
+			"run both statements in one transaction", src.Columns.Position, src.Preset),
+		// The rewrite numbers rows in the order its sequential scan meets
+		// them, and a scan of a table larger than a quarter of
+		// shared_buffers starts where the last sequential scan of it
+		// stopped (synchronize_seqscans): after an ad-hoc lookup that
+		// stopped mid-table, every stream's later events would get lower
+		// positions than its first ones. Off, the scan starts at block 0.
+		SQL: fmt.Sprintf("SET LOCAL synchronize_seqscans = off;\nALTER TABLE %s ADD COLUMN %s bigint GENERATED ALWAYS AS IDENTITY", root.sql(), quoteCol(src.Columns.Position)),
 		Locks: fmt.Sprintf("ACCESS EXCLUSIVE on %s for a full rewrite of the table (%s) and a rebuild of its %d indexes: every reader and writer "+
 			"waits for the whole rewrite (docs/sources.md has measured times), and the lock first queues behind every open transaction that has used the table "+
 			"(bounded by lock_timeout when applied)",

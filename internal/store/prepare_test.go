@@ -350,7 +350,8 @@ func TestPrepareEventCoreTable(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, steps, 3)
 	require.Contains(t, steps[0].SQL, `ADD COLUMN IF NOT EXISTS "transaction_id" xid8 NOT NULL DEFAULT '1'`)
-	require.Equal(t, `ALTER TABLE "public"."eventcore_events" ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY`, steps[1].SQL)
+	require.Equal(t, "SET LOCAL synchronize_seqscans = off;\n"+
+		`ALTER TABLE "public"."eventcore_events" ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY`, steps[1].SQL)
 	require.Contains(t, steps[1].Locks, "full rewrite")
 	require.Equal(t, `CREATE INDEX CONCURRENTLY IF NOT EXISTS "eventcore_events_transaction_id_global_position_idx" ON "public"."eventcore_events" ("transaction_id", "global_position")`, steps[2].SQL)
 	applyChecked(t, ctx, pool, steps)
@@ -696,4 +697,43 @@ func TestApplyPrepareStepLockTimeoutNamesTheHolder(t *testing.T) {
 	_, err = holder.Exec(ctx, `COMMIT`)
 	require.NoError(t, err)
 	require.NoError(t, store.ApplyPrepareStep(ctx, pool, steps[0], 200*time.Millisecond))
+}
+
+// TestPrepareEventCorePositionsStartAtTheFirstBlock: the identity rewrite
+// numbers rows in the order its sequential scan meets them. On a table
+// larger than a quarter of shared_buffers, PostgreSQL starts a
+// sequential scan where the previous one of that table stopped
+// (synchronize_seqscans), so after an ad-hoc lookup that stopped
+// mid-table the rewrite would give every stream's later events lower
+// positions than its first ones, and projectors would apply them first.
+func TestPrepareEventCorePositionsStartAtTheFirstBlock(t *testing.T) {
+	t.Parallel()
+	ctx, pool := freshDB(t)
+	_, err := pool.Exec(ctx, storeddl.EventCore)
+	require.NoError(t, err)
+	// eventcore's version trigger numbers each stream in insertion order;
+	// the padding makes the table larger than a quarter of the test
+	// cluster's 128MB of shared_buffers.
+	_, err = pool.Exec(ctx, `INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data)
+		SELECT gen_random_uuid(), 's' || (g % 50), 'E', jsonb_build_object('n', g, 'pad', repeat('x', 900)) FROM generate_series(1, 40000) g`)
+	require.NoError(t, err)
+	var blocks, buffers int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_relation_size('eventcore_events') / current_setting('block_size')::int,
+		(SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers')`).Scan(&blocks, &buffers))
+	require.Greater(t, blocks, buffers/4, "the table must be large enough for synchronized scans")
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (event_data->>'n')::int FROM eventcore_events WHERE event_data->>'n' = '25000' LIMIT 1`).Scan(&n))
+
+	src := presetSource(t, ctx, pool, "eventcore")
+	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	for _, s := range steps {
+		require.NoError(t, store.ApplyPrepareStep(ctx, pool, s, 10*time.Second), s.SQL)
+	}
+	var first, outOfStreamOrder int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (event_data->>'n')::int FROM eventcore_events ORDER BY global_position LIMIT 1`).Scan(&first))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE stream_version <> rn) FROM
+		(SELECT stream_version, row_number() OVER (PARTITION BY stream_id ORDER BY global_position) rn FROM eventcore_events) e`).Scan(&outOfStreamOrder))
+	require.Equal(t, 1, first, "the first event written gets the first position")
+	require.Zero(t, outOfStreamOrder, "positions follow each stream's versions")
 }
