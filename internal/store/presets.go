@@ -21,10 +21,10 @@ type Preset struct {
 	// Columns maps event fields to the table's columns (or to Virtual
 	// columns).
 	Columns Columns
-	// Rows, when set, is an SQL condition on the table's columns: the rows
-	// the store's own readers read. Every read, head and lag query sees
-	// only those rows, so a row it leaves out is neither applied nor
-	// counted as lag.
+	// Rows, when set, is an SQL condition on the table's columns (aliased
+	// t; {schema} is the table's quoted schema): the rows the store's own
+	// readers read. Every read, head and lag query sees only those rows,
+	// so a row it leaves out is neither applied nor counted as lag.
 	Rows string
 	// Virtual columns are computed per row, name to SQL expression over
 	// the table (aliased t; {schema} is the table's quoted schema), with
@@ -118,7 +118,13 @@ var Presets = map[string]Preset{
 	// streams (Eventuous/eventuous,
 	// src/Postgres/src/Eventuous.Postgresql/Scripts/1_Schema.sql at
 	// b2c610f2), in the schema eventuous by default. created is a
-	// timestamp without time zone holding UTC.
+	// timestamp without time zone holding UTC. Later Eventuous
+	// subscriptions fill a gap in global_position that outlives their
+	// timeout with a '$tombstone' message in stream '__tombstones__'
+	// (Scripts/9_TryInsertTombstone.sql at 83b3dddc), and skip those
+	// messages when they read (PostgresSubscriptionBase.ShouldSkipEvent):
+	// so does the preset. Without a tombstone stream the subquery is NULL
+	// and IS DISTINCT FROM keeps every row.
 	"eventuous": {
 		Table: "eventuous.messages",
 		Columns: Columns{
@@ -126,6 +132,8 @@ var Presets = map[string]Preset{
 			StreamVersion: "stream_position", EventType: "message_type", Data: "json_data",
 			Metadata: "json_metadata", CreatedAt: "created", EventID: "message_id",
 		},
+		Rows: "(message_type <> '$tombstone' OR stream_id IS DISTINCT FROM " +
+			"(SELECT s.stream_id FROM {schema}.streams s WHERE s.stream_name = '__tombstones__'))",
 		Virtual: []VirtualColumn{{
 			Name: "projectord_stream_name", Type: "text", NotNull: true,
 			Expr: "(SELECT s.stream_name::text FROM {schema}.streams s WHERE s.stream_id = t.stream_id)",
@@ -170,7 +178,7 @@ func (s Source) readFrom() string {
 	b.WriteString(" t")
 	if p.Rows != "" {
 		b.WriteString(" WHERE ")
-		b.WriteString(p.Rows)
+		b.WriteString(strings.ReplaceAll(p.Rows, "{schema}", s.quotedSchema()))
 	}
 	b.WriteString(") AS t")
 	return b.String()
