@@ -34,7 +34,7 @@ func TestSourcePrepareEmmettPartitioned(t *testing.T) {
 	require.Contains(t, out, "resolves to public.emt_messages")
 	require.Contains(t, out, "-- 1/7: create the cursor index on partitioned table public.emt_messages alone")
 	require.Contains(t, out, "-- locks: SHARE on public.emt_messages, catalogue only")
-	require.Contains(t, out, `CREATE INDEX IF NOT EXISTS "emt_messages_transaction_id_global_position_idx" ON ONLY "public"."emt_messages"`)
+	require.Contains(t, out, `CREATE INDEX IF NOT EXISTS "idx_messages_transaction_id_global_position" ON ONLY "public"."emt_messages"`)
 	require.Contains(t, out, `-- locks: SHARE UPDATE EXCLUSIVE on public.emt_messages_emt_default_active for the whole build`)
 	require.Equal(t, 3, strings.Count(out, "ATTACH PARTITION"), out)
 	require.Equal(t, 7, strings.Count(out, "-- locks: "), out)
@@ -46,7 +46,7 @@ func TestSourcePrepareEmmettPartitioned(t *testing.T) {
 	require.Contains(t, out, "-- step 7/7 done in ")
 	require.Contains(t, out, "Applied and verified")
 	var valid bool
-	require.NoError(t, pool.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = 'emt_messages_transaction_id_global_position_idx'::regclass`).Scan(&valid))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_messages_transaction_id_global_position'::regclass`).Scan(&valid))
 	require.True(t, valid, "attached on every partition")
 
 	for _, args := range [][]string{{"source", "prepare"}, {"source", "prepare", "--apply"}} {

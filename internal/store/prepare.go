@@ -647,6 +647,11 @@ func indexNameFor(src Source) string {
 	if src.Ordering == OrderPosition {
 		return objectName(src, "_"+src.Columns.Position+"_idx", "_pos_idx")
 	}
+	p := src.preset()
+	if p.CursorIndex != "" && src.relName() == p.Table[strings.LastIndexByte(p.Table, '.')+1:] &&
+		src.Columns.TransactionID == p.Columns.TransactionID && src.Columns.Position == p.Columns.Position {
+		return p.CursorIndex
+	}
 	return xidIndexName(src)
 }
 

@@ -177,7 +177,7 @@ func TestPrepareEmmettPartitionedTable(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNoCursorIndex)
 	require.Contains(t, err.Error(), "public.emt_messages")
 	require.Contains(t, err.Error(), "projectord source prepare --apply")
-	require.Contains(t, err.Error(), `CREATE INDEX IF NOT EXISTS "emt_messages_transaction_id_global_position_idx" ON ONLY "public"."emt_messages"`)
+	require.Contains(t, err.Error(), `CREATE INDEX IF NOT EXISTS "idx_messages_transaction_id_global_position" ON ONLY "public"."emt_messages"`)
 
 	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
 	require.NoError(t, err)
@@ -736,4 +736,47 @@ func TestPrepareEventCorePositionsStartAtTheFirstBlock(t *testing.T) {
 		(SELECT stream_version, row_number() OVER (PARTITION BY stream_id ORDER BY global_position) rn FROM eventcore_events) e`).Scan(&outOfStreamOrder))
 	require.Equal(t, 1, first, "the first event written gets the first position")
 	require.Zero(t, outOfStreamOrder, "positions follow each stream's versions")
+}
+
+// TestPrepareEmmettIndexIsTheOneEmmettsMigrationAdds: Emmett 0.42.4 and
+// 0.43 create the cursor index themselves, on the partitioned table and
+// so non-concurrently, under a SHARE lock on every leaf that stops
+// Emmett's writers for the whole build. Prepare gives the index Emmett's
+// name, so that an upgrade after prepare finds it and builds no second one.
+func TestPrepareEmmettIndexIsTheOneEmmettsMigrationAdds(t *testing.T) {
+	t.Parallel()
+	ctx, pool := freshDB(t)
+	emmettTable(t, ctx, pool)
+	src := presetSource(t, ctx, pool, "emmett")
+	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	applyChecked(t, ctx, pool, steps)
+	require.NoError(t, store.VerifyPrepared(ctx, pool, src, false))
+
+	// Emmett 0.42.4's migration, as event-driven-io/emmett
+	// src/packages/emmett-postgresql/src/eventStore/schema/migrations/0_42_4/index.ts
+	// at dc0b5ac16debb048645fe913d03f070c4fe3b03d runs it (0.43.0's creates
+	// the same index under the same name).
+	_, err = pool.Exec(ctx, `
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_tables WHERE tablename = 'emt_messages') THEN
+    EXECUTE 'CREATE INDEX IF NOT EXISTS idx_messages_global_position
+      ON emt_messages(global_position)';
+
+    EXECUTE 'CREATE INDEX IF NOT EXISTS idx_messages_transaction_id_global_position
+      ON emt_messages(transaction_id, global_position)';
+  END IF;
+END $$;
+`)
+	require.NoError(t, err)
+	var cursorIndexes int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_indexes
+		WHERE schemaname = 'public' AND tablename = 'emt_messages_emt_default_active'
+		  AND indexdef LIKE '% USING btree (transaction_id, global_position)'`).Scan(&cursorIndexes))
+	require.Equal(t, 1, cursorIndexes, "Emmett's migration found prepare's index and built no second one")
+	require.NoError(t, store.CheckCursorIndex(ctx, pool, src))
+	again, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	require.Empty(t, again)
 }

@@ -34,6 +34,12 @@ type Preset struct {
 	// AddsPosition: the store has no numeric global position; `source
 	// prepare` adds Columns.Position as an identity column.
 	AddsPosition bool
+	// CursorIndex is the name the store's own later migrations give the
+	// (transaction_id, position) index on its default table. Prepare
+	// creates the index under that name, so that such a migration (CREATE
+	// INDEX IF NOT EXISTS) finds it rather than building a second one
+	// under a lock that stops the store's writers for the whole build.
+	CursorIndex string
 }
 
 // VirtualColumn is a computed column of a preset's read relation.
@@ -57,9 +63,13 @@ var Presets = map[string]Preset{
 	// and nested by is_archived. It already has transaction_id xid8.
 	// Emmett's own reader (readMessagesBatch.ts) reads partition
 	// 'emt:default' and is_archived = FALSE; of those, projections read
-	// events (message_kind 'E'), not commands.
+	// events (message_kind 'E'), not commands. Emmett 0.42.4 and 0.43
+	// add the cursor index themselves, non-concurrently, as
+	// idx_messages_transaction_id_global_position
+	// (migrations/0_42_4/index.ts at dc0b5ac1, 0_43_0 at 6e308790).
 	"emmett": {
-		Table: "public.emt_messages",
+		Table:       "public.emt_messages",
+		CursorIndex: "idx_messages_transaction_id_global_position",
 		Columns: Columns{
 			Position: "global_position", TransactionID: "transaction_id", StreamID: "stream_id",
 			StreamVersion: "stream_position", EventType: "message_type", Data: "message_data",
