@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/store/pgtest"
 	"github.com/projectord/projectord/internal/store/storeddl"
 )
@@ -131,6 +132,58 @@ func TestSourcePrepareGivesUpALockItCannotGet(t *testing.T) {
 	require.NoError(t, holder.Rollback(ctx))
 
 	code, out, stderr = cli(t, "source", "prepare", "--apply", "--lock-timeout", "100ms", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+	require.Contains(t, out, "Applied and verified")
+}
+
+// TestSourcePrepareRefusesToReAddADroppedXID8Column: Marten's schema
+// migrations drop columns they do not know, source prepare's xid8 column
+// among them. Adding it again gives every row xid 1, below the cursor of
+// a projector that has read the table, which would then never read the
+// events it had not applied: prepare refuses, naming the projector, until
+// it is reset.
+func TestSourcePrepareRefusesToReAddADroppedXID8Column(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = store.Migrate(ctx, pool, "test")
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `CREATE TABLE mt_events (seq_id bigint NOT NULL PRIMARY KEY, id uuid NOT NULL,
+			stream_id uuid, version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL,
+			timestamp timestamptz NOT NULL DEFAULT now(), tenant_id varchar DEFAULT '*DEFAULT*',
+			mt_dotnet_type varchar, is_archived bool DEFAULT FALSE);
+		CREATE TABLE applied (seq bigint)`)
+	require.NoError(t, err)
+	f := writeFile(t, "c.yaml", fmt.Sprintf(`database: {url: '%s'}
+source: {preset: marten}
+projectors:
+  - name: totals
+    sink: {sql: {handlers: {deposited: "INSERT INTO applied VALUES (@position)"}, reset: "TRUNCATE applied"}}
+`, url))
+	code, out, stderr := cli(t, "source", "prepare", "--apply", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+
+	// The projector has read part of the table; then Marten's migration
+	// drops the column (and with it the index).
+	_, err = pool.Exec(ctx, `INSERT INTO projectord.checkpoints (projector, last_xid, last_position, ordering) VALUES ('totals', '1000', 2, 'xid8');
+		alter table public.mt_events drop column transaction_id`)
+	require.NoError(t, err)
+	for _, args := range [][]string{{"source", "prepare"}, {"source", "prepare", "--apply"}} {
+		code, out, stderr = cli(t, append(args, "--config", f)...)
+		require.Equal(t, exitRuntime, code, out+stderr)
+		require.Contains(t, stderr, `source table public.mt_events has no xid8 column "transaction_id", but projector totals (cursor `)
+		require.Contains(t, stderr, "projectord reset NAME --yes")
+	}
+	var cols int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = 'mt_events'::regclass AND attname = 'transaction_id'`).Scan(&cols))
+	require.Zero(t, cols, "nothing was applied")
+
+	code, out, stderr = cli(t, "reset", "totals", "--yes", "--config", f)
+	require.Equal(t, exitOK, code, out+stderr)
+	code, out, stderr = cli(t, "source", "prepare", "--apply", "--config", f)
 	require.Equal(t, exitOK, code, out+stderr)
 	require.Contains(t, out, "Applied and verified")
 }

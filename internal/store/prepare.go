@@ -50,6 +50,9 @@ type PrepareStep struct {
 	// Locks says what the statement locks and for how long, for the
 	// operator deciding when to run it.
 	Locks string
+	// AddsTransactionColumn: the step adds the xid8 column, giving every
+	// row already in the table xid 1.
+	AddsTransactionColumn bool
 	// Holds is, per relation that exists before the step runs, the
 	// strongest lock the step takes on it: every lock stronger than
 	// ACCESS SHARE (which blocks no reader or writer) is listed. A
@@ -166,10 +169,11 @@ func xidStep(src Source, tables []relation) PrepareStep {
 		on += fmt.Sprintf(" and each of its %d partitions", n)
 	}
 	return PrepareStep{
-		Why:   "add the xid8 transaction column; existing rows get the constant xid 1, new rows their writer's xid (no table rewrite)",
-		SQL:   fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s xid8 NOT NULL DEFAULT '1';\nALTER TABLE %s ALTER COLUMN %s SET DEFAULT pg_current_xact_id()", t, xid, t, xid),
-		Locks: "ACCESS EXCLUSIVE on " + on + ", catalogue only (no rewrite): " + briefLock + " readers and writers queue behind it",
-		Holds: holds,
+		AddsTransactionColumn: true,
+		Why:                   "add the xid8 transaction column; existing rows get the constant xid 1, new rows their writer's xid (no table rewrite)",
+		SQL:                   fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s xid8 NOT NULL DEFAULT '1';\nALTER TABLE %s ALTER COLUMN %s SET DEFAULT pg_current_xact_id()", t, xid, t, xid),
+		Locks:                 "ACCESS EXCLUSIVE on " + on + ", catalogue only (no rewrite): " + briefLock + " readers and writers queue behind it",
+		Holds:                 holds,
 	}
 }
 
