@@ -81,7 +81,7 @@ func TestSourcePrepareEventCore(t *testing.T) {
 	require.Equal(t, exitOK, code, stderr)
 	require.Contains(t, out, `ADD COLUMN IF NOT EXISTS "transaction_id" xid8`)
 	require.Contains(t, out, `ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY`)
-	require.Contains(t, out, "-- locks: ACCESS EXCLUSIVE on public.eventcore_events for a full rewrite of the table")
+	require.Contains(t, out, "-- locks: ACCESS EXCLUSIVE on public.eventcore_events for two full rewrites of the table (CLUSTER, then the identity column)")
 	require.Contains(t, out, `CREATE INDEX CONCURRENTLY IF NOT EXISTS "eventcore_events_transaction_id_global_position_idx"`)
 
 	code, out, stderr = cli(t, "source", "prepare", "--apply", "--config", f)
