@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/store"
 )
@@ -81,6 +85,11 @@ truth either way.`,
 				if err != nil {
 					return err
 				}
+				if slices.ContainsFunc(steps, func(s store.PrepareStep) bool { return s.AddsTransactionColumn }) {
+					if err := refuseReadProjectors(ctx, cfg, src); err != nil {
+						return err
+					}
+				}
 				fmt.Fprintf(e.stdout, "-- source table %s resolves to %s\n\n", printable(cfg.Source.Table), printable(src.QualifiedName()))
 				if len(steps) == 0 {
 					fmt.Fprintf(e.stdout, "-- Nothing to do: %s already has everything source prepare adds.\n", printable(src.QualifiedName()))
@@ -123,4 +132,57 @@ truth either way.`,
 		"with --apply, give up a step (changing nothing) when its table lock is not granted within this long; 0 waits as long as it takes")
 	cmd.AddCommand(prepare)
 	return cmd
+}
+
+// refuseReadProjectors fails when a configured projector has read the
+// source in xid8 order although its table lacks the xid8 column: the
+// column was there and has been dropped (Marten's schema migrations drop
+// columns they do not know). Adding it again gives every row xid 1, below
+// those projectors' cursors, so the events they had not applied yet would
+// never be read. Only a reset, which replays the table, is exact.
+func refuseReadProjectors(ctx context.Context, cfg *config.Config, src store.Source) error {
+	byURL := map[string][]string{}
+	var urls []string
+	for _, p := range cfg.Projectors {
+		url := p.Sink.SQL.TargetURL
+		if url == "" {
+			url = cfg.Database.URL
+		}
+		if _, ok := byURL[url]; !ok {
+			urls = append(urls, url)
+		}
+		byURL[url] = append(byURL[url], p.Name)
+	}
+	var read []string
+	for _, url := range urls {
+		err := withPool(ctx, cfg, url, func(pool *pgxpool.Pool) error {
+			var exists bool
+			if err := pool.QueryRow(ctx, `SELECT to_regclass('projectord.checkpoints') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+				return err // no checkpoints yet: nothing has read the table
+			}
+			if err := store.CheckTrust(ctx, pool); err != nil {
+				return err
+			}
+			all, err := store.NewTarget(pool, cfg.Database.QueryTimeout).List(ctx)
+			if err != nil {
+				return err
+			}
+			for _, c := range all {
+				if c.Ordering == store.OrderXID8 && !c.AtStart() && slices.Contains(byURL[url], c.Projector) {
+					read = append(read, fmt.Sprintf("%s (cursor %s)", c.Projector, c.Cursor))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(read) == 0 {
+		return nil
+	}
+	return fmt.Errorf("source table %s has no xid8 column %q, but projector %s read it in xid8 order: the column was there and has been dropped "+
+		"(Marten's schema migrations drop columns they do not know). Adding it again gives every row xid 1, below those cursors, so the events "+
+		"they had not applied would never be read. Reset them (projectord reset NAME --yes; they replay the table), then re-run source prepare",
+		printable(src.QualifiedName()), printable(src.Columns.TransactionID), strings.Join(read, ", "))
 }

@@ -323,7 +323,11 @@ func loadTree(ctx context.Context, q querier, src Source, full bool) (*tableTree
 		if i > 0 {
 			t.children[r.parent] = append(t.children[r.parent], r)
 		}
-		schemas[i], names[i] = r.schema, indexNameFor(Source{Columns: src.Columns, Ordering: src.Ordering, oid: r.oid, schema: r.schema, name: r.name})
+		rs := Source{Columns: src.Columns, Ordering: src.Ordering, oid: r.oid, schema: r.schema, name: r.name}
+		if i == 0 {
+			rs.Preset = src.Preset // the root's index may have the store's own name
+		}
+		schemas[i], names[i] = r.schema, indexNameFor(rs)
 	}
 
 	rows, err = q.Query(ctx, `SELECT i.indexrelid, i.indrelid, ic.relname::text, ic.relkind::text, am.amname::text,

@@ -29,3 +29,8 @@ func ReadSQL(ctx context.Context, pool *pgxpool.Pool, src Source, f Filter) (str
 
 // CursorIndexName is the name source prepare gives src's cursor index.
 func CursorIndexName(src Source) string { return indexNameFor(src) }
+
+// HeadSQL, NewestSQL and LagSQL are the reader's statements for src.
+func HeadSQL(src Source) string          { return src.headSQL() }
+func NewestSQL(src Source) string        { return src.newestSQL() }
+func LagSQL(src Source, f Filter) string { return src.lagSQL(f) }

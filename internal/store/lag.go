@@ -22,19 +22,8 @@ const LagCap = 1_000_000
 func (r *Reader) Lag(ctx context.Context, after Cursor, f Filter) (events int64, oldest time.Time, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	var b strings.Builder
-	c := r.src.Columns
-	pos := quoteCol(c.Position)
-	fmt.Fprintf(&b, "SELECT count(*), min(created) FROM (SELECT %s AS created FROM %s WHERE ", quoteCol(c.CreatedAt), r.src.readFrom())
-	if r.src.Ordering == OrderPosition {
-		fmt.Fprintf(&b, "%s > $2 AND $1::xid8 IS NOT NULL", pos)
-	} else {
-		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint)", quoteCol(c.TransactionID), pos)
-	}
-	r.src.filterSQL(&b, f)
-	fmt.Fprintf(&b, " LIMIT $3) s")
 	var min *time.Time
-	if err := r.pool.QueryRow(ctx, b.String(), readArgs(after, f, LagCap)...).Scan(&events, &min); err != nil {
+	if err := r.pool.QueryRow(ctx, r.src.lagSQL(f), readArgs(after, f, LagCap)...).Scan(&events, &min); err != nil {
 		return 0, time.Time{}, fmt.Errorf("error measuring lag after %s: %w", after, err)
 	}
 	if min != nil {
@@ -132,4 +121,20 @@ func (h Horizon) Owner(nodes []Node) (node, conn string, ok bool) {
 		}
 	}
 	return "", "", false
+}
+
+// lagSQL is Lag's statement; its parameters are readArgs'.
+func (s Source) lagSQL(f Filter) string {
+	var b strings.Builder
+	c := s.Columns
+	pos := quoteCol(c.Position)
+	fmt.Fprintf(&b, "SELECT count(*), min(created) FROM (SELECT %s AS created FROM %s WHERE ", quoteCol(c.CreatedAt), s.readFrom())
+	if s.Ordering == OrderPosition {
+		fmt.Fprintf(&b, "%s > $2 AND $1::xid8 IS NOT NULL", pos)
+	} else {
+		fmt.Fprintf(&b, "(%s, %s) > ($1::xid8, $2::bigint)", quoteCol(c.TransactionID), pos)
+	}
+	s.filterSQL(&b, f)
+	b.WriteString(" LIMIT $3) s")
+	return b.String()
 }

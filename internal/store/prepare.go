@@ -50,6 +50,9 @@ type PrepareStep struct {
 	// Locks says what the statement locks and for how long, for the
 	// operator deciding when to run it.
 	Locks string
+	// AddsTransactionColumn: the step adds the xid8 column, giving every
+	// row already in the table xid 1.
+	AddsTransactionColumn bool
 	// Holds is, per relation that exists before the step runs, the
 	// strongest lock the step takes on it: every lock stronger than
 	// ACCESS SHARE (which blocks no reader or writer) is listed. A
@@ -166,10 +169,11 @@ func xidStep(src Source, tables []relation) PrepareStep {
 		on += fmt.Sprintf(" and each of its %d partitions", n)
 	}
 	return PrepareStep{
-		Why:   "add the xid8 transaction column; existing rows get the constant xid 1, new rows their writer's xid (no table rewrite)",
-		SQL:   fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s xid8 NOT NULL DEFAULT '1';\nALTER TABLE %s ALTER COLUMN %s SET DEFAULT pg_current_xact_id()", t, xid, t, xid),
-		Locks: "ACCESS EXCLUSIVE on " + on + ", catalogue only (no rewrite): " + briefLock + " readers and writers queue behind it",
-		Holds: holds,
+		AddsTransactionColumn: true,
+		Why:                   "add the xid8 transaction column; existing rows get the constant xid 1, new rows their writer's xid (no table rewrite)",
+		SQL:                   fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s xid8 NOT NULL DEFAULT '1';\nALTER TABLE %s ALTER COLUMN %s SET DEFAULT pg_current_xact_id()", t, xid, t, xid),
+		Locks:                 "ACCESS EXCLUSIVE on " + on + ", catalogue only (no rewrite): " + briefLock + " readers and writers queue behind it",
+		Holds:                 holds,
 	}
 }
 
@@ -180,7 +184,7 @@ func positionStep(src Source, root relation, indexes []*catIndex) (PrepareStep, 
 	}
 	add := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s bigint GENERATED ALWAYS AS IDENTITY", root.sql(), quoteCol(src.Columns.Position))
 	why := fmt.Sprintf("add the global position %q the %s store lacks, as an identity column: existing rows get distinct positions "+
-		"in the table's physical order (no trigger fires, no row is updated), new rows the next value", src.Columns.Position, src.Preset)
+		"in the table's physical order, from its first block (no trigger fires, no row is updated), new rows the next value", src.Columns.Position, src.Preset)
 	rewrite := "a full rewrite of the table"
 	if col := src.preset().PositionOrder; col != "" {
 		// The rewrite numbers rows in physical order, which is insertion
@@ -213,7 +217,13 @@ func positionStep(src Source, root relation, indexes []*catIndex) (PrepareStep, 
 	}
 	return PrepareStep{
 		Why: why,
-		SQL: add,
+		// The rewrite numbers rows in the order its sequential scan meets
+		// them, and a scan of a table larger than a quarter of
+		// shared_buffers starts where the last sequential scan of it
+		// stopped (synchronize_seqscans): after an ad-hoc lookup that
+		// stopped mid-table, every stream's later events would get lower
+		// positions than its first ones. Off, the scan starts at block 0.
+		SQL: "SET LOCAL synchronize_seqscans = off;\n" + add,
 		Locks: fmt.Sprintf("ACCESS EXCLUSIVE on %s for %s (%s) and a rebuild of its %d indexes: every reader and writer "+
 			"waits for the whole rewrite (docs/sources.md has measured times), and the lock first queues behind every open transaction that has used the table "+
 			"(bounded by lock_timeout when applied)",
@@ -364,9 +374,6 @@ func PlanPrepare(ctx context.Context, q querier, src Source, notify bool, channe
 	case xid == "":
 		// Position ordering without a transaction column: nothing to add.
 	case !ok:
-		if err := refuseReaddedXID(ctx, q, table, xid); err != nil {
-			return nil, err
-		}
 		steps = append(steps, xidStep(src, tree.rels))
 	case typ != "xid8":
 		return nil, fmt.Errorf("column %q of %s is %s, not xid8; rename it or map source.columns.transaction_id to a new column, which source prepare then adds", xid, table, typ)
@@ -679,6 +686,11 @@ func indexNameFor(src Source) string {
 	if src.Ordering == OrderPosition {
 		return objectName(src, "_"+src.Columns.Position+"_idx", "_pos_idx")
 	}
+	p := src.preset()
+	if p.CursorIndex != "" && src.relName() == p.Table[strings.LastIndexByte(p.Table, '.')+1:] &&
+		src.Columns.TransactionID == p.Columns.TransactionID && src.Columns.Position == p.Columns.Position {
+		return p.CursorIndex
+	}
 	return xidIndexName(src)
 }
 
@@ -778,33 +790,3 @@ func VerifyPrepared(ctx context.Context, pool *pgxpool.Pool, src Source, notify 
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-// refuseReaddedXID refuses to add the xid8 column to a table when this
-// database holds xid8 checkpoints: the column existed and was dropped
-// (Marten's schema migrations drop columns they do not know, see
-// docs/sources.md). Added again, it gives every row, old and new alike,
-// the constant xid 1, below every such checkpoint, so the events written
-// since would never be read. Those projectors must be rebuilt (projectord
-// reset) after the column is back.
-func refuseReaddedXID(ctx context.Context, q querier, table, col string) error {
-	var names []string
-	rows, err := q.Query(ctx, `SELECT projector FROM projectord.checkpoints WHERE ordering = 'xid8' AND last_xid > '1'::xid8 ORDER BY projector`)
-	if err == nil {
-		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // no projectord schema or table: nothing ran here
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("error reading projectord's checkpoints before adding %q to %s: %w", col, table, err)
-	}
-	if len(names) == 0 {
-		return nil
-	}
-	return fmt.Errorf("source table %s has no column %q, but projectors in this database have read it by xid (%s): the column was there and was dropped "+
-		"(Marten's AutoCreate drops columns it does not know; docs/sources.md). Added again, it would give every row xid 1, below those checkpoints, "+
-		"so every event written since would be skipped. Configure the dropper not to drop it, stop projectord, rebuild each of those projectors "+
-		"(projectord reset NAME --yes: their read models start again from the first event), then run source prepare --apply",
-		table, col, strings.Join(names, ", "))
-}

@@ -177,7 +177,7 @@ func TestPrepareEmmettPartitionedTable(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNoCursorIndex)
 	require.Contains(t, err.Error(), "public.emt_messages")
 	require.Contains(t, err.Error(), "projectord source prepare --apply")
-	require.Contains(t, err.Error(), `CREATE INDEX IF NOT EXISTS "emt_messages_transaction_id_global_position_idx" ON ONLY "public"."emt_messages"`)
+	require.Contains(t, err.Error(), `CREATE INDEX IF NOT EXISTS "idx_messages_transaction_id_global_position" ON ONLY "public"."emt_messages"`)
 
 	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
 	require.NoError(t, err)
@@ -352,7 +352,8 @@ func TestPrepareEventCoreTable(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, steps, 3)
 	require.Contains(t, steps[0].SQL, `ADD COLUMN IF NOT EXISTS "transaction_id" xid8 NOT NULL DEFAULT '1'`)
-	require.Equal(t, `CLUSTER "public"."eventcore_events" USING "eventcore_events_pkey";
+	require.Equal(t, "SET LOCAL synchronize_seqscans = off;\n"+
+		`CLUSTER "public"."eventcore_events" USING "eventcore_events_pkey";
 ALTER TABLE "public"."eventcore_events" ADD COLUMN "global_position" bigint GENERATED ALWAYS AS IDENTITY;
 ALTER TABLE "public"."eventcore_events" SET WITHOUT CLUSTER`, steps[1].SQL)
 	require.Contains(t, steps[1].Locks, "full rewrite")
@@ -702,33 +703,161 @@ func TestApplyPrepareStepLockTimeoutNamesTheHolder(t *testing.T) {
 	require.NoError(t, store.ApplyPrepareStep(ctx, pool, steps[0], 200*time.Millisecond))
 }
 
-// Marten's schema migrations drop a column they do not know. Adding the
-// xid8 column again would give every row xid 1, below the checkpoints of
-// projectors that read the table by xid, and every event written since
-// would be skipped: prepare refuses, naming them, until they are reset.
-func TestPrepareRefusesToReaddAnXIDColumnProjectorsReadBy(t *testing.T) {
+// TestPrepareEventCorePositionsStartAtTheFirstBlock: the identity rewrite
+// numbers rows in the order its sequential scan meets them. On a table
+// larger than a quarter of shared_buffers, PostgreSQL starts a
+// sequential scan where the previous one of that table stopped
+// (synchronize_seqscans), so after an ad-hoc lookup that stopped
+// mid-table the rewrite would give every stream's later events lower
+// positions than its first ones, and projectors would apply them first.
+func TestPrepareEventCorePositionsStartAtTheFirstBlock(t *testing.T) {
 	t.Parallel()
 	ctx, pool := freshDB(t)
-	_, err := pool.Exec(ctx, `CREATE TABLE mt_events (seq_id bigint PRIMARY KEY, id uuid NOT NULL, stream_id uuid,
-		version bigint NOT NULL, data jsonb NOT NULL, type varchar(500) NOT NULL, timestamp timestamptz NOT NULL DEFAULT now(),
-		tenant_id varchar DEFAULT '*DEFAULT*', mt_dotnet_type varchar, is_archived bool DEFAULT FALSE)`)
+	_, err := pool.Exec(ctx, storeddl.EventCore)
 	require.NoError(t, err)
-	src := presetSource(t, ctx, pool, "marten")
+	// eventcore's version trigger numbers each stream in insertion order;
+	// the padding makes the table larger than a quarter of the test
+	// cluster's 128MB of shared_buffers.
+	_, err = pool.Exec(ctx, `INSERT INTO eventcore_events (event_id, stream_id, event_type, event_data)
+		SELECT (lpad(to_hex(g), 8, '0') || '-0000-7000-8000-000000000000')::uuid, 's' || (g % 50), 'E',
+			jsonb_build_object('n', g, 'pad', repeat('x', 900)) FROM generate_series(1, 40000) g`)
+	require.NoError(t, err)
+	var blocks, buffers int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_relation_size('eventcore_events') / current_setting('block_size')::int,
+		(SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers')`).Scan(&blocks, &buffers))
+	require.Greater(t, blocks, buffers/4, "the table must be large enough for synchronized scans")
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (event_data->>'n')::int FROM eventcore_events WHERE event_data->>'n' = '25000' LIMIT 1`).Scan(&n))
+
+	src := presetSource(t, ctx, pool, "eventcore")
 	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
-	require.NoError(t, err, "no projector has read it yet")
-	require.NotEmpty(t, steps)
+	require.NoError(t, err)
+	for _, s := range steps {
+		require.NoError(t, store.ApplyPrepareStep(ctx, pool, s, 10*time.Second), s.SQL)
+	}
+	var first, outOfStreamOrder int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (event_data->>'n')::int FROM eventcore_events ORDER BY global_position LIMIT 1`).Scan(&first))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE stream_version <> rn) FROM
+		(SELECT stream_version, row_number() OVER (PARTITION BY stream_id ORDER BY global_position) rn FROM eventcore_events) e`).Scan(&outOfStreamOrder))
+	require.Equal(t, 1, first, "the first event written gets the first position")
+	require.Zero(t, outOfStreamOrder, "positions follow each stream's versions")
+}
 
-	_, err = pool.Exec(ctx, `INSERT INTO projectord.checkpoints (projector, last_xid, last_position, ordering) VALUES
-		('orders', '5000', 40, 'xid8'), ('fresh', '0', 0, NULL), ('legacy', '0', 12, 'position')`)
+// TestPrepareEmmettIndexIsTheOneEmmettsMigrationAdds: Emmett 0.42.4 and
+// 0.43 create the cursor index themselves, on the partitioned table and
+// so non-concurrently, under a SHARE lock on every leaf that stops
+// Emmett's writers for the whole build. Prepare gives the index Emmett's
+// name, so that an upgrade after prepare finds it and builds no second one.
+func TestPrepareEmmettIndexIsTheOneEmmettsMigrationAdds(t *testing.T) {
+	t.Parallel()
+	ctx, pool := freshDB(t)
+	emmettTable(t, ctx, pool)
+	src := presetSource(t, ctx, pool, "emmett")
+	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
 	require.NoError(t, err)
-	_, err = store.PlanPrepare(ctx, pool, src, false, "")
-	require.ErrorContains(t, err, "was dropped")
-	require.ErrorContains(t, err, "(orders)")
-	require.ErrorContains(t, err, "projectord reset NAME --yes")
+	applyChecked(t, ctx, pool, steps)
+	require.NoError(t, store.VerifyPrepared(ctx, pool, src, false))
 
-	// Once rebuilt (the checkpoint back at the start), prepare goes on.
-	_, err = pool.Exec(ctx, `UPDATE projectord.checkpoints SET last_xid = '0', last_position = 0, ordering = NULL WHERE projector = 'orders'`)
+	// Emmett 0.42.4's migration, as event-driven-io/emmett
+	// src/packages/emmett-postgresql/src/eventStore/schema/migrations/0_42_4/index.ts
+	// at dc0b5ac16debb048645fe913d03f070c4fe3b03d runs it (0.43.0's creates
+	// the same index under the same name).
+	_, err = pool.Exec(ctx, `
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_tables WHERE tablename = 'emt_messages') THEN
+    EXECUTE 'CREATE INDEX IF NOT EXISTS idx_messages_global_position
+      ON emt_messages(global_position)';
+
+    EXECUTE 'CREATE INDEX IF NOT EXISTS idx_messages_transaction_id_global_position
+      ON emt_messages(transaction_id, global_position)';
+  END IF;
+END $$;
+`)
 	require.NoError(t, err)
-	_, err = store.PlanPrepare(ctx, pool, src, false, "")
+	var cursorIndexes int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_indexes
+		WHERE schemaname = 'public' AND tablename = 'emt_messages_emt_default_active'
+		  AND indexdef LIKE '% USING btree (transaction_id, global_position)'`).Scan(&cursorIndexes))
+	require.Equal(t, 1, cursorIndexes, "Emmett's migration found prepare's index and built no second one")
+	require.NoError(t, store.CheckCursorIndex(ctx, pool, src))
+	again, err := store.PlanPrepare(ctx, pool, src, false, "")
 	require.NoError(t, err)
+	require.Empty(t, again)
+}
+
+// TestPreparePartitionsOfEveryShape: a partitioned partition with no
+// partitions of its own, and a partition created apart, with its columns
+// in another order and a dropped column, then attached: prepare indexes
+// and attaches them all, and the table's index turns valid.
+func TestPreparePartitionsOfEveryShape(t *testing.T) {
+	t.Parallel()
+	ctx, pool := freshDB(t)
+	_, err := pool.Exec(ctx, `CREATE TABLE ev (global_position bigint GENERATED ALWAYS AS IDENTITY, tenant text NOT NULL,
+			transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+			stream_id text NOT NULL, stream_version bigint NOT NULL, event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb,
+			created_at timestamptz NOT NULL DEFAULT now()) PARTITION BY LIST (tenant);
+		CREATE TABLE ev_empty PARTITION OF ev FOR VALUES IN ('e') PARTITION BY LIST (stream_id);
+		CREATE TABLE ev_odd (junk int, data jsonb NOT NULL, metadata jsonb, created_at timestamptz NOT NULL DEFAULT now(),
+			event_type text NOT NULL, stream_version bigint NOT NULL, stream_id text NOT NULL,
+			transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), tenant text NOT NULL, global_position bigint NOT NULL);
+		ALTER TABLE ev_odd DROP COLUMN junk;
+		ALTER TABLE ev ATTACH PARTITION ev_odd FOR VALUES IN ('o');
+		CREATE TABLE ev_a PARTITION OF ev FOR VALUES IN ('a');
+		INSERT INTO ev (tenant, stream_id, stream_version, event_type, data) SELECT t, 's', g, 'E', '{}' FROM generate_series(1, 10) g, unnest(ARRAY['a', 'o']) t`)
+	require.NoError(t, err)
+	src, err := store.Source{Table: "ev", Columns: store.NativeColumns, Ordering: store.OrderXID8}.Resolve(ctx, pool)
+	require.NoError(t, err)
+	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	require.Len(t, stepsWith(steps, "CREATE INDEX IF NOT EXISTS"), 2, "ev and ev_empty")
+	require.Len(t, stepsWith(steps, "CREATE INDEX CONCURRENTLY"), 2, "ev_a and ev_odd")
+	require.Len(t, stepsWith(steps, "ALTER INDEX"), 3)
+	applyChecked(t, ctx, pool, steps)
+	require.NoError(t, store.VerifyPrepared(ctx, pool, src, false))
+	require.NoError(t, store.CheckCursorIndex(ctx, pool, src))
+	again, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	require.Empty(t, again)
+}
+
+// TestPrepareFinishesAfterAPartitionCreatedMeanwhile: a partition created
+// under a partitioned partition between the table's ON ONLY step and that
+// partition's gets no index, so the table's index stays INVALID. The
+// verification says so, and the next plan builds and attaches only that
+// one; a partition created under the table after its ON ONLY step got the
+// index by itself.
+func TestPrepareFinishesAfterAPartitionCreatedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx, pool := freshDB(t)
+	_, err := pool.Exec(ctx, `CREATE TABLE ev (global_position bigint GENERATED ALWAYS AS IDENTITY, tenant text NOT NULL, sub text NOT NULL,
+			transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+			stream_id text NOT NULL, stream_version bigint NOT NULL, event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb,
+			created_at timestamptz NOT NULL DEFAULT now()) PARTITION BY LIST (tenant);
+		CREATE TABLE ev_m PARTITION OF ev FOR VALUES IN ('m') PARTITION BY LIST (sub);
+		CREATE TABLE ev_m_1 PARTITION OF ev_m FOR VALUES IN ('1');
+		CREATE TABLE ev_a PARTITION OF ev FOR VALUES IN ('a')`)
+	require.NoError(t, err)
+	src, err := store.Source{Table: "ev", Columns: store.NativeColumns, Ordering: store.OrderXID8}.Resolve(ctx, pool)
+	require.NoError(t, err)
+	steps, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	require.Len(t, steps, 7)
+	require.Contains(t, steps[0].SQL, `ON ONLY "public"."ev" `)
+	require.Contains(t, steps[1].SQL, `ON ONLY "public"."ev_m" `)
+	applyChecked(t, ctx, pool, steps[:1])
+	_, err = pool.Exec(ctx, `CREATE TABLE ev_m_2 PARTITION OF ev_m FOR VALUES IN ('2'); CREATE TABLE ev_b PARTITION OF ev FOR VALUES IN ('b')`)
+	require.NoError(t, err)
+	applyChecked(t, ctx, pool, steps[1:])
+	require.ErrorContains(t, store.VerifyPrepared(ctx, pool, src, false), "re-run source prepare --apply")
+	require.ErrorIs(t, store.CheckCursorIndex(ctx, pool, src), store.ErrNoCursorIndex)
+
+	rest, err := store.PlanPrepare(ctx, pool, src, false, "")
+	require.NoError(t, err)
+	require.Len(t, rest, 2)
+	require.Equal(t, `CREATE INDEX CONCURRENTLY IF NOT EXISTS "ev_m_2_transaction_id_global_position_idx" ON "public"."ev_m_2" ("transaction_id", "global_position")`, rest[0].SQL)
+	require.Equal(t, `ALTER INDEX "public"."ev_m_transaction_id_global_position_idx" ATTACH PARTITION "public"."ev_m_2_transaction_id_global_position_idx"`, rest[1].SQL)
+	applyChecked(t, ctx, pool, rest)
+	require.NoError(t, store.VerifyPrepared(ctx, pool, src, false))
+	require.NoError(t, store.CheckCursorIndex(ctx, pool, src))
 }

@@ -21,10 +21,10 @@ type Preset struct {
 	// Columns maps event fields to the table's columns (or to Virtual
 	// columns).
 	Columns Columns
-	// Rows, when set, is an SQL condition on the table's columns: the rows
-	// the store's own readers read. Every read, head and lag query sees
-	// only those rows, so a row it leaves out is neither applied nor
-	// counted as lag.
+	// Rows, when set, is an SQL condition on the table's columns (aliased
+	// t; {schema} is the table's quoted schema): the rows the store's own
+	// readers read. Every read, head and lag query sees only those rows,
+	// so a row it leaves out is neither applied nor counted as lag.
 	Rows string
 	// Virtual columns are computed per row, name to SQL expression over
 	// the table (aliased t; {schema} is the table's quoted schema), with
@@ -39,6 +39,12 @@ type Preset struct {
 	// index on it, by CLUSTER): the table's physical order is not it once
 	// VACUUM has let new rows into space freed by old ones.
 	PositionOrder string
+	// CursorIndex is the name the store's own later migrations give the
+	// (transaction_id, position) index on its default table. Prepare
+	// creates the index under that name, so that such a migration (CREATE
+	// INDEX IF NOT EXISTS) finds it rather than building a second one
+	// under a lock that stops the store's writers for the whole build.
+	CursorIndex string
 	// Refuse lists layouts of the store projectord cannot read correctly:
 	// each query, given the table's oid as $1, returns true for such a
 	// layout, and Inspect fails with the message.
@@ -72,9 +78,13 @@ var Presets = map[string]Preset{
 	// and nested by is_archived. It already has transaction_id xid8.
 	// Emmett's own reader (readMessagesBatch.ts) reads partition
 	// 'emt:default' and is_archived = FALSE; of those, projections read
-	// events (message_kind 'E'), not commands.
+	// events (message_kind 'E'), not commands. Emmett 0.42.4 and 0.43
+	// add the cursor index themselves, non-concurrently, as
+	// idx_messages_transaction_id_global_position
+	// (migrations/0_42_4/index.ts at dc0b5ac1, 0_43_0 at 6e308790).
 	"emmett": {
-		Table: "public.emt_messages",
+		Table:       "public.emt_messages",
+		CursorIndex: "idx_messages_transaction_id_global_position",
 		Columns: Columns{
 			Position: "global_position", TransactionID: "transaction_id", StreamID: "stream_id",
 			StreamVersion: "stream_position", EventType: "message_type", Data: "message_data",
@@ -149,7 +159,13 @@ var Presets = map[string]Preset{
 	// streams (Eventuous/eventuous,
 	// src/Postgres/src/Eventuous.Postgresql/Scripts/1_Schema.sql at
 	// b2c610f2), in the schema eventuous by default. created is a
-	// timestamp without time zone holding UTC.
+	// timestamp without time zone holding UTC. Later Eventuous
+	// subscriptions fill a gap in global_position that outlives their
+	// timeout with a '$tombstone' message in stream '__tombstones__'
+	// (Scripts/9_TryInsertTombstone.sql at 83b3dddc), and skip those
+	// messages when they read (PostgresSubscriptionBase.ShouldSkipEvent):
+	// so does the preset. Without a tombstone stream the subquery is NULL
+	// and IS DISTINCT FROM keeps every row.
 	"eventuous": {
 		Table: "eventuous.messages",
 		Columns: Columns{
@@ -157,6 +173,8 @@ var Presets = map[string]Preset{
 			StreamVersion: "stream_position", EventType: "message_type", Data: "json_data",
 			Metadata: "json_metadata", CreatedAt: "created", EventID: "message_id",
 		},
+		Rows: "(message_type <> '$tombstone' OR stream_id IS DISTINCT FROM " +
+			"(SELECT s.stream_id FROM {schema}.streams s WHERE s.stream_name = '__tombstones__'))",
 		Virtual: []VirtualColumn{{
 			Name: "projectord_stream_name", Type: "text", NotNull: true,
 			Expr: "(SELECT s.stream_name::text FROM {schema}.streams s WHERE s.stream_id = t.stream_id)",
@@ -201,7 +219,7 @@ func (s Source) readFrom() string {
 	b.WriteString(" t")
 	if p.Rows != "" {
 		b.WriteString(" WHERE ")
-		b.WriteString(p.Rows)
+		b.WriteString(strings.ReplaceAll(p.Rows, "{schema}", s.quotedSchema()))
 	}
 	b.WriteString(") AS t")
 	return b.String()

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/store"
+	"github.com/projectord/projectord/internal/testsupport"
 )
 
 // A preset's row rule is a view of the table for every query: rows it
@@ -187,4 +188,109 @@ func TestPresetMartenRefusesTenantPartitionedEvents(t *testing.T) {
 	src = presetSource(t, tb.ctx, tb.pool, "marten")
 	_, err = src.Inspect(tb.ctx, tb.pool)
 	require.NoError(t, err)
+}
+
+// Eventuous' own subscriptions fill a gap in global_position that
+// outlives their timeout with a tombstone: a '$tombstone' message in
+// stream '__tombstones__' at the gap's position, which they then skip.
+// The preset skips it too: it is not read, not the head, not lag.
+func TestPresetEventuousSkipsGapTombstones(t *testing.T) {
+	tb := setup(t)
+	// Eventuous/eventuous src/Postgres/src/Eventuous.Postgresql/Scripts/
+	// 1_Schema.sql at d680a5e62c2d61916bc841f9be8efdb8d222c70f, schema
+	// eventuous; then source prepare.
+	_, err := tb.pool.Exec(tb.ctx, `create schema if not exists eventuous;
+		create table if not exists eventuous.streams (
+		    stream_name varchar(1000) not null,
+		    stream_id   integer primary key generated always as identity,
+		    version     integer not null default(-1),
+		    constraint uq_streams_name unique (stream_name),
+		    constraint ck_version_gte_negative_one check (version >= -1)
+		);
+		create table if not exists eventuous.messages (
+		    message_id      uuid,
+		    message_type    varchar not null,
+		    stream_id       integer not null,
+		    stream_position integer not null,
+		    global_position bigint primary key generated always as identity,
+		    json_data       jsonb not null,
+		    json_metadata   jsonb,
+		    created         timestamp not null,
+		    constraint fk_messages_stream foreign key (stream_id) references eventuous.streams (stream_id),
+		    constraint uq_messages_stream_id_and_stream_position unique (stream_id, stream_position),
+		    constraint uq_stream_id_and_message_id unique (stream_id, message_id),
+		    constraint ck_stream_position_gte_zero check (stream_position >= 0)
+		);
+		create index if not exists events_stream_idx on eventuous.messages (stream_id);`)
+	require.NoError(t, err)
+	src := presetSource(t, tb.ctx, tb.pool, "eventuous")
+	steps, err := store.PlanPrepare(tb.ctx, tb.pool, src, false, "")
+	require.NoError(t, err)
+	for _, s := range steps {
+		require.NoError(t, store.ApplyPrepareStep(tb.ctx, tb.pool, s, 10*time.Second), s.SQL)
+	}
+	appendOne := func(stream, typ string) {
+		_, err := tb.pool.Exec(tb.ctx, `INSERT INTO eventuous.streams (stream_name) VALUES ($1) ON CONFLICT (stream_name) DO NOTHING;
+			`, stream)
+		require.NoError(t, err)
+		_, err = tb.pool.Exec(tb.ctx, `INSERT INTO eventuous.messages (message_id, message_type, stream_id, stream_position, json_data, created)
+			SELECT gen_random_uuid(), $2, s.stream_id, s.version + 1, '{}', now() AT TIME ZONE 'utc' FROM eventuous.streams s WHERE s.stream_name = $1`, stream, typ)
+		require.NoError(t, err)
+		_, err = tb.pool.Exec(tb.ctx, `UPDATE eventuous.streams SET version = version + 1 WHERE stream_name = $1`, stream)
+		require.NoError(t, err)
+	}
+	appendOne("Order-1", "OrderPlaced")
+	// A writer that rolls back leaves a gap in global_position.
+	var gap int64
+	func() {
+		tx, err := tb.pool.Begin(tb.ctx)
+		require.NoError(t, err)
+		defer func() { require.NoError(t, tx.Rollback(tb.ctx)) }()
+		require.NoError(t, tx.QueryRow(tb.ctx, `INSERT INTO eventuous.messages (message_id, message_type, stream_id, stream_position, json_data, created)
+			SELECT gen_random_uuid(), 'OrderPaid', stream_id, 1, '{}', now() AT TIME ZONE 'utc' FROM eventuous.streams WHERE stream_name = 'Order-1'
+			RETURNING global_position`).Scan(&gap))
+	}()
+	appendOne("Order-1", "OrderShipped")
+	// What Eventuous' try_insert_tombstone does for that gap
+	// (Scripts/9_TryInsertTombstone.sql at
+	// 83b3dddcb353400fa75082f346585eb47d112865).
+	_, err = tb.pool.Exec(tb.ctx, `insert into eventuous.streams(stream_name, version) values ('__tombstones__', -1) on conflict (stream_name) do nothing;
+		update eventuous.streams set version = version + 1 where stream_name = '__tombstones__'`)
+	require.NoError(t, err)
+	_, err = tb.pool.Exec(tb.ctx, `insert into eventuous.messages(message_id, message_type, stream_id, stream_position, global_position, json_data, json_metadata, created)
+		overriding system value
+		select gen_random_uuid(), '$tombstone', stream_id, version, $1, '{}'::jsonb, '{}'::jsonb, (now() at time zone 'utc')
+		from eventuous.streams where stream_name = '__tombstones__'
+		on conflict do nothing`, gap)
+	require.NoError(t, err)
+
+	l, err := src.Inspect(tb.ctx, tb.pool)
+	require.NoError(t, err)
+	r := store.NewReader(tb.pool, src, 5*time.Second).WithLayout(l)
+	var got []store.Event
+	testsupport.Until(t, "the events are below the horizon", time.Minute, func() bool {
+		got, err = r.Read(tb.ctx, store.Cursor{}, store.Filter{}, 10, nil)
+		require.NoError(t, err)
+		return len(got) >= 2
+	})
+	var types []string
+	for _, e := range got {
+		types = append(types, e.StreamID+" "+e.Type)
+	}
+	require.Equal(t, []string{"Order-1 OrderPlaced", "Order-1 OrderShipped"}, types, "the tombstone is not an event")
+	head, ok, err := r.Head(tb.ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, got[1].Cursor, head, "the tombstone is not the head")
+	lag, _, err := r.Lag(tb.ctx, got[1].Cursor, store.Filter{})
+	require.NoError(t, err)
+	require.Zero(t, lag, "nor lag")
+
+	// A message of that type in another stream is an event like any other.
+	appendOne("Order-2", "$tombstone")
+	testsupport.Until(t, "it is read", time.Minute, func() bool {
+		evs, err := r.Read(tb.ctx, got[1].Cursor, store.Filter{}, 10, nil)
+		require.NoError(t, err)
+		return len(evs) == 1 && evs[0].StreamID == "Order-2"
+	})
 }
