@@ -62,6 +62,8 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
 	m.SetFreshness(d.LeasesFresh)
 	m.SetView(d.View)
+	m.SetWeights(daemon.Weights(cfg))
+	m.SetBalance(d.Balance)
 	a := &app{cfg: cfg, log: log, daemon: d, metrics: m, sd: sdnotify.FromEnv()}
 	if cfg.HTTP.Listen != "" {
 		a.srv = server.New(cfg.HTTP.Listen, reg, d, log.Named("http"))

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/projectord/projectord/internal/balance"
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/runner"
@@ -32,7 +33,9 @@ heartbeat age, its checkpoint cursor (xid/position), the source head, lag in
 events and in seconds (age of the oldest unprocessed event), its state
 (running, unresponsive, no leader, halted, new) and last error with its age;
 who halted a halted projector, when, and on which event; every node with
-its heartbeat; and what holds the xmin horizon back, if it has for 1s or more.`,
+its heartbeat, what it leads (count and weight) and, with
+coordination.balance, its target share; and what holds the xmin horizon
+back, if it has for 1s or more.`,
 		Example: "  projectord status --config /etc/projectord/projectord.yaml\n  projectord status -o json\n  projectord status --watch --interval 5s",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -138,6 +141,10 @@ type statusDoc struct {
 	// Horizon is the oldest transaction holding an xid, whatever its age;
 	// null when none does.
 	Horizon *horizonDoc `json:"horizon"`
+	// Balance is coordination.balance; TotalWeight the weight the live
+	// replicas share (every configured projector's, halted ones left out).
+	Balance     bool `json:"balance"`
+	TotalWeight int  `json:"total_weight"`
 }
 
 type cursorDoc struct {
@@ -210,8 +217,19 @@ type nodeDoc struct {
 	HeartbeatAt         time.Time `json:"heartbeat_at"`
 	HeartbeatAgeSeconds float64   `json:"heartbeat_age_seconds"`
 	State               string    `json:"state"`
-	// Leads names the configured projectors whose lock its session holds.
-	Leads []string `json:"leads"`
+	// SessionAlive: its coordination session is connected. A node alive
+	// by its heartbeat whose session is gone (killed) no longer counts
+	// for balancing.
+	SessionAlive bool `json:"session_alive"`
+	// Leads names the configured projectors whose lock its session holds;
+	// LedWeight is their total weight.
+	Leads     []string `json:"leads"`
+	LedWeight int      `json:"led_weight"`
+	// TargetWeight is the weight it should lead with coordination.balance
+	// on, computed as the replicas do (balance.Targets) from the live
+	// nodes and what they lead; null for a node that does not count (dead,
+	// session gone) or with balancing off.
+	TargetWeight *int `json:"target_weight"`
 }
 
 type horizonDoc struct {
@@ -262,7 +280,8 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 	}
 	reader := store.NewReader(src, source, timeout)
 	doc := statusDoc{TakenAt: time.Now().UTC(), Ordering: string(reader.Ordering()),
-		LeaseTimeoutSeconds: cfg.Coordination.LeaseTimeout.Seconds(), Projectors: []projectorDoc{}, Nodes: []nodeDoc{}}
+		LeaseTimeoutSeconds: cfg.Coordination.LeaseTimeout.Seconds(), Projectors: []projectorDoc{}, Nodes: []nodeDoc{},
+		Balance: cfg.Coordination.Balance}
 	head, hasHead, err := reader.Newest(ctx)
 	if err != nil {
 		return statusDoc{}, err
@@ -320,6 +339,8 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 	// Checkpoints, one query per target database.
 	lists := map[string]map[string]store.Checkpoint{}
 	leads := map[string][]string{}
+	weights := daemon.Weights(cfg)
+	ledWeight := map[string]int{}
 	for _, p := range cfg.Projectors {
 		url := p.Sink.SQL.TargetURL
 		if url == "" {
@@ -386,6 +407,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 					at, age := lh.HeartbeatAt, lh.HeartbeatAge.Seconds()
 					ld.HeartbeatAt, ld.HeartbeatAgeSeconds = &at, &age
 					leads[lh.Node] = append(leads[lh.Node], p.Name)
+					ledWeight[lh.Node] += weights[p.Name]
 					if hasCP && c.LeaderNode == lh.Node && c.LeaderSince.Year() > 1970 {
 						since := c.LeaderSince
 						ld.Since = &since
@@ -395,6 +417,9 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 			}
 		}
 		pd.State = projectorState(hasCP, c, pd.Leader, cfg.Coordination.LeaseTimeout)
+		if pd.State != stateHalted {
+			doc.TotalWeight += weights[p.Name]
+		}
 		if hasHead && handles && cursor.Less(head) {
 			n, oldest, err := reader.Lag(ctx, cursor, filter)
 			if err != nil {
@@ -407,17 +432,29 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		}
 		doc.Projectors = append(doc.Projectors, pd)
 	}
+	var members []string
 	for _, n := range nodes {
 		nd := nodeDoc{NodeID: n.ID, Hostname: n.Hostname, Version: n.Version, BackendPID: n.BackendPID,
 			StartedAt: n.StartedAt, HeartbeatAt: n.HeartbeatAt, HeartbeatAgeSeconds: n.HeartbeatAge.Seconds(),
-			State: nodeAlive, Leads: leads[n.ID]}
+			State: nodeAlive, SessionAlive: n.SessionAlive, Leads: leads[n.ID], LedWeight: ledWeight[n.ID]}
 		if n.HeartbeatAge >= cfg.Coordination.LeaseTimeout {
 			nd.State = nodeDead
 		}
 		if nd.Leads == nil {
 			nd.Leads = []string{}
 		}
+		if nd.State == nodeAlive && n.SessionAlive {
+			members = append(members, n.ID)
+		}
 		doc.Nodes = append(doc.Nodes, nd)
+	}
+	if cfg.Coordination.Balance {
+		targets := balance.Targets(members, ledWeight, doc.TotalWeight)
+		for i := range doc.Nodes {
+			if t, ok := targets[doc.Nodes[i].NodeID]; ok {
+				doc.Nodes[i].TargetWeight = &t
+			}
+		}
 	}
 	return doc, nil
 }
@@ -516,10 +553,18 @@ func printStatus(w io.Writer, s statusDoc) {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tHOST\tVERSION\tSTARTED\tHEARTBEAT\tLEADS\tSTATE")
+	fmt.Fprintln(tw, "NODE\tHOST\tVERSION\tSTARTED\tHEARTBEAT\tLEADS\tWEIGHT\tTARGET\tSTATE")
 	for _, n := range s.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%s\n", printable(n.NodeID), dash(printable(n.Hostname)), dash(printable(n.Version)),
-			n.StartedAt.UTC().Format(time.RFC3339), age(n.HeartbeatAgeSeconds), len(n.Leads), n.State)
+		target := "-"
+		if n.TargetWeight != nil {
+			target = fmt.Sprint(*n.TargetWeight)
+		}
+		state := n.State
+		if n.State == nodeAlive && !n.SessionAlive {
+			state = nodeAlive + " (session gone)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%s\t%s\n", printable(n.NodeID), dash(printable(n.Hostname)), dash(printable(n.Version)),
+			n.StartedAt.UTC().Format(time.RFC3339), age(n.HeartbeatAgeSeconds), len(n.Leads), n.LedWeight, target, state)
 	}
 	if len(s.Nodes) == 0 {
 		fmt.Fprintln(tw, "(no node rows)")

@@ -78,7 +78,10 @@ type stNode struct {
 	HeartbeatAt         time.Time `json:"heartbeat_at"`
 	HeartbeatAgeSeconds float64   `json:"heartbeat_age_seconds"`
 	State               string    `json:"state"`
+	SessionAlive        bool      `json:"session_alive"`
 	Leads               []string  `json:"leads"`
+	LedWeight           int       `json:"led_weight"`
+	TargetWeight        *int      `json:"target_weight"`
 }
 
 type stHorizon struct {
@@ -268,10 +271,22 @@ func TestStatusLeadersAreTheLockHolders(t *testing.T) {
 			require.Equal(t, map[bool]string{true: "running", false: "unresponsive"}[fresh], p.State,
 				"%s led by %s, heartbeat %.2fs ago (lease_timeout 3s)", name, got, *p.Leader.HeartbeatAgeSeconds)
 		}
+		targets := 0
 		for _, n := range doc.Nodes {
 			require.GreaterOrEqual(t, n.HeartbeatAgeSeconds, 0.0)
 			require.Equal(t, map[bool]string{true: "alive", false: "dead"}[n.HeartbeatAgeSeconds < 3], n.State, "node %s", n.NodeID)
 			require.ElementsMatch(t, leads[n.NodeID], n.Leads, "node %s leads what the projectors say", n.NodeID)
+			require.Equal(t, len(n.Leads), n.LedWeight, "node %s: unit weights", n.NodeID)
+			// Only a node that counts for balancing has a share: a fresh
+			// heartbeat and a connected session (a killed node's row stays
+			// fresh for a while, its session is gone at once).
+			require.Equal(t, n.State == "alive" && n.SessionAlive, n.TargetWeight != nil, "node %s: a target only while it counts", n.NodeID)
+			if n.TargetWeight != nil {
+				targets += *n.TargetWeight
+			}
+		}
+		if targets > 0 {
+			require.Equal(t, len(projectors), targets, "the live nodes' targets share every projector")
 		}
 		return doc
 	}
@@ -355,9 +370,9 @@ func TestStatusLeadersAreTheLockHolders(t *testing.T) {
 	for _, name := range projectors {
 		require.Regexp(t, `(?m)^`+name+`\s+-\s+-\s+\d+/\d+\s+\d+/\d+\s+\d+\s+[\d.]+\s+no leader\s+-$`, table)
 	}
-	require.Regexp(t, `(?m)^NODE\s+HOST\s+VERSION\s+STARTED\s+HEARTBEAT\s+LEADS\s+STATE$`, table)
+	require.Regexp(t, `(?m)^NODE\s+HOST\s+VERSION\s+STARTED\s+HEARTBEAT\s+LEADS\s+WEIGHT\s+TARGET\s+STATE$`, table)
 	for _, node := range []string{"node-a", "node-b"} {
-		require.Regexp(t, `(?m)^`+node+`\s+\S+\s+\S+\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+\S+ ago\s+0\s+dead$`, table)
+		require.Regexp(t, `(?m)^`+node+`\s+\S+\s+\S+\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+\S+ ago\s+0\s+0\s+-\s+dead$`, table)
 	}
 	t.Logf("%d samples, each between two reads of pg_locks; leaders named (node: projector-samples): %v; states: %v", samples, named, states)
 }
@@ -420,7 +435,8 @@ func TestStatusShowsAHaltAsRecorded(t *testing.T) {
 		last.XID, last.Position, bad.XID, bad.Position), table)
 	require.Regexp(t, fmt.Sprintf("(?m)^poison was halted by node-h \\d+(\\.\\d)?s ago \\(%s\\) on event %d/%d \\(xid/position\\); run `projectord resume poison`",
 		regexp.QuoteMeta(cp.Halt.At.UTC().Format(time.RFC3339)), bad.XID, bad.Position), table)
-	require.Regexp(t, `(?m)^node-h\s+\S+\s+\S+\s+\S+\s+\d+(\.\d)?s ago\s+0\s+alive$`, table)
+	// It leads nothing, and its target is 0: a halted projector is no one's share.
+	require.Regexp(t, `(?m)^node-h\s+\S+\s+\S+\s+\S+\s+\d+(\.\d)?s ago\s+0\s+0\s+0\s+alive$`, table)
 
 	doc := statusJSON(t, f)
 	p := doc.projector(t, "poison")

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -33,17 +36,33 @@ const (
 	heartbeat    = 300 * time.Millisecond
 )
 
-var projectors = []string{"p1", "p2"}
+// envOptions shape a scenario's world; the zero value is the failover
+// scenarios': two projectors, one steady writer, replicas started together.
+type envOptions struct {
+	// projectors is how many projectors every replica runs (default 2).
+	projectors int
+	// gapWriters, if set, is how many writers commit out of order (each
+	// holds its transaction open for a random while) and roll back one
+	// transaction in ten (gaps in the positions), instead of one steady
+	// writer.
+	gapWriters int
+	// stagger starts the replicas one after another, each once the one
+	// before is ready plus this long, as an operator rolling them out does.
+	stagger time.Duration
+}
 
 // env is one scenario's world: its own PostgreSQL (so faults touch nothing
-// else), three replicas each behind its own TCP proxy, a writer, and a
+// else), three replicas each behind its own TCP proxy, writers, and a
 // sampler of every replica's metrics.
 type env struct {
-	t        *testing.T
-	ctx      context.Context
-	cluster  *pgcluster.Cluster
-	pool     *pgxpool.Pool
-	replicas map[string]*replica
+	t          *testing.T
+	ctx        context.Context
+	cluster    *pgcluster.Cluster
+	pool       *pgxpool.Pool
+	replicas   map[string]*replica
+	projectors []string
+	// lastStart is when the last replica of the initial set was started.
+	lastStart time.Time
 
 	writerStop chan struct{}
 	writerDone chan struct{}
@@ -54,6 +73,9 @@ type env struct {
 	mu          sync.Mutex
 	samples     int
 	violations  []string
+	// led is each answering replica's count of led projectors in the
+	// latest sample (a replica that did not answer is absent).
+	led map[string]int
 }
 
 type replica struct {
@@ -70,6 +92,11 @@ type replica struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{})
+}
+
+func newEnvWith(t *testing.T, o envOptions) *env {
+	t.Helper()
 	ctx := t.Context()
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -85,17 +112,35 @@ func newEnv(t *testing.T) *env {
 	}
 	_, err = pool.Exec(ctx, `CREATE TABLE applied (projector text NOT NULL, position bigint NOT NULL, node text NOT NULL)`)
 	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, cluster: cluster, pool: pool, replicas: map[string]*replica{}}
+	_, err = pool.Exec(ctx, `CREATE INDEX ON applied (projector, position)`)
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, cluster: cluster, pool: pool, replicas: map[string]*replica{}, projectors: []string{"p1", "p2"}}
+	if o.projectors > 0 {
+		e.projectors = nil
+		for i := 1; i <= o.projectors; i++ {
+			e.projectors = append(e.projectors, fmt.Sprintf("p%02d", i))
+		}
+	}
 	for i := 1; i <= 3; i++ {
 		e.addReplica(fmt.Sprintf("node-%d", i))
 	}
-	for _, r := range e.replicas {
+	if o.gapWriters > 0 {
+		e.startGapWriters(o.gapWriters)
+	} else {
+		e.startWriter()
+	}
+	for i := 1; i <= 3; i++ {
+		r := e.replicas[fmt.Sprintf("node-%d", i)]
+		e.lastStart = time.Now()
 		e.start(r)
+		if o.stagger > 0 {
+			e.waitReady(r)
+			time.Sleep(o.stagger) // pacing the roll-out, as an operator does: not synchronisation
+		}
 	}
 	for _, r := range e.replicas {
 		e.waitReady(r)
 	}
-	e.startWriter()
 	e.startSampler()
 	t.Cleanup(func() {
 		for _, r := range e.replicas {
@@ -127,7 +172,7 @@ func (e *env) addReplica(node string) {
 	r := &replica{node: node, proxy: netproxy.New(t, fmt.Sprintf("127.0.0.1:%d", e.cluster.Port()))}
 	r.port = testsupport.Port(t)
 	var handlers strings.Builder
-	for _, p := range projectors {
+	for _, p := range e.projectors {
 		fmt.Fprintf(&handlers, "  - name: %s\n    batch_size: 100\n    sink: {sql: {handlers: {'*': \"INSERT INTO applied VALUES ('%s', @position, '%s')\"}}}\n", p, p, node)
 	}
 	r.cfg = filepath.Join(t.TempDir(), node+".yaml")
@@ -230,9 +275,68 @@ func (e *env) startWriter() {
 	}()
 }
 
+// startGapWriters starts n writers whose transactions commit out of order:
+// each holds its transaction open for up to 20 ms after writing (so a
+// later position often commits first), and one transaction in ten rolls
+// back (a gap in the positions). Only committed events count as written.
+func (e *env) startGapWriters(n int) {
+	e.writerStop, e.writerDone = make(chan struct{}), make(chan struct{})
+	pc, err := pgxpool.ParseConfig(e.cluster.URL("postgres"))
+	require.NoError(e.t, err)
+	pc.MaxConns = int32(n + 1)
+	pool, err := pgxpool.NewWithConfig(e.ctx, pc)
+	require.NoError(e.t, err)
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			for i := 0; ; i++ {
+				select {
+				case <-e.writerStop:
+					return
+				case <-time.After(time.Duration(40+rng.IntN(40)) * time.Millisecond):
+				}
+				k := 1 + rng.IntN(3)
+				hold := time.Duration(rng.IntN(20)) * time.Millisecond
+				rollback := rng.IntN(10) == 0
+				ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
+						SELECT 'g-' || $1::int || '-' || $2::int || '-' || g, 1, 'A', '{}' FROM generate_series(1, $3::int) g`, w, i, k); err != nil {
+						return err
+					}
+					time.Sleep(hold) // holding the transaction open is the point: commits out of order
+					if rollback {
+						return errRollback
+					}
+					return nil
+				})
+				cancel()
+				if err == nil {
+					e.mu.Lock()
+					e.written += int64(k)
+					e.mu.Unlock()
+				}
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		pool.Close()
+		close(e.writerDone)
+	}()
+}
+
+var errRollback = errors.New("rolled back on purpose")
+
 // startSampler scrapes every replica at once, repeatedly, and records any
-// sample in which two replicas report leading one projector. A replica
-// that does not answer (killed, frozen) exports nothing, as for Prometheus.
+// sample in which two replicas report leading one projector, and how many
+// each leads. A replica that does not answer (killed, frozen) exports
+// nothing, as for Prometheus. Only the leader gauge is asked for
+// (Prometheus' name[] filter): with 30 projectors the whole exposition
+// would cost the replicas more than what is tested.
 func (e *env) startSampler() {
 	e.samplerStop, e.samplerDone = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -246,19 +350,22 @@ func (e *env) startSampler() {
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			leaders := map[string][]string{}
+			led := map[string]int{}
 			for _, r := range e.replicas {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					code, body := get(r.base()+"/metrics", 300*time.Millisecond)
+					code, body := get(r.base()+"/metrics?name[]=projectord_projector_leader", 300*time.Millisecond)
 					if code != 200 {
 						return
 					}
-					for _, p := range projectors {
+					mu.Lock()
+					defer mu.Unlock()
+					led[r.node] = 0
+					for _, p := range e.projectors {
 						if metricValue(body, `projectord_projector_leader{projector="`+p+`"}`) == 1 {
-							mu.Lock()
 							leaders[p] = append(leaders[p], r.node)
-							mu.Unlock()
+							led[r.node]++
 						}
 					}
 				}()
@@ -266,6 +373,7 @@ func (e *env) startSampler() {
 			wg.Wait()
 			e.mu.Lock()
 			e.samples++
+			e.led = led
 			for p, ns := range leaders {
 				if len(ns) > 1 {
 					e.violations = append(e.violations, fmt.Sprintf("%s led by %v in one sample", p, ns))
@@ -359,7 +467,7 @@ func (e *env) finish() {
 	<-e.writerDone
 	var last store.Cursor
 	require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT transaction_id, global_position FROM events ORDER BY 1 DESC, 2 DESC LIMIT 1`).Scan(&last.XID, &last.Position))
-	for _, p := range projectors {
+	for _, p := range e.projectors {
 		waitFor(t, 60*time.Second, func() bool {
 			var c store.Cursor
 			err := e.pool.QueryRow(e.ctx, `SELECT last_xid, last_position FROM projectord.checkpoints WHERE projector = $1`, p).Scan(&c.XID, &c.Position)
@@ -383,7 +491,82 @@ func (e *env) finish() {
 	defer e.mu.Unlock()
 	require.Empty(t, e.violations, "two leaders reported in one metrics sample")
 	require.Positive(t, e.samples)
-	t.Logf("%d events, all applied exactly once by each projector; %d metrics samples of 3 replicas, none with two leaders", e.written, e.samples)
+	t.Logf("%d events, all applied exactly once by each of %d projectors; %d metrics samples of 3 replicas, none with two leaders",
+		e.written, len(e.projectors), e.samples)
+}
+
+// epochs is the sum of every projector's epoch: each claim (a leader
+// taking over, by hand-over or failover) adds one, so its growth counts
+// the handovers.
+func (e *env) epochs() int64 {
+	var n int64
+	require.NoError(e.t, e.pool.QueryRow(e.ctx, `SELECT coalesce(sum(epoch), 0)::int8 FROM projectord.checkpoints`).Scan(&n))
+	return n
+}
+
+// ledNow returns the latest sample's count of led projectors by replica.
+func (e *env) ledNow() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.led))
+	for n, c := range e.led {
+		out[n] = c
+	}
+	return out
+}
+
+// waitShares waits, for at most within after since, until one sample
+// shows each replica of want leading want's count ±1, every other replica
+// that answers leading none, and every projector led. It returns how long
+// after since that was.
+func (e *env) waitShares(what string, since time.Time, within time.Duration, want map[string]int) time.Duration {
+	e.t.Helper()
+	var took time.Duration
+	var last map[string]int
+	defer func() {
+		if e.t.Failed() {
+			e.t.Logf("%s: wanted %v ±1, last sample %v", what, want, last)
+		}
+	}()
+	testsupport.Until(e.t, what, within-time.Since(since), func() bool {
+		led := e.ledNow()
+		last = led
+		total := 0
+		for n, c := range led {
+			total += c
+			if w, ok := want[n]; ok && (c < w-1 || c > w+1) {
+				return false
+			}
+			if _, ok := want[n]; !ok && c != 0 {
+				return false
+			}
+		}
+		for n := range want {
+			if _, ok := led[n]; !ok {
+				return false
+			}
+		}
+		if total != len(e.projectors) {
+			return false
+		}
+		took = time.Since(since)
+		return true
+	})
+	return took
+}
+
+// settle waits until no leadership has moved for quiet, and returns the
+// epochs then; a cluster that keeps moving fails within.
+func (e *env) settleMoves(quiet, within time.Duration) int64 {
+	e.t.Helper()
+	last, at := e.epochs(), time.Now()
+	testsupport.Until(e.t, fmt.Sprintf("no leadership moving for %s", quiet), within, func() bool {
+		if n := e.epochs(); n != last {
+			last, at = n, time.Now()
+		}
+		return time.Since(at) >= quiet
+	})
+	return last
 }
 
 var waitFor = testsupport.WaitFor

@@ -143,6 +143,12 @@ type Coordination struct {
 	// most once a minute each. Default 1h; 1m to 336h (14 days), and more
 	// than LeaseTimeout.
 	NodeExpiry time.Duration `mapstructure:"node_expiry" limit:"1m,336h"`
+	// Balance spreads leadership evenly over the live replicas: each leads
+	// floor or ceil of the projectors' total weight over their number,
+	// and hands projectors over at a batch boundary when replicas join or
+	// leave. Default true; false keeps first come, first served (the first
+	// replica up leads everything).
+	Balance bool `mapstructure:"balance"`
 	// TCPUserTimeout bounds unacknowledged data on the coordination socket,
 	// client and server side. Default 10s; 1s (below, one retransmission
 	// drops a healthy connection) to INT_MAX ms, PostgreSQL's maximum of
@@ -204,6 +210,10 @@ type Projector struct {
 	// OnError overrides defaults.on_error field by field; Load fills every
 	// field the projector leaves unset, so it is the effective policy.
 	OnError ErrorPolicy `mapstructure:"on_error"`
+	// Weight is what the projector costs relative to others, for balancing
+	// (coordination.balance): replicas share the total weight. 0 in the
+	// file means 1; Load fills it in. 1 to 1000.
+	Weight int `mapstructure:"weight" limit:"1,1000"`
 	// Sink is where the projector writes. Exactly one kind must be set.
 	Sink Sink `mapstructure:"sink"`
 }

@@ -64,7 +64,9 @@ func Default() Config {
 			LeaseTimeout: 15 * time.Second,
 			// Dead nodes stay visible (projectord status) for a while,
 			// and do not pile up when node ids are pod names.
-			NodeExpiry:        time.Hour,
+			NodeExpiry: time.Hour,
+			// Capacity, not only availability, from every replica.
+			Balance:           true,
 			TCPUserTimeout:    10 * time.Second,
 			KeepaliveIdle:     5 * time.Second,
 			KeepaliveInterval: 2 * time.Second,
@@ -86,6 +88,10 @@ func Default() Config {
 		},
 	}
 }
+
+// DefaultWeight is a projector's weight when it sets none: every projector
+// costs the same unless told otherwise.
+const DefaultWeight = 1
 
 // DefaultLookPaths returns the files Load tries, in order, when neither
 // LoadOptions.File nor PROJECTORD_CONFIG names one.
@@ -140,6 +146,9 @@ func (c *Config) applyProjectorDefaults() {
 func effectiveProjector(p Projector, d ProjectorDefaults) Projector {
 	if p.BatchSize == 0 {
 		p.BatchSize = d.BatchSize
+	}
+	if p.Weight == 0 {
+		p.Weight = DefaultWeight
 	}
 	if p.OnError.MaxAttempts == 0 {
 		p.OnError.MaxAttempts = d.OnError.MaxAttempts

@@ -534,6 +534,7 @@ func TestLoadDefaults(t *testing.T) {
 			HeartbeatInterval: time.Second,
 			LeaseTimeout:      15 * time.Second,
 			NodeExpiry:        time.Hour,
+			Balance:           true,
 			TCPUserTimeout:    10 * time.Second,
 			KeepaliveIdle:     5 * time.Second,
 			KeepaliveInterval: 2 * time.Second,
@@ -549,6 +550,7 @@ func TestLoadDefaults(t *testing.T) {
 			EventTypes: []string{"OrderPlaced"},
 			BatchSize:  500,
 			OnError:    policy,
+			Weight:     1,
 			Sink: Sink{SQL: &SQLSink{Handlers: map[string]string{
 				"OrderPlaced": "INSERT INTO orders (id) VALUES (@data->>'id')",
 			}}},

@@ -427,6 +427,7 @@ func (c *Config) checkProjectors(k *checker) {
 		if eff.BatchSize != c.Defaults.BatchSize {
 			k.limited(path+".batch_size", int64(eff.BatchSize))
 		}
+		k.limited(path+".weight", int64(eff.Weight))
 		checkPolicy(k, path+".on_error", eff.OnError, &c.Defaults.OnError)
 
 		seen := map[string]int{}

@@ -22,6 +22,42 @@ import (
 // is announced, so standbys retry at once.
 const ReleaseChannel = "projectord_release"
 
+// LeaveChannel is the NOTIFY channel on which a replica that begins a
+// graceful stop announces its node id, before it releases anything, so the
+// others count it gone at once and spread its projectors as it releases
+// them, instead of at their next heartbeat.
+const LeaveChannel = "projectord_leave"
+
+// View is what one heartbeat read: the live nodes and who holds each lock
+// of the namespace (Observer).
+type View struct {
+	// Self and SelfPID are this replica and its coordination backend.
+	Self    string
+	SelfPID int32
+	// Members are the other live nodes (store.HeartbeatView), by node id.
+	Members []store.NodeSession
+	// Holders are the sessions holding each lock of the namespace.
+	Holders []store.LockSession
+}
+
+// Observer receives, on the session goroutine, what the session learns
+// about the other replicas. Its methods must not block.
+type Observer interface {
+	// View is called after every successful heartbeat, the first one right
+	// after the session comes up and before standbys get their first
+	// turn. It reports whether standbys should try again at once.
+	View(View) (wake bool)
+	// Released is called when another session announces (ReleaseChannel)
+	// that it released projector's lock.
+	Released(projector string)
+	// Leaving is called when node, whose coordination backend is pid,
+	// announces its stop (LeaveChannel). It reports whether standbys
+	// should try again at once.
+	Leaving(node string, pid uint32) (wake bool)
+	// Lost is called when the session goes down: the last view is void.
+	Lost()
+}
+
 // Config configures a coordination session.
 type Config struct {
 	// ConnConfig is the parsed coordination DSN. It is copied; the session
@@ -60,7 +96,10 @@ type Config struct {
 	// PoolBackends, if set, is the registry of this replica's pool
 	// connections, recorded in the node row so that takeover reaches them.
 	PoolBackends *PoolBackends
-	Logger       *zap.Logger
+	// Observer, if set, receives every heartbeat's view and the other
+	// replicas' release and leave announcements.
+	Observer Observer
+	Logger   *zap.Logger
 }
 
 type requestKind int
@@ -68,6 +107,7 @@ type requestKind int
 const (
 	reqAcquire requestKind = iota
 	reqRelease
+	reqLeave
 )
 
 type result struct {
@@ -99,6 +139,8 @@ type Session struct {
 	pid     uint32
 	lastHB  time.Time // last successful heartbeat (or connect)
 	lastErr error
+
+	leaving bool // Leave was called
 
 	lastTakeOverCheck time.Time // session goroutine only
 	expireNext        time.Time // session goroutine only: next expireNodes
@@ -200,6 +242,26 @@ func (s *Session) broadcastTurn() {
 	close(s.turn)
 	s.turn = make(chan struct{})
 	s.mu.Unlock()
+}
+
+// Nudge gives standbys a turn now: what they may try for changed.
+func (s *Session) Nudge() { s.broadcastTurn() }
+
+// Leave announces on LeaveChannel, once, that this replica begins a
+// graceful stop. It does not wait: the announcement is queued ahead of
+// the releases that follow it, and a session that is down announces
+// nothing (the others see the node gone at their next heartbeat anyway).
+func (s *Session) Leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leaving || !s.up {
+		return
+	}
+	s.leaving = true
+	s.queue = append(s.queue, &request{kind: reqLeave, reply: make(chan result, 1)})
+	if s.wake != nil {
+		s.wake()
+	}
 }
 
 // TryAcquire tries once to take the lock of projector name (lock id id). It
@@ -375,7 +437,7 @@ func (s *Session) setup(conn *pgx.Conn) error {
 	if pid != conn.PgConn().PID() {
 		return fmt.Errorf("coordination session is not a direct PostgreSQL session (backend pid %d, protocol pid %d): point coordination.url at PostgreSQL, not at a connection pooler", pid, conn.PgConn().PID())
 	}
-	for _, ch := range append([]string{ReleaseChannel}, s.cfg.Listen...) {
+	for _, ch := range append([]string{ReleaseChannel, LeaveChannel}, s.cfg.Listen...) {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			return fmt.Errorf("error listening on %s: %w", ch, err)
 		}
@@ -417,7 +479,6 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 	s.lastHB = now
 	s.mu.Unlock()
 	s.log.Info("coordination session up", zap.Uint32("backend_pid", conn.PgConn().PID()))
-	s.broadcastTurn()
 
 	hbNext := now.Add(s.cfg.HeartbeatInterval)
 	turnNext := now.Add(jitter(s.cfg.AcquireInterval))
@@ -440,6 +501,14 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return nil
 	}
+	// The first view before the first turn: a balancing replica that came
+	// up must know who else runs before it tries for anything.
+	if s.cfg.Observer != nil {
+		if err := beat(); err != nil {
+			return err
+		}
+	}
+	s.broadcastTurn()
 	for {
 		if ctx.Err() != nil {
 			s.shutdown(conn)
@@ -502,9 +571,17 @@ func (s *Session) serve(ctx context.Context, conn *pgx.Conn) error {
 		cancel()
 		switch {
 		case err == nil:
-			if n.Channel == ReleaseChannel {
+			switch {
+			case n.Channel == ReleaseChannel:
+				if o := s.cfg.Observer; o != nil && n.PID != conn.PgConn().PID() {
+					o.Released(n.Payload)
+				}
 				s.broadcastTurn()
-			} else if s.cfg.OnNotify != nil {
+			case n.Channel == LeaveChannel:
+				if o := s.cfg.Observer; o != nil && n.PID != conn.PgConn().PID() && o.Leaving(n.Payload, n.PID) {
+					s.broadcastTurn()
+				}
+			case s.cfg.OnNotify != nil:
 				s.cfg.OnNotify(n.Channel, n.Payload)
 			}
 		case conn.IsClosed() || waitCtx.Err() == nil:
@@ -540,9 +617,18 @@ func (s *Session) take() []*request {
 func (s *Session) handle(conn *pgx.Conn, reqs []*request) error {
 	var rel, acq []*request
 	for _, r := range reqs {
-		if r.kind == reqRelease {
+		switch r.kind {
+		case reqLeave:
+			// Before the releases it was queued ahead of. It is a hint: a
+			// failure only costs the others a heartbeat's wait, and a
+			// connection that failed with it fails the statements below,
+			// which answer every request taken.
+			if err := s.announceLeave(conn); err != nil {
+				s.log.Warn("error announcing this node's stop; the others see it gone at their next heartbeat", zap.Error(err))
+			}
+		case reqRelease:
 			rel = append(rel, r)
-		} else {
+		default:
 			acq = append(acq, r)
 		}
 	}
@@ -749,13 +835,35 @@ func (s *Session) unlock(conn *pgx.Conn, rel []*request) error {
 	return nil
 }
 
+// announceLeave sends this node's id on LeaveChannel.
+func (s *Session) announceLeave(conn *pgx.Conn) error {
+	qctx, cancel := s.opCtx()
+	defer cancel()
+	if _, err := conn.Exec(qctx, `SELECT pg_notify($1, $2)`, LeaveChannel, s.cfg.NodeID); err != nil {
+		return fmt.Errorf("error announcing this node's stop: %w", err)
+	}
+	return nil
+}
+
 // heartbeat refreshes this node's row and checks that every lease this
-// session believes it holds is still granted to its backend.
+// session believes it holds is still granted to its backend. With an
+// Observer, the same statement reads the view it is given.
 func (s *Session) heartbeat(conn *pgx.Conn) error {
 	qctx, cancel := s.opCtx()
 	defer cancel()
 	gen, row := s.nodeRow()
-	pid, granted, err := store.HeartbeatNode(qctx, conn, s.cfg.Namespace, row)
+	var pid uint32
+	var granted []int64
+	var view *View
+	var err error
+	if s.cfg.Observer != nil {
+		var h store.Heartbeat
+		h, err = store.HeartbeatView(qctx, conn, s.cfg.Namespace, row, s.cfg.LeaseTimeout)
+		pid, granted = h.PID, h.Granted
+		view = &View{Self: s.cfg.NodeID, SelfPID: int32(h.PID), Members: h.Members, Holders: h.Holders}
+	} else {
+		pid, granted, err = store.HeartbeatNode(qctx, conn, s.cfg.Namespace, row)
+	}
 	if err != nil {
 		return lost(conn, LostHeartbeat, fmt.Errorf("heartbeat failed: %w", err))
 	}
@@ -780,6 +888,9 @@ func (s *Session) heartbeat(conn *pgx.Conn) error {
 	for _, l := range lost {
 		s.log.Error("advisory lock missing from pg_locks; dropping lease", zap.String("projector", l.name))
 		l.end(ErrLockMissing)
+	}
+	if view != nil && s.cfg.Observer.View(*view) {
+		s.broadcastTurn()
 	}
 	return nil
 }
@@ -931,6 +1042,9 @@ func (s *Session) down(cause error) {
 	}
 	for _, l := range held {
 		l.end(fmt.Errorf("%w: %v", err, cause))
+	}
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Lost()
 	}
 	s.failAll(queued, cause)
 	// Registrations waiting for the node row need not wait: no lease is

@@ -304,6 +304,25 @@ func SourceOf(c config.Source) store.Source {
 	return store.Source{Preset: c.Preset, Table: c.Table, Ordering: store.Ordering(c.Ordering), Columns: c.Columns}
 }
 
+// BalanceConfigOf is the balancing of a replica named node.
+func BalanceConfigOf(cfg *config.Config, node string, log *zap.Logger) runner.BalanceConfig {
+	weights := make(map[string]int, len(cfg.Projectors))
+	for _, p := range cfg.Projectors {
+		weights[p.Name] = max(p.Weight, config.DefaultWeight)
+	}
+	co := cfg.Coordination
+	// Long enough that a handover in progress (a yield, a release NOTIFY,
+	// a standby's next turn and a heartbeat's view) is never mistaken for
+	// a projector nobody takes.
+	grace := 2*co.AcquireInterval + co.HeartbeatInterval
+	return runner.BalanceConfig{Enabled: co.Balance, Node: node, Weights: weights, Grace: grace, Cooldown: grace, Logger: log}
+}
+
+// Weights returns every projector's weight, by name.
+func Weights(cfg *config.Config) map[string]int {
+	return BalanceConfigOf(cfg, "", nil).Weights
+}
+
 // ProjectorOf converts one projector's configuration.
 func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs runner.Observer) runner.Projector {
 	return runner.Projector{
@@ -417,6 +436,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 		listen = append(listen, cfg.Source.NotifyChannel)
 	}
 	host, _ := os.Hostname()
+	gate := runner.NewBalance(BalanceConfigOf(cfg, d.node, d.log.Named("balance")))
 	session := coord.New(coord.Config{
 		ConnConfig: cc, Namespace: cfg.Coordination.LockNamespace,
 		NodeID: d.node, Hostname: host, Version: d.opts.Version,
@@ -429,10 +449,14 @@ func (d *Daemon) connect(ctx context.Context) error {
 		OnNotify:       d.onNotify(watcher),
 		OnSessionLost:  d.opts.OnSessionLost,
 		PoolBackends:   d.backends,
-		Logger:         d.log.Named("coord"),
+		// Fed to the gate whether balancing is on or not: status shows
+		// every replica's share either way.
+		Observer: gate,
+		Logger:   d.log.Named("coord"),
 	})
+	gate.SetWake(session.Nudge)
 	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Session: session,
-		SourceID: sourceID, Logger: d.log.Named("checkpoint")})
+		Balance: gate, SourceID: sourceID, Logger: d.log.Named("checkpoint")})
 	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
@@ -563,6 +587,13 @@ func (d *Daemon) Stop(ctx context.Context) {
 		d.mu.Lock()
 		d.stopping = true
 		started := d.hasStarted
+		if b := d.backend; b != nil && b.Balance != nil {
+			// Before any leader stops: the others count this replica gone
+			// now and take its projectors as they are released, rather than
+			// at their next heartbeat.
+			b.Balance.Stop()
+			b.Session.Leave()
+		}
 		d.end(ErrStopped) // a fatal cause, if any, stays the cause
 		d.mu.Unlock()
 		if !started {

@@ -135,7 +135,33 @@ func (d *Daemon) Snapshot() runner.Snapshot {
 	for i := range s.Projectors {
 		s.Projectors[i].State = states[s.Projectors[i].Name]
 	}
+	s.Balance = d.BalanceStatus()
 	return s
+}
+
+// BalanceStatus returns how the live replicas share the projectors, from
+// this replica's coordination session; nil while its heartbeat is not
+// fresh (what it read is no longer known to be so).
+func (d *Daemon) BalanceStatus() *runner.BalanceStatus {
+	b := d.Backend()
+	if b == nil || !b.Session.Fresh() {
+		return nil
+	}
+	return b.Balance.Status()
+}
+
+// Balance returns this replica's balancing figures, for the metrics.
+func (d *Daemon) Balance() runner.BalanceStats {
+	b := d.Backend()
+	if b == nil {
+		return runner.BalanceStats{}
+	}
+	st := runner.BalanceStats{HandOvers: b.Balance.HandOvers()}
+	if s := d.BalanceStatus(); s != nil {
+		st.Known, st.Members = true, len(s.Nodes)
+		st.Target, st.TargetKnown = b.Balance.Target()
+	}
+	return st
 }
 
 // refresh computes a snapshot every metrics.refresh_interval. It costs one
@@ -190,6 +216,12 @@ func (d *Daemon) refresh(ctx context.Context, b *runner.PGBackend, targets []run
 		d.mu.Unlock()
 		if err == nil {
 			wakeResumed(snap, sups)
+			// Halted projectors are left out of the total the replicas
+			// share: no replica can lead them. The checkpoint says so on
+			// every replica alike.
+			for _, p := range snap.Projectors {
+				b.Balance.SetActive(p.Name, p.Status != store.StatusHalted)
+			}
 		}
 		if so, ok := d.opts.Observer.(SnapshotObserver); ok && err == nil {
 			so.Snapshot(snap)

@@ -40,10 +40,14 @@ type Metrics struct {
 
 	projectors []string
 	leaderDesc *prometheus.Desc
+	// Balancing, computed at scrape time (balanceCollector).
+	ledDesc, ledWeightDesc, targetDesc, membersDesc, handOversDesc *prometheus.Desc
 	// What comes from the database, computed at scrape time (viewCollector).
 	checkpointDesc, lagEventsDesc, lagSecondsDesc, headDesc, horizonDesc *prometheus.Desc
 
 	mu      sync.Mutex
+	weights map[string]int
+	balance func() runner.BalanceStats
 	leading map[string]bool
 	// live is the checkpoint position of each projector this replica leads,
 	// from its own commits (fresher than any snapshot).
@@ -99,11 +103,21 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 			"Position of the newest committed event (refreshed every metrics.refresh_interval; never below an exported checkpoint).", nil, nil),
 		horizonDesc: prometheus.NewDesc(namespace+"_source_horizon_age_seconds",
 			"Age of the oldest transaction holding the xmin horizon back; events committed after it started wait for it.", nil, nil),
+		ledDesc: prometheus.NewDesc(namespace+"_projectors_led",
+			"Projectors this replica leads (those whose projector_leader is 1).", nil, nil),
+		ledWeightDesc: prometheus.NewDesc(namespace+"_projectors_led_weight",
+			"Total weight (projectors[].weight) of the projectors this replica leads.", nil, nil),
+		targetDesc: prometheus.NewDesc(namespace+"_balance_target_weight",
+			"The weight this replica should lead under coordination.balance: floor or ceil of the live replicas' total over their number (while balancing is on and the coordination session's view is fresh).", nil, nil),
+		membersDesc: prometheus.NewDesc(namespace+"_balance_members",
+			"Live replicas in this replica's view of the coordination database, itself included (while that view is fresh).", nil, nil),
+		handOversDesc: prometheus.NewDesc(namespace+"_balance_handovers_total",
+			"Leaderships this replica handed over to balance the replicas' shares.", nil, nil),
 		fresh: func() bool { return true },
 	}
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
-	reg.MustRegister(leaderCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
+	reg.MustRegister(leaderCollector{m}, balanceCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
 		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.hbFailures, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
 	for _, r := range coord.LossReasons() {
@@ -211,6 +225,66 @@ func (c leaderCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.m.leaderDesc, prometheus.GaugeValue, v, p)
+	}
+}
+
+// SetWeights sets each projector's weight (default 1), for
+// projectors_led_weight.
+func (m *Metrics) SetWeights(w map[string]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.weights = w
+}
+
+// SetBalance makes scrapes read balancing figures from f.
+func (m *Metrics) SetBalance(f func() runner.BalanceStats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.balance = f
+}
+
+// balanceCollector computes the led count and weight from what
+// projector_leader says (so the two never disagree), and the balancing
+// figures at scrape time.
+type balanceCollector struct{ m *Metrics }
+
+func (c balanceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.m.ledDesc, c.m.ledWeightDesc, c.m.targetDesc, c.m.membersDesc, c.m.handOversDesc} {
+		ch <- d
+	}
+}
+
+func (c balanceCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	led, weight := 0, 0
+	for _, p := range m.projectors {
+		if !m.Leader(p) {
+			continue
+		}
+		led++
+		m.mu.Lock()
+		w, ok := m.weights[p]
+		m.mu.Unlock()
+		if !ok || w < 1 {
+			w = 1
+		}
+		weight += w
+	}
+	ch <- prometheus.MustNewConstMetric(m.ledDesc, prometheus.GaugeValue, float64(led))
+	ch <- prometheus.MustNewConstMetric(m.ledWeightDesc, prometheus.GaugeValue, float64(weight))
+	m.mu.Lock()
+	f := m.balance
+	m.mu.Unlock()
+	var b runner.BalanceStats
+	if f != nil {
+		b = f()
+	}
+	ch <- prometheus.MustNewConstMetric(m.handOversDesc, prometheus.CounterValue, float64(b.HandOvers))
+	if b.Known {
+		ch <- prometheus.MustNewConstMetric(m.membersDesc, prometheus.GaugeValue, float64(b.Members))
+	}
+	if b.TargetKnown {
+		ch <- prometheus.MustNewConstMetric(m.targetDesc, prometheus.GaugeValue, float64(b.Target))
 	}
 }
 

@@ -32,6 +32,9 @@ type PGBackendConfig struct {
 	Reader  *store.Reader
 	Watcher *Watcher
 	Session *coord.Session
+	// Balance, if set, decides which projectors this replica tries for and
+	// hands over (it is the session's Observer).
+	Balance *Balance
 	// SourceID is the source cluster's system identifier, 0 if unknown.
 	SourceID int64
 	// Logger, if set, records checkpoint conversions between orderings.
@@ -184,11 +187,18 @@ func (b *PGBackend) TryAcquire(ctx context.Context, projector string) (Lease, er
 	if err != nil {
 		return nil, err
 	}
-	l, err := b.Session.TryAcquire(ctx, projector, id)
-	if err != nil {
-		return nil, err
+	acquire := func(ctx context.Context) (Lease, error) {
+		l, err := b.Session.TryAcquire(ctx, projector, id)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
 	}
-	return l, nil
+	if b.Balance == nil {
+		return acquire(ctx)
+	}
+	b.Balance.SetLockID(projector, id)
+	return b.Balance.TryAcquire(ctx, projector, acquire)
 }
 
 // Turn implements Coordinator.

@@ -24,6 +24,23 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		return err
 	}
 	log := p.Logger.With(zap.String("projector", p.Name))
+	// A hand-over is a graceful stop of this leadership alone: the batch in
+	// flight commits, the lease is released with a NOTIFY, and the caller
+	// is told nil, as on any graceful stop.
+	var yielded <-chan struct{}
+	if y, ok := lease.(Yielder); ok {
+		yielded = y.Yielded()
+		yctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			select {
+			case <-yielded:
+				stop()
+			case <-yctx.Done():
+			}
+		}()
+		ctx = yctx
+	}
 
 	// leaseCtx ends only when leadership does: commits run on it, so a
 	// graceful stop never interrupts a batch half way.
@@ -82,6 +99,8 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		err = cause
 	}
 	switch {
+	case err == nil && isClosed(yielded):
+		log.Info("leadership handed over", zap.Stringer("cursor", l.persisted))
 	case err == nil:
 		log.Info("leadership released", zap.Stringer("cursor", l.persisted))
 	case errors.Is(err, ErrHalted):
@@ -90,6 +109,19 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		log.Warn("leadership lost", zap.Stringer("cursor", l.persisted), zap.Error(err))
 	}
 	return err
+}
+
+// isClosed reports whether ch is closed (false for nil).
+func isClosed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // checkSink checks the sink before anything is read. A handler that

@@ -44,6 +44,10 @@ type Snapshot struct {
 	ReadableHead int64             `json:"readable_head"`
 	Horizon      HorizonStatus     `json:"horizon"`
 	Projectors   []ProjectorStatus `json:"projectors"`
+	// Balance is how the live replicas share the projectors, as this
+	// replica's coordination session last read it; nil while it has no
+	// fresh view.
+	Balance *BalanceStatus `json:"balance,omitempty"`
 	// Stale is set when this replica could not refresh from the database
 	// recently (Daemon.View): everything read from it is then left out,
 	// and RefreshedAt says when it last could.
@@ -52,6 +56,32 @@ type Snapshot struct {
 	Error       string     `json:"error,omitempty"`
 	// ErrorSummary is Error without its text (Public sets it).
 	ErrorSummary *ErrorSummary `json:"error_summary,omitempty"`
+}
+
+// BalanceStatus is how the live replicas share the projectors.
+type BalanceStatus struct {
+	// Enabled is coordination.balance.
+	Enabled bool `json:"enabled"`
+	// ViewAt is when the coordination session read the view.
+	ViewAt time.Time `json:"view_at"`
+	// TotalWeight is the weight shared: every projector's that is not halted.
+	TotalWeight int `json:"total_weight"`
+	// HandOvers is how many leaderships this replica has handed over to
+	// balance the shares since it started.
+	HandOvers int64 `json:"hand_overs"`
+	// Nodes are the live replicas, by node id.
+	Nodes []NodeShare `json:"nodes"`
+}
+
+// NodeShare is one live replica's share.
+type NodeShare struct {
+	Node string `json:"node"`
+	// Leads are the projectors whose lock its session holds; Weight is
+	// their weight.
+	Leads  []string `json:"leads"`
+	Weight int      `json:"weight"`
+	// Target is the weight it should lead, when balancing is on.
+	Target *int `json:"target,omitempty"`
 }
 
 // HorizonStatus names what holds the xmin horizon back.

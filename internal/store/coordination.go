@@ -57,6 +57,81 @@ func HeartbeatNode(ctx context.Context, conn *pgx.Conn, namespace int32, n NodeR
 	return pid, granted, err
 }
 
+// Heartbeat is what one heartbeat of a coordination session reads.
+type Heartbeat struct {
+	// PID is the session's backend pid; Granted the ids of the advisory
+	// locks of the namespace it holds.
+	PID     uint32
+	Granted []int64
+	// Members are the other live nodes, by node id: a heartbeat within
+	// leaseTimeout and a coordination backend that is still connected (its
+	// pid, started before the row's last heartbeat, so a reused pid is not
+	// taken for it; a backend whose start this role may not see counts as
+	// connected, as in ExpireNodes).
+	Members []NodeSession
+	// Holders are the sessions holding each lock of the namespace in this
+	// database, whoever they are.
+	Holders []LockSession
+}
+
+// NodeSession is a node and the backend pid of its coordination session.
+type NodeSession struct {
+	Node string
+	PID  int32
+}
+
+// LockSession is a held advisory lock (namespace, ID) and its holder's pid.
+type LockSession struct {
+	ID  int32
+	PID int32
+}
+
+// HeartbeatView is HeartbeatNode that also reads who is alive and who
+// holds which lock, in the same round trip: balancing needs that view on
+// every replica, and one statement per heartbeat keeps the idle load
+// independent of the number of projectors. pg_locks is read once. The
+// node row written by this statement is not visible to its own reads
+// (one snapshot), so this node is left out of Members: the caller is
+// alive by definition.
+func HeartbeatView(ctx context.Context, conn *pgx.Conn, namespace int32, n NodeRow, leaseTimeout time.Duration) (Heartbeat, error) {
+	var h Heartbeat
+	var memberIDs []string
+	var memberPIDs, lockIDs, lockPIDs []int32
+	err := conn.QueryRow(ctx, `WITH hb AS (
+			INSERT INTO projectord.nodes (node_id, hostname, backend_pid, version, started_at, heartbeat_at, pool_backends)
+			VALUES ($2, $3, pg_backend_pid(), $6, now(), now(), `+poolBackendsSQL+`)
+			ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid(),
+				pool_backends = excluded.pool_backends RETURNING 1),
+		locks AS MATERIALIZED (
+			SELECT l.pid, l.objid::int8 AS k, l.database FROM pg_locks l
+			WHERE l.locktype = 'advisory' AND l.classid = $1::int4::oid AND l.objsubid = 2 AND l.granted),
+		here AS (
+			SELECT k, pid FROM locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+		live AS (
+			SELECT n.node_id, n.backend_pid FROM projectord.nodes n
+			WHERE n.node_id <> $2 AND n.heartbeat_at > now() - make_interval(secs => $7)
+			  AND EXISTS (SELECT 1 FROM pg_stat_activity a
+				WHERE a.pid = n.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= n.heartbeat_at)))
+		SELECT pg_backend_pid(),
+			coalesce((SELECT array_agg(k) FROM locks WHERE pid = pg_backend_pid()), '{}'),
+			coalesce((SELECT array_agg(node_id ORDER BY node_id) FROM live), '{}'),
+			coalesce((SELECT array_agg(backend_pid ORDER BY node_id) FROM live), '{}'),
+			coalesce((SELECT array_agg(k::int4 ORDER BY k) FROM here), '{}'),
+			coalesce((SELECT array_agg(pid ORDER BY k) FROM here), '{}')`,
+		namespace, n.NodeID, n.Hostname, n.PoolPIDs, n.PoolStarts, n.Version, leaseTimeout.Seconds(),
+	).Scan(&h.PID, &h.Granted, &memberIDs, &memberPIDs, &lockIDs, &lockPIDs)
+	if err != nil {
+		return Heartbeat{}, err
+	}
+	for i := range min(len(memberIDs), len(memberPIDs)) {
+		h.Members = append(h.Members, NodeSession{Node: memberIDs[i], PID: memberPIDs[i]})
+	}
+	for i := range min(len(lockIDs), len(lockPIDs)) {
+		h.Holders = append(h.Holders, LockSession{ID: lockIDs[i], PID: lockPIDs[i]})
+	}
+	return h, nil
+}
+
 // StalledSession is a backend of a stalled node that TerminateStalled found.
 type StalledSession struct {
 	Node string

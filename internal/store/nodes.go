@@ -17,12 +17,20 @@ type Node struct {
 	BackendPID int32
 	StartedAt  time.Time
 	// HeartbeatAt is the session's last heartbeat; HeartbeatAge is the
-	// server's now() minus it, so no client clock is involved.
+	// server's now() minus it, so no client clock is involved (0 for a
+	// heartbeat that committed after the reading statement's now(), but
+	// before its snapshot).
 	HeartbeatAt  time.Time
 	HeartbeatAge time.Duration
 	// PoolBackends are the node's pool connections, as its session last
 	// recorded them.
 	PoolBackends []NodeBackend
+	// SessionAlive: the coordination backend the row names is connected
+	// (its pid, started before the row's last heartbeat; one whose start
+	// this role cannot see counts as connected). With a fresh heartbeat,
+	// this is what the replicas count as a live member when they balance
+	// (HeartbeatView).
+	SessionAlive bool
 }
 
 // NodeBackend is one backend of a node's pool, named by pid and
@@ -38,9 +46,11 @@ func Nodes(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration) ([]No
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	rows, err := pool.Query(ctx, `SELECT n.node_id, n.hostname, n.version, coalesce(n.backend_pid, 0), n.started_at,
-			n.heartbeat_at, extract(epoch FROM now() - n.heartbeat_at)::float8,
+			n.heartbeat_at, greatest(0, extract(epoch FROM now() - n.heartbeat_at))::float8,
 			coalesce((SELECT array_agg(b.pid ORDER BY b.pid) FROM unnest(n.pool_backends) b), '{}'),
-			coalesce((SELECT array_agg(b.backend_start ORDER BY b.pid) FROM unnest(n.pool_backends) b), '{}')
+			coalesce((SELECT array_agg(b.backend_start ORDER BY b.pid) FROM unnest(n.pool_backends) b), '{}'),
+			EXISTS (SELECT 1 FROM pg_stat_activity a
+				WHERE a.pid = n.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= n.heartbeat_at))
 		FROM projectord.nodes n ORDER BY n.node_id`)
 	if err != nil {
 		return nil, fmt.Errorf("error listing nodes: %w", err)
@@ -50,7 +60,7 @@ func Nodes(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration) ([]No
 		var age float64
 		var pids []*int32
 		var starts []*time.Time
-		if err := r.Scan(&n.ID, &n.Hostname, &n.Version, &n.BackendPID, &n.StartedAt, &n.HeartbeatAt, &age, &pids, &starts); err != nil {
+		if err := r.Scan(&n.ID, &n.Hostname, &n.Version, &n.BackendPID, &n.StartedAt, &n.HeartbeatAt, &age, &pids, &starts, &n.SessionAlive); err != nil {
 			return Node{}, err
 		}
 		n.HeartbeatAge = time.Duration(age * float64(time.Second))
@@ -95,7 +105,7 @@ func LockHolders(ctx context.Context, pool *pgxpool.Pool, namespace int32, ids [
 		keys[i] = int64(id)
 	}
 	rows, err := pool.Query(ctx, `SELECT l.objid::int8, l.pid, coalesce(n.node_id, ''),
-			coalesce(n.heartbeat_at, 'epoch'::timestamptz), coalesce(extract(epoch FROM now() - n.heartbeat_at)::float8, 0)
+			coalesce(n.heartbeat_at, 'epoch'::timestamptz), coalesce(greatest(0, extract(epoch FROM now() - n.heartbeat_at))::float8, 0)
 		FROM pg_locks l
 		LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 		LEFT JOIN LATERAL (

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/projectord/projectord/internal/balance"
 	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
@@ -239,6 +240,33 @@ func (m *Memory) broadcastTurn() {
 	m.turn = make(chan struct{})
 }
 
+// Nudge gives every node's standbys a turn, as coord.Session.Nudge does.
+func (m *Memory) Nudge() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.broadcastTurn()
+}
+
+// View is what a heartbeat of a replica would read with the given nodes
+// live: each live node's leases are its holdings; locks of other nodes
+// count as held by no live member.
+func (m *Memory) View(live ...string) balance.View {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := balance.View{Holders: map[string]string{}}
+	alive := map[string]bool{}
+	for i, n := range live {
+		v.Members = append(v.Members, balance.Member{Node: n, Session: int64(i + 1)})
+		alive[n] = true
+	}
+	for name, l := range m.locks {
+		if alive[l.node] {
+			v.Holders[name] = l.node
+		}
+	}
+	return v
+}
+
 // Node is one replica's view of a Memory backend. It implements
 // runner.Backend, runner.SinkFilter and runner.SinkChecker, as
 // runner.PGBackend does.
@@ -248,6 +276,8 @@ type Node struct {
 	// sink is this replica's sink fingerprint (store.SQLSink.Fingerprint):
 	// a halt recorded under the same one refuses its claims.
 	sink string
+	// bal, if set, gates this node's tries and hands its leases over.
+	bal *runner.Balance
 }
 
 // Name is the node's name.
@@ -257,7 +287,15 @@ func (n *Node) Name() string { return n.node }
 // replica whose handlers differ from those of a replica with another one.
 // A node with fingerprint "" names none, as store.Target.Claim: its claims
 // end any halt, and the halts it records refuse no claim.
-func (n *Node) WithSink(fp string) *Node { return &Node{m: n.m, node: n.node, sink: fp} }
+func (n *Node) WithSink(fp string) *Node { return &Node{m: n.m, node: n.node, sink: fp, bal: n.bal} }
+
+// WithBalance returns the node with its tries gated, and its leases handed
+// over, by g, as runner.PGBackend does with its Balance. Views reach g
+// through g.Observe (Memory.View), as a test heartbeats them.
+func (n *Node) WithBalance(g *runner.Balance) *Node {
+	g.SetWake(n.m.Nudge)
+	return &Node{m: n.m, node: n.node, sink: n.sink, bal: g}
+}
 
 // Resume ends the projector's halt, as `projectord resume` does
 // (store.Target.Resume). It reports whether the projector was halted.
@@ -482,6 +520,13 @@ func (n *Node) CheckSink(ctx context.Context, projector string) error {
 
 // TryAcquire implements runner.Coordinator.
 func (n *Node) TryAcquire(ctx context.Context, projector string) (runner.Lease, error) {
+	if n.bal != nil {
+		return n.bal.TryAcquire(ctx, projector, func(context.Context) (runner.Lease, error) { return n.tryAcquire(projector) })
+	}
+	return n.tryAcquire(projector)
+}
+
+func (n *Node) tryAcquire(projector string) (runner.Lease, error) {
 	m := n.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
