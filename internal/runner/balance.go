@@ -56,9 +56,13 @@ type Balance struct {
 	b      *balance.Balancer
 	names  map[int32]string // lock id -> projector
 	leases map[string]*balancedLease
-	wake   func()
-	viewAt time.Time
-	asked  int64 // hand-overs asked for
+	// passive are the leases held with balancing off, by projector: a
+	// standby may win a lock again before the watcher of its previous
+	// lease has run, and that late watcher must not end the new one.
+	passive map[string]Lease
+	wake    func()
+	viewAt  time.Time
+	asked   int64 // hand-overs asked for
 }
 
 var _ coord.Observer = (*Balance)(nil)
@@ -72,7 +76,8 @@ func NewBalance(cfg BalanceConfig) *Balance {
 		cfg.Clock = time.Now
 	}
 	b := balance.New(balance.Config{Self: cfg.Node, Weights: cfg.Weights, Grace: cfg.Grace, Cooldown: cfg.Cooldown, Passive: !cfg.Enabled})
-	return &Balance{cfg: cfg, log: cfg.Logger, b: b, names: map[int32]string{}, leases: map[string]*balancedLease{}}
+	return &Balance{cfg: cfg, log: cfg.Logger, b: b, names: map[int32]string{}, leases: map[string]*balancedLease{},
+		passive: map[string]Lease{}}
 }
 
 // Enabled reports whether balancing is on.
@@ -113,6 +118,7 @@ func (g *Balance) TryAcquire(ctx context.Context, name string, acquire func(cont
 			// Tracked for status only: the lease is the lock's, unwrapped.
 			g.mu.Lock()
 			g.b.Acquired(name, g.cfg.Clock())
+			g.passive[name] = l
 			g.mu.Unlock()
 			go g.watch(name, l, nil)
 		}
@@ -160,6 +166,11 @@ func (g *Balance) watch(name string, l Lease, bl *balancedLease) {
 			return
 		}
 		delete(g.leases, name)
+	} else {
+		if g.passive[name] != l {
+			return
+		}
+		delete(g.passive, name)
 	}
 	g.b.Ended(name, g.cfg.Clock())
 }
