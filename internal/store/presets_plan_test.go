@@ -60,33 +60,9 @@ CREATE UNIQUE INDEX messages_stream ON message_store.messages (
   position
 );`
 
-// eventuousSchema is Eventuous' messages and streams as
-// Eventuous/eventuous src/Postgres/src/Eventuous.Postgresql/Scripts/
-// 1_Schema.sql at d680a5e62c2d61916bc841f9be8efdb8d222c70f creates them,
-// in schema eventuous.
-const eventuousSchema = `create schema if not exists eventuous;
-create table if not exists eventuous.streams (
-    stream_name varchar(1000) not null,
-    stream_id   integer primary key generated always as identity,
-    version     integer not null default(-1),
-    constraint uq_streams_name unique (stream_name),
-    constraint ck_version_gte_negative_one check (version >= -1)
-);
-create table if not exists eventuous.messages (
-    message_id      uuid,
-    message_type    varchar not null,
-    stream_id       integer not null,
-    stream_position integer not null,
-    global_position bigint primary key generated always as identity,
-    json_data       jsonb not null,
-    json_metadata   jsonb,
-    created         timestamp not null,
-    constraint fk_messages_stream foreign key (stream_id) references eventuous.streams (stream_id),
-    constraint uq_messages_stream_id_and_stream_position unique (stream_id, stream_position),
-    constraint uq_stream_id_and_message_id unique (stream_id, message_id),
-    constraint ck_stream_position_gte_zero check (stream_position >= 0)
-);
-create index if not exists events_stream_idx on eventuous.messages (stream_id);`
+// eventuousSchema is Eventuous' 1_Schema.sql (streams, messages,
+// checkpoints, the stream_message type) in schema eventuous.
+var eventuousSchema = storeddl.Eventuous("eventuous")[0]
 
 // TestPresetQueriesWalkTheCursorIndex: for every preset, on its store's
 // table with tens of thousands of rows and after source prepare, the

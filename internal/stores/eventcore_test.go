@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -15,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/store/storeddl"
 )
 
 // eventcoreStore appends as eventcore-postgres does.
@@ -150,13 +150,9 @@ func (e *eventcoreStore) writer(ctx context.Context, tx pgx.Tx, w int) ([]int64,
 // killed leader, are all applied once.
 func TestEventcore(t *testing.T) {
 	s := sqlStoreStart(t, "eventcore", sqlStoreProjector{Name: "all"})
-	files, err := filepath.Glob(filepath.Join("testdata", "eventcore", "*.sql"))
-	require.NoError(t, err)
-	require.Len(t, files, 7)
-	for _, f := range files { // sqlx: in name order, each in its own transaction
-		b, err := os.ReadFile(f)
-		require.NoError(t, err)
-		s.exec(string(b))
+	require.Len(t, storeddl.EventCoreMigrations, 7)
+	for _, m := range storeddl.EventCoreMigrations { // sqlx: in name order, each in its own transaction
+		s.exec(m)
 	}
 
 	// Before prepare: eventcore appends from one client, one after

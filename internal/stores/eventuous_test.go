@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/store/storeddl"
 )
 
 // eventuousExpectedAny is ExpectedStreamVersion.Any, -1 NoStream.
@@ -121,19 +121,16 @@ func (e *eventuousStore) writer(ctx context.Context, tx pgx.Tx, w int) ([]int64,
 func TestEventuous(t *testing.T) {
 	s := sqlStoreStart(t, "eventuous",
 		sqlStoreProjector{Name: "all"}, sqlStoreProjector{Name: "orders", StreamPrefix: eventuousPrefix})
-	files, err := filepath.Glob(filepath.Join("testdata", "eventuous", "*.sql"))
-	require.NoError(t, err)
-	require.Len(t, files, 8)
+	scripts := storeddl.Eventuous("eventuous")
+	require.Len(t, scripts, 8)
 	// Schema.CreateSchema: every script, in name order, in one transaction.
 	createSchema := func() {
 		tx, err := s.pool.Begin(s.ctx)
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback(s.ctx) }()
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			require.NoError(t, err)
-			_, err = tx.Exec(s.ctx, strings.ReplaceAll(string(b), "__schema__", "eventuous"))
-			require.NoError(t, err, f)
+		for i, sql := range scripts {
+			_, err := tx.Exec(s.ctx, sql)
+			require.NoError(t, err, "script %d", i+1)
 		}
 		require.NoError(t, tx.Commit(s.ctx))
 	}
