@@ -107,6 +107,11 @@ type Source struct {
 	// of them per batch is cheap: it logs a warning and sets
 	// projectord_source_unindexed. Default false: run refuses (exit 2).
 	AllowUnindexed bool `mapstructure:"allow_unindexed"`
+	// SharedReads lets the projectors at the live tail share one read of
+	// the source per head change, each served its own events from it in
+	// memory (docs/architecture.md, "Shared reads"). Default true; false
+	// gives every projector reads of its own, as before.
+	SharedReads bool `mapstructure:"shared_reads"`
 }
 
 // Columns maps event fields to column names. Empty EventID means the table

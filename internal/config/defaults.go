@@ -54,6 +54,8 @@ func Default() Config {
 			PollInterval:  50 * time.Millisecond,
 			Listen:        false,
 			NotifyChannel: "projectord_events",
+			// One read per head change serves every projector at the tail.
+			SharedReads: true,
 		},
 		Coordination: Coordination{
 			// "proj" in ASCII, so the locks are recognisable in pg_locks.

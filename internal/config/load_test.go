@@ -527,6 +527,7 @@ func TestLoadDefaults(t *testing.T) {
 			PollInterval:  50 * time.Millisecond,
 			Listen:        false,
 			NotifyChannel: "projectord_events",
+			SharedReads:   true,
 		},
 		Coordination: Coordination{
 			LockNamespace:     1886547818,

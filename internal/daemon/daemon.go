@@ -35,6 +35,10 @@ type Options struct {
 	// start: false when the table has no cursor index and
 	// source.allow_unindexed let the daemon run anyway.
 	OnSourceIndexed func(indexed bool)
+	// ObserveRead, when set, is told what each projector's read did:
+	// served from the shared window, a read of its own, or a shared read
+	// extending the window (source.shared_reads). It must not block.
+	ObserveRead func(runner.TailRead)
 
 	// signals, set by tests only, records what the supervisors do.
 	signals *testSignals
@@ -241,6 +245,9 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 		}
 	}
 }
+
+// tailBatches is how many of the largest batch the shared window holds.
+const tailBatches = 4
 
 var (
 	errFatal    = errors.New("fatal configuration error")
@@ -455,7 +462,21 @@ func (d *Daemon) connect(ctx context.Context) error {
 		Logger:   d.log.Named("coord"),
 	})
 	gate.SetWake(session.Nudge)
-	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Session: session,
+	var tail *runner.Tail
+	if cfg.Source.SharedReads {
+		// One read serves any projector's batch; the window holds a few
+		// of them, so that a projector a little behind the others is
+		// still served from it. Its size depends on the batch sizes, not
+		// on how many projectors there are.
+		largest := 1
+		for _, p := range cfg.Projectors {
+			largest = max(largest, p.BatchSize)
+		}
+		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx,
+			Limit: largest, Capacity: tailBatches * largest, Observe: d.opts.ObserveRead})
+	}
+	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Tail: tail,
+		ObserveRead: d.opts.ObserveRead, Session: session,
 		Balance: gate, SourceID: sourceID, Logger: d.log.Named("checkpoint")})
 	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {

@@ -36,6 +36,8 @@ type Metrics struct {
 	poison                                    *prometheus.CounterVec
 	batchDuration                             *prometheus.HistogramVec
 	unsafeOrdering, unindexed                 prometheus.Gauge
+	sourceReads                               *prometheus.CounterVec
+	sharedBatches                             prometheus.Counter
 	hbFailures                                *prometheus.CounterVec
 
 	projectors []string
@@ -86,6 +88,10 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 			Help: "1 when source.ordering is position: events committed out of order can be skipped."}),
 		unindexed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unindexed",
 			Help: "1 when the source table has no cursor index and source.allow_unindexed let projectord run: every batch sorts the table."}),
+		sourceReads: c("source_reads_total",
+			"Read queries for batches, by mode: shared (one read extending the shared window, for every projector at the live tail) or own (a projector's read of its own, catching up).", "mode"),
+		sharedBatches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "shared_read_batches_total",
+			Help: "Batches served to projectors from the shared window, with no query of their own."}),
 		hbFailures: c("coordination_heartbeat_failures_total",
 			"Losses of the coordination session (each dropped every lease), by reason: connection, heartbeat, query, stalled, pooler.", "reason"),
 		leading:    map[string]bool{},
@@ -118,8 +124,11 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
 	reg.MustRegister(leaderCollector{m}, balanceCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
-		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.hbFailures, info,
+		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.sourceReads, m.sharedBatches, m.hbFailures, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
+	for _, mode := range []string{"shared", "own"} {
+		m.sourceReads.WithLabelValues(mode)
+	}
 	for _, r := range coord.LossReasons() {
 		m.hbFailures.WithLabelValues(r)
 	}
@@ -308,6 +317,18 @@ func (m *Metrics) Unindexed(missing bool) {
 		m.unindexed.Set(1)
 	} else {
 		m.unindexed.Set(0)
+	}
+}
+
+// SourceRead records what one read did (runner.Tail).
+func (m *Metrics) SourceRead(r runner.TailRead) {
+	switch r {
+	case runner.TailServed:
+		m.sharedBatches.Inc()
+	case runner.TailShared:
+		m.sourceReads.WithLabelValues("shared").Inc()
+	default:
+		m.sourceReads.WithLabelValues("own").Inc()
 	}
 }
 
