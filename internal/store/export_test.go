@@ -44,15 +44,20 @@ func LagSQL(src Source, f Filter) string { return src.lagSQL(f) }
 // of batches first; queued waits until n batches are queued. Call it
 // before the first Commit.
 func HoldGroups(t *Target) (queued func(tb testing.TB, n int), release func()) {
-	t.EnableGroupCommit()
-	t.groups.queued.Init()
+	queued = WatchGroups(t)
 	hold := make(chan struct{})
 	t.groups.hold = hold
 	var once sync.Once
+	return queued, func() { once.Do(func() { close(hold) }) }
+}
+
+// WatchGroups enables group commit on t; queued waits until n batches are
+// queued. Call it before the first Commit.
+func WatchGroups(t *Target) (queued func(tb testing.TB, n int)) {
+	t.EnableGroupCommit()
+	t.groups.queued.Init()
 	return func(tb testing.TB, n int) {
-			tb.Helper()
-			t.groups.queued.WaitFor(tb, time.Minute, fmt.Sprintf("%d queued batches", n), func(l int) bool { return l == n })
-		}, func() {
-			once.Do(func() { close(hold) })
-		}
+		tb.Helper()
+		t.groups.queued.WaitFor(tb, time.Minute, fmt.Sprintf("%d queued batches", n), func(l int) bool { return l == n })
+	}
 }

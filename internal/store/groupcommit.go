@@ -74,7 +74,8 @@ type groupMember struct {
 	req  CommitRequest
 	sink *SQLSink
 	// result receives exactly one value: nil (committed in a group),
-	// errGoSolo, or the error of a commit the committer made for it.
+	// errGoSolo, or the outcome of the commit the committer made for it
+	// alone.
 	// Buffered, so the committer never waits for a member.
 	result chan error
 }
@@ -100,9 +101,10 @@ func (t *Target) commitGrouped(ctx context.Context, req CommitRequest, sink *SQL
 	m := &groupMember{ctx: ctx, req: req, sink: sink, result: make(chan error, 1)}
 	t.groups.add(t, m)
 	// Not given up when ctx ends: until the answer comes, the batch may
-	// still commit in its group. The wait is bounded all the same: a
-	// group's deadline is before every member's (groupContext), and the
-	// batch waits at most for the group running when it was queued.
+	// still commit in its group. The wait is bounded all the same: by the
+	// group running when it was queued (its deadline, or the context of
+	// the batch the committer commits alone), then by its own group's
+	// deadline, which is before its own (groupContext).
 	err := <-m.result
 	if errors.Is(err, errGoSolo) {
 		return t.commitOne(ctx, req, sink)
@@ -138,10 +140,15 @@ func (t *Target) runGroups() {
 		switch len(members) {
 		case 0:
 		case 1:
-			// Alone it gains nothing from a group and would lose half its
-			// time (groupContext): its caller commits it as before, and
-			// the committer is free for the batches queued meanwhile.
-			members[0].result <- errGoSolo
+			// Alone, a batch gains nothing from a group and would lose
+			// half its time (groupContext): it is committed as without
+			// grouping, on its own context. By the committer, though, so
+			// that the batches queued meanwhile wait and form the next
+			// group: were the committer free again at once, batches
+			// arriving one after the other would each find the queue
+			// empty but for themselves, and never share a transaction.
+			m := members[0]
+			m.result <- t.commitOne(m.ctx, m.req, m.sink)
 		default:
 			t.commitGroup(members)
 		}

@@ -518,3 +518,49 @@ func TestGroupCommitMemberWaitingForALockGoesAlone(t *testing.T) {
 	_, singles := log.seen()
 	require.Equal(t, 1, singles)
 }
+
+// Batches that arrive while the committer commits a batch that was alone
+// in the queue wait for it, and then share one transaction: a committer
+// free again at once would find each of them alone in turn.
+func TestGroupCommitBatchesArrivingDuringALoneCommitShareTheNext(t *testing.T) {
+	t.Parallel()
+	tb := setupGroups(t)
+	target := store.NewTarget(tb.pool, 30*time.Second)
+	var log commitLog
+	target.ObserveCommits(log.observe)
+	queued := store.WatchGroups(target)
+	const n = 6
+	epochs := claimAll(t, tb, target, n)
+	tx, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(tb.ctx, `INSERT INTO rm (projector, position) VALUES ($1, 1)`, projectorName(0))
+	require.NoError(t, err)
+
+	reqs := make([]store.CommitRequest, n)
+	errs := make([]error, n)
+	for i := range n {
+		reqs[i] = batch(projectorName(i), epochs[i], 0, 3)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[0] = target.Commit(tb.ctx, reqs[0], tb.sink) })
+	testsupport.Until(t, "the lone batch waiting for the lock", time.Minute, func() bool {
+		var waiting int
+		require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		return waiting == 1
+	})
+	for i := 1; i < n; i++ {
+		wg.Go(func() { errs[i] = target.Commit(tb.ctx, reqs[i], tb.sink) })
+		queued(t, i)
+	}
+	require.NoError(t, tx.Rollback(tb.ctx))
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, i)
+		requireLanded(t, tb, target, projectorName(i), reqs[i].To, 3)
+	}
+	groups, singles := log.seen()
+	require.Equal(t, []int{n - 1}, groups)
+	require.Equal(t, 1, singles)
+}
