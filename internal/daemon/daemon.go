@@ -35,6 +35,11 @@ type Options struct {
 	// start: false when the table has no cursor index and
 	// source.allow_unindexed let the daemon run anyway.
 	OnSourceIndexed func(indexed bool)
+	// OnCommit, when set, is called after every transaction committed for
+	// batches: grouped (one transaction for that many projectors' batches,
+	// database.group_commit) or not (one batch, batches is 1). It must not
+	// block: commits call it.
+	OnCommit func(grouped bool, batches int)
 
 	// signals, set by tests only, records what the supervisors do.
 	signals *testSignals
@@ -412,6 +417,14 @@ func (d *Daemon) connect(ctx context.Context) error {
 			// One Target per database: status reads each database's
 			// checkpoints in one query, however many projectors it holds.
 			t = store.NewTarget(pool, cfg.Database.QueryTimeout)
+			if d.opts.OnCommit != nil {
+				t.ObserveCommits(d.opts.OnCommit)
+			}
+			if cfg.Database.GroupCommit {
+				// Per database, since a transaction is: the projectors
+				// of one target share its groups.
+				t.EnableGroupCommit()
+			}
 			byURL[url] = t
 		}
 		sinks[p.Name], targets[p.Name] = sink, t
