@@ -55,8 +55,9 @@ func (t *Target) EnableGroupCommit() {
 }
 
 // ObserveCommits makes t call f after every transaction it commits for
-// batches: grouped (batches > 1, one transaction for that many batches)
-// or alone (batches == 1). f must not block. Call it before the first
+// batches: grouped (one transaction for that many batches of several
+// projectors) or alone (batches is 1). f must not block: it runs on the
+// commit's goroutine, or on the committer's. Call it before the first
 // Commit.
 func (t *Target) ObserveCommits(f func(grouped bool, batches int)) {
 	t.onCommit = f
@@ -75,8 +76,7 @@ type groupMember struct {
 	sink *SQLSink
 	// result receives exactly one value: nil (committed in a group),
 	// errGoSolo, or the outcome of the commit the committer made for it
-	// alone.
-	// Buffered, so the committer never waits for a member.
+	// alone. Buffered, so the committer never waits for a member.
 	result chan error
 }
 
