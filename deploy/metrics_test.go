@@ -91,6 +91,7 @@ func TestExportedMetricsAreComplete(t *testing.T) {
 		"projectord_coordination_heartbeat_failures_total", "projectord_source_horizon_age_seconds",
 		"projectord_source_unsafe_ordering", "projectord_source_unindexed", "projectord_source_reads_total", "projectord_shared_read_batches_total", "projectord_db_pool_acquired_conns", "projectord_db_pool_max_conns",
 		"projectord_db_pool_empty_acquires_total", "projectord_build_info",
+		"projectord_commit_transactions_total", "projectord_commit_group_batches_bucket",
 	} {
 		require.True(t, names[n], "%s is not exported", n)
 	}

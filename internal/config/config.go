@@ -77,6 +77,12 @@ type Database struct {
 	// 100ms to 24h: below, every statement times out and is retried; above,
 	// a deadline overflows (2562047h did).
 	QueryTimeout time.Duration `mapstructure:"query_timeout" limit:"100ms,24h"`
+	// GroupCommit lets the batches that several projectors have ready at
+	// once for one target database commit in one transaction, each still
+	// fenced and failing alone (docs/architecture.md, "Group commit").
+	// Default true: at the live tail it saves a commit per projector per
+	// poll; false gives every batch its own transaction.
+	GroupCommit bool `mapstructure:"group_commit"`
 }
 
 // Source describes the events table.

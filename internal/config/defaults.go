@@ -43,6 +43,8 @@ func Default() Config {
 			MaxConns:       8,
 			ConnectTimeout: 5 * time.Second,
 			QueryTimeout:   30 * time.Second,
+			// One commit for many projectors' small batches at the tail.
+			GroupCommit: true,
 		},
 		Source: Source{
 			Preset:  DefaultPreset,

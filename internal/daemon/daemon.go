@@ -39,6 +39,11 @@ type Options struct {
 	// served from the shared window, a read of its own, or a shared read
 	// extending the window (source.shared_reads). It must not block.
 	ObserveRead func(runner.TailRead)
+	// OnCommit, when set, is called after every transaction committed for
+	// batches: grouped (one transaction for that many projectors' batches,
+	// database.group_commit) or not (one batch, batches is 1). It must not
+	// block: commits call it.
+	OnCommit func(grouped bool, batches int)
 
 	// signals, set by tests only, records what the supervisors do.
 	signals *testSignals
@@ -419,6 +424,14 @@ func (d *Daemon) connect(ctx context.Context) error {
 			// One Target per database: status reads each database's
 			// checkpoints in one query, however many projectors it holds.
 			t = store.NewTarget(pool, cfg.Database.QueryTimeout)
+			if d.opts.OnCommit != nil {
+				t.ObserveCommits(d.opts.OnCommit)
+			}
+			if cfg.Database.GroupCommit {
+				// Per database, since a transaction is: the projectors
+				// of one target share its groups.
+				t.EnableGroupCommit()
+			}
 			byURL[url] = t
 		}
 		sinks[p.Name], targets[p.Name] = sink, t

@@ -26,6 +26,9 @@ var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison"
 // Batch results.
 var results = []string{"committed", "failed", "fenced"}
 
+// Commit modes: a transaction for several batches, or for one.
+var commitModes = []string{"grouped", "single"}
+
 // BuildInfo labels projectord_build_info.
 type BuildInfo struct{ Version, Commit, GoVersion string }
 
@@ -39,6 +42,8 @@ type Metrics struct {
 	sourceReads                               *prometheus.CounterVec
 	sharedBatches                             prometheus.Counter
 	hbFailures                                *prometheus.CounterVec
+	commits                                   *prometheus.CounterVec
+	groupBatches                              prometheus.Histogram
 
 	projectors []string
 	leaderDesc *prometheus.Desc
@@ -94,6 +99,12 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 			Help: "Batches served to projectors from the shared window, with no query of their own."}),
 		hbFailures: c("coordination_heartbeat_failures_total",
 			"Losses of the coordination session (each dropped every lease), by reason: connection, heartbeat, query, stalled, pooler.", "reason"),
+		commits: c("commit_transactions_total",
+			"Transactions committed for this replica's batches, by mode: grouped (one transaction for several projectors' batches, database.group_commit) or single (one batch).", "mode"),
+		groupBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "commit_group_batches", Help: "Batches per grouped transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
 		leading:    map[string]bool{},
 		live:       map[string]int64{},
 		projectors: projectors,
@@ -124,13 +135,16 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
 	reg.MustRegister(leaderCollector{m}, balanceCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
-		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.sourceReads, m.sharedBatches, m.hbFailures, info,
+		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.sourceReads, m.sharedBatches, m.hbFailures, m.commits, m.groupBatches, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
 	for _, mode := range []string{"shared", "own"} {
 		m.sourceReads.WithLabelValues(mode)
 	}
 	for _, r := range coord.LossReasons() {
 		m.hbFailures.WithLabelValues(r)
+	}
+	for _, mode := range commitModes {
+		m.commits.WithLabelValues(mode)
 	}
 	for _, p := range projectors {
 		for _, s := range runner.States {
@@ -295,6 +309,18 @@ func (c balanceCollector) Collect(ch chan<- prometheus.Metric) {
 	if b.TargetKnown {
 		ch <- prometheus.MustNewConstMetric(m.targetDesc, prometheus.GaugeValue, float64(b.Target))
 	}
+}
+
+// Committed counts a transaction committed for batches: grouped (for
+// batches of several projectors) or single (for one batch). It is the
+// daemon's Options.OnCommit.
+func (m *Metrics) Committed(grouped bool, batches int) {
+	if !grouped {
+		m.commits.WithLabelValues("single").Inc()
+		return
+	}
+	m.commits.WithLabelValues("grouped").Inc()
+	m.groupBatches.Observe(float64(batches))
 }
 
 // SessionLost counts a loss of the coordination session, by one of
