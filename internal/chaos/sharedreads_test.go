@@ -28,15 +28,17 @@ type sharedProjector struct {
 }
 
 // slowSleep is the slow handlers' sleep per event. Their filters select
-// about half of the events, which the 16 gap writers commit at about 400
-// per second: twice what a slow projector can apply (at most 1/slowSleep
-// per second), so it falls further behind as long as the writers write.
+// about half of the events, which the 16 gap writers commit at 250-400 per
+// second (fewer on a busy machine): more than a slow projector can apply
+// (at most 1/slowSleep per second), so it falls further behind as long as
+// the writers write, and the catch-up after them takes seconds, not
+// minutes.
 const slowSleep = "0.01"
 
 // sharedReadProjectors are 50 projectors over the gap writers' events
-// (types A-D, streams "ord-…" and "cus-…"): every fifth slow, the others
-// cycling through every kind of filter: none, one type, two types, a stream
-// prefix (also "ord-1", a prefix of part of "ord-"), and both.
+// (types A-D, streams "ord-…" and "cus-…"): p05, p15, … p45 slow, the
+// others cycling through every kind of filter: none, one type, two types,
+// a stream prefix (also "ord-1", a prefix of part of "ord-"), and both.
 func sharedReadProjectors() []sharedProjector {
 	type filter struct {
 		types  []string
@@ -157,8 +159,8 @@ func TestChaosSharedReads(t *testing.T) {
 		fault := time.Now()
 		require.NoError(t, r.cmd.Process.Signal(syscall.SIGKILL))
 		<-r.done
-		// Only now can nothing of the victim's commit any more: a batch
-		// applied by a survivor is one applied past these counts.
+		// From here on the victim commits nothing: a batch committed past
+		// these counts is a survivor's.
 		applied := make([]int64, len(led))
 		for i, p := range led {
 			require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT events_applied FROM projectord.checkpoints WHERE projector = $1`, p).Scan(&applied[i]))
@@ -183,7 +185,7 @@ func TestChaosSharedReads(t *testing.T) {
 	close(e.writerStop)
 	<-e.writerDone
 	// The premise: the slow projectors were behind the tail when writing
-	// stopped, the others were following it.
+	// stopped (the others' lag is logged, to compare ways of reading).
 	var fastLag []int
 	for _, p := range ps {
 		n := e.lag(p)
@@ -250,10 +252,9 @@ func (e *env) busiest(ps []sharedProjector) (string, []string) {
 	var victim string
 	var projectors []string
 	for _, node := range []string{"node-1", "node-2", "node-3"} {
-		var mine []string
 		rows, err := e.pool.Query(e.ctx, `SELECT projector FROM projectord.checkpoints WHERE leader_node = $1 ORDER BY 1`, node)
 		require.NoError(e.t, err)
-		mine, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		mine, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(e.t, err)
 		if victim == "" || led[node] > led[victim] || led[node] == led[victim] && countSlow(ps, mine) > countSlow(ps, projectors) {
 			victim, projectors = node, mine
