@@ -44,6 +44,9 @@ const (
 	// liveScaleIdle is the idle window before the writer starts, whose rate
 	// is taken off the settling time after it.
 	liveScaleIdle = 5 * time.Second
+	// liveScaleQuiet is the other load, in cores, above which a variant's
+	// verdict is marked noisy (bench's -bench.quiet default).
+	liveScaleQuiet = 0.2
 	// liveScaleCatchUp bounds catching up after the writer stops.
 	liveScaleCatchUp = time.Minute
 )
@@ -177,13 +180,19 @@ func measureLive(b *testing.B, v liveVariant) liveResult {
 	// statement is one transaction, and nothing pings behind our back (a
 	// pool pings a connection idle for a second before handing it out),
 	// so our own transactions are exactly the queries we count.
+	var conns []*pgx.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close(context.Background())
+		}
+	}()
 	connect := func() *pgx.Conn {
 		cc, err := pgx.ParseConfig(url)
 		require.NoError(b, err)
 		cc.DefaultQueryExecMode = pgx.QueryExecModeExec
 		c, err := pgx.ConnectConfig(ctx, cc)
 		require.NoError(b, err)
-		b.Cleanup(func() { _ = c.Close(context.Background()) })
+		conns = append(conns, c)
 		return c
 	}
 	m := &meter{conn: connect()}
@@ -265,6 +274,7 @@ func measureLive(b *testing.B, v liveVariant) liveResult {
 
 	pid, pgPID := cmd.Process.Pid, cluster.PID()
 	cpu0 := takeCPU(b, pid, pgPID)
+	tw0 := time.Now()
 	wrote, took := liveWrite(b, writers)
 	res.events, res.writerRate = len(wrote), float64(len(wrote))/took.Seconds()
 	res.writerXact = int64(len(wrote))
@@ -281,7 +291,7 @@ func measureLive(b *testing.B, v liveVariant) liveResult {
 		return n
 	}
 	res.behindAtEnd = res.expected - appliedNow()
-	tEnd := time.Now()
+	tEnd := tw0.Add(took)
 	deadline := tEnd.Add(liveScaleCatchUp)
 	for {
 		alive()
@@ -331,13 +341,15 @@ func measureLive(b *testing.B, v liveVariant) liveResult {
 			coalesce(max(ms), 0)
 		FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(a.xmin) - pg_xact_commit_timestamp(e.xmin)) * 1000 AS ms
 		      FROM applied a JOIN events e ON e.global_position = a.position) d`, &res.pairs, &res.p50, &res.p99, &res.maxL)
-	require.EqualValues(b, res.applied, res.pairs, "%s: every applied row has its event and its commit timestamps", v.name)
+	if res.caughtUp > 0 {
+		require.EqualValues(b, res.expected, res.pairs, "%s: every application has its event and both commit timestamps", v.name)
+	}
 
 	checkLiveExact(b, m, v, perType, res.caughtUp > 0)
 	b.Logf("%s: %d events at %.0f/s; projectord %.0f xact/s (idle %.1f/s), %.0f batches/s, %.0f checkpoint updates/s; CPU %.1f%% of a core (PostgreSQL %.1f%%); "+
-		"p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d pairs; behind %d at the writer's end, caught up after %s; own queries %d, autovacuum runs %d, other load %.2f cores",
+		"p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d pairs; behind %d at the writer's end, caught up after %s; own queries %d, autovacuum runs %d, other load %.2f cores; projector errors %.0f",
 		v.name, res.events, res.writerRate, res.xactPerSec, res.idleXact, res.batchesPerSec, res.ckptPerSec, res.cpuPct, res.serverPct,
-		res.p50, res.p99, res.maxL, res.pairs, res.behindAtEnd, res.caughtUp.Round(time.Millisecond), res.ownQueries, res.autovacuums, res.foreign)
+		res.p50, res.p99, res.maxL, res.pairs, res.behindAtEnd, res.caughtUp.Round(time.Millisecond), res.ownQueries, res.autovacuums, res.foreign, res.errors)
 	return res
 }
 
@@ -661,7 +673,7 @@ func printLiveScale(rs []liveResult) {
 }
 
 // liveVerdict says, per target of issue 16, whether the variant meets it:
-// at 100 projectors <= 3000 xact/s and <= 15 %% of a core; at every size
+// at 100 projectors <= 3000 xact/s and <= 15 % of a core; at every size
 // p99 <= poll interval + 25 ms; at 500, transactions growing from 100 no
 // faster than the batches that must be committed (against the 100 variant
 // of the same kind, when it ran).
@@ -688,5 +700,10 @@ func liveVerdict(r liveResult, byName map[string]liveResult) string {
 	}
 	limit := float64((liveScalePoll + 25*time.Millisecond) / time.Millisecond)
 	out = append(out, fmt.Sprintf("p99 ≤ %.0f ms: %s", limit, word(r.p99 <= limit)))
+	// A starved replica wakes less often and commits bigger batches, so a
+	// busy machine can make xact/s look met: say so.
+	if r.foreignOK && r.foreign > liveScaleQuiet {
+		out = append(out, fmt.Sprintf("(noisy: other load %.2f cores)", r.foreign))
+	}
 	return strings.Join(out, "; ")
 }
