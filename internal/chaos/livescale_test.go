@@ -335,7 +335,7 @@ func measureLive(b *testing.B, v liveVariant) liveResult {
 
 	// Commit -> checkpoint of every (event, projector) pair: the read
 	// model's row commits in the transaction that moves the checkpoint.
-	m.scan(b, `SELECT count(*)::int8,
+	m.scan(b, `SELECT count(ms)::int8,
 			coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), 0),
 			coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), 0),
 			coalesce(max(ms), 0)
