@@ -487,6 +487,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 		}
 		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx,
 			Limit: largest, Capacity: tailBatches * largest, Observe: d.opts.ObserveRead})
+		watcher.BeforePublish(tail.Advance)
 	}
 	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Tail: tail,
 		ObserveRead: d.opts.ObserveRead, Session: session,

@@ -47,6 +47,8 @@ type Tail struct {
 	start   store.Cursor
 	end     store.Cursor
 	events  []store.Event
+	// used: a read was served from the window since it last moved.
+	used bool
 	// fetch is the extending read in flight, nil when none is; buf is
 	// the one it reads into (its events are copied into the window).
 	fetch *tailFetch
@@ -138,11 +140,12 @@ func (t *Tail) Read(ctx context.Context, after store.Cursor, f store.Filter, lim
 		}
 		out, full := t.serve(after, f, limit, buf)
 		if full || (!t.end.Less(head) && !t.end.Less(after)) {
+			t.used = true
 			t.mu.Unlock()
 			t.note(TailServed)
 			return out, nil
 		}
-		fetch := t.extend()
+		fetch := t.extend(head)
 		t.mu.Unlock()
 		select {
 		case <-fetch.done:
@@ -183,20 +186,41 @@ func (t *Tail) restart(c store.Cursor) {
 	t.start, t.end = c, c
 }
 
+// Advance extends the window to head, a head the watcher has just read
+// and not yet told the projectors about, if the window is in use (a read
+// was served from it since it last moved). The projectors woken by the
+// new head then find their events in the window at once, rather than all
+// waking to wait for the one read and waking again when it is done. It
+// returns once the read ended (bounded by the source's query timeout), or
+// at once when there is nothing to do. A failed read is left to the
+// projectors' reads, which extend the window themselves.
+func (t *Tail) Advance(head store.Cursor) {
+	t.mu.Lock()
+	if !t.started || !t.used || !t.end.Less(head) {
+		t.mu.Unlock()
+		return
+	}
+	f := t.extend(head)
+	t.mu.Unlock()
+	<-f.done
+}
+
 // extend returns the extending read in flight, starting one if none is.
+// noted is a head read before the call: a short read covers up to it.
 // The caller holds mu.
-func (t *Tail) extend() *tailFetch {
+func (t *Tail) extend(noted store.Cursor) *tailFetch {
 	if t.fetch != nil {
 		return t.fetch
 	}
 	f := &tailFetch{done: make(chan struct{})}
 	t.fetch = f
 	from := t.end
+	// In use again only once a read is served from the moved window.
+	t.used = false
 	// The read runs on the Tail's context, not a caller's: a projector
 	// that stops while waiting for it must not cut it short for the others.
 	// It ends by itself, bounded by the source's query timeout.
 	go func() {
-		noted, _ := t.heads()
 		events, err := t.src.Read(t.ctx, from, store.Filter{}, t.limit, t.buf)
 		t.note(TailShared)
 		t.mu.Lock()
