@@ -325,3 +325,42 @@ func (b *blockingSource) Read(ctx context.Context, after store.Cursor, f store.F
 	}
 	return buf[:0], errors.New("released")
 }
+
+// Advance extends a window in use before the projectors hear of the new
+// head, so their reads are served without waiting for a query; a window
+// nobody was served from since it last moved is left alone.
+func TestTailAdvance(t *testing.T) {
+	m := memtest.New()
+	n := m.Node("a")
+	src := &countingSource{src: n}
+	var counts tailCounts
+	tail := runner.NewTail(runner.TailConfig{Source: src, Heads: n.Head, Context: t.Context(), Limit: 10, Capacity: 40, Observe: counts.observe})
+	m.AppendCommitted("s", "A", "{}")
+	head, _ := n.Head()
+	tail.Advance(head) // not started: nothing to do
+	require.Zero(t, src.reads.Load())
+	_, err := tail.Read(t.Context(), head, store.Filter{}, 10, nil) // starts the window and uses it
+	require.NoError(t, err)
+
+	m.AppendCommitted("s", "A", "{}", "{}")
+	next, _ := n.Head()
+	tail.Advance(next)
+	require.EqualValues(t, 1, src.reads.Load(), "a window in use is extended to the new head")
+	events, err := tail.Read(t.Context(), head, store.Filter{}, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, events, 2)
+	require.EqualValues(t, 1, src.reads.Load(), "the read after the head moved needed no query")
+
+	// Moved, and not served from since: another head change does not extend it.
+	tail.Advance(next)
+	require.EqualValues(t, 1, src.reads.Load())
+	m.AppendCommitted("s", "A", "{}")
+	unused, _ := n.Head()
+	// The read above was served from the moved window: in use again.
+	tail.Advance(unused)
+	require.EqualValues(t, 2, src.reads.Load())
+	m.AppendCommitted("s", "A", "{}")
+	last, _ := n.Head()
+	tail.Advance(last) // nobody read since the last move
+	require.EqualValues(t, 2, src.reads.Load())
+}
