@@ -118,9 +118,10 @@ func (t *Target) commitGrouped(ctx context.Context, req CommitRequest, sink *SQL
 	t.groups.add(t, m)
 	// Not given up when ctx ends: until the answer comes, the batch may
 	// still commit in its group. The wait is bounded all the same: by the
-	// group running when it was queued (its deadline, or the context of
-	// the batch the committer commits alone), then by its own group's
-	// deadline, which is before its own (groupContext).
+	// group running when it was queued (its deadline and the learning of
+	// its outcome, or the context of the batch the committer commits
+	// alone), then by its own group's, which end no later than its own
+	// deadline (groupContext).
 	err := <-m.result
 	if errors.Is(err, errGoSolo) {
 		return t.commitOne(ctx, req, sink)
