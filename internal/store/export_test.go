@@ -61,3 +61,9 @@ func WatchGroups(t *Target) (queued func(tb testing.TB, n int)) {
 		t.groups.queued.WaitFor(tb, time.Minute, fmt.Sprintf("%d queued batches", n), func(l int) bool { return l == n })
 	}
 }
+
+// LearnOutcome is what a group cut short asks the server about its
+// transaction xid, run by the backend pid.
+func LearnOutcome(ctx context.Context, t *Target, xid uint64, pid uint32) (bool, error) {
+	return t.learnOutcome(ctx, xid, pid)
+}

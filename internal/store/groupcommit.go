@@ -17,13 +17,19 @@ package store
 // the connection, the group's deadline) sends every member to commit
 // alone. A member learns its outcome only once its batch has either
 // committed or certainly not, so a batch that went through is never
-// reported failed (its leader would retry it, meet its own checkpoint
-// move, and step down as if deposed).
+// reported failed (its leader would retry it, meet its own rows or its
+// own checkpoint move, and poison the event or step down as if deposed).
+// COMMIT goes out with the rest of the pipeline, so when the client stops
+// reading (the group's deadline, a lost connection), PostgreSQL may still
+// commit: the group then asks the server what became of its transaction
+// (learnOutcome) before it answers anyone.
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +52,16 @@ const (
 // errGoSolo tells a member that nothing of its batch was committed and
 // that it must commit the batch alone.
 var errGoSolo = errors.New("store: commit the batch in a transaction of its own")
+
+// errOutcomeUnknown is what a member gets when its group's transaction
+// may have committed and the server could not be asked whether it did:
+// as for a batch alone whose COMMIT went unanswered, the loop classifies
+// the cause (wrapped with it) and retries from its checkpoint.
+var errOutcomeUnknown = errors.New("the outcome of the group's transaction is unknown")
+
+// errRolledBackAtCommit is PostgreSQL answering the group's COMMIT with
+// ROLLBACK: its transaction had failed.
+var errRolledBackAtCommit = errors.New("the group's transaction was rolled back at COMMIT")
 
 // EnableGroupCommit lets t commit the batches of several projectors in one
 // transaction (Commit). Call it before the first Commit; without it every
@@ -102,9 +118,10 @@ func (t *Target) commitGrouped(ctx context.Context, req CommitRequest, sink *SQL
 	t.groups.add(t, m)
 	// Not given up when ctx ends: until the answer comes, the batch may
 	// still commit in its group. The wait is bounded all the same: by the
-	// group running when it was queued (its deadline, or the context of
-	// the batch the committer commits alone), then by its own group's
-	// deadline, which is before its own (groupContext).
+	// group running when it was queued (its deadline and the learning of
+	// its outcome, or the context of the batch the committer commits
+	// alone), then by its own group's, which end no later than its own
+	// deadline (groupContext).
 	err := <-m.result
 	if errors.Is(err, errGoSolo) {
 		return t.commitOne(ctx, req, sink)
@@ -211,6 +228,10 @@ func (t *Target) commitGroup(members []*groupMember) {
 		for _, m := range members {
 			m.result <- nil
 		}
+	case errors.Is(err, errOutcomeUnknown):
+		for _, m := range members {
+			m.result <- fmt.Errorf("error committing the batch of %s in a group: %w", m.req.Projector, err)
+		}
 	case culprit >= 0:
 		members[culprit].result <- errGoSolo
 		t.groups.requeue(slices.Delete(members, culprit, culprit+1))
@@ -222,11 +243,13 @@ func (t *Target) commitGroup(members []*groupMember) {
 }
 
 // runGroup runs members' batches in one transaction: each member's sink
-// statements and then its fenced checkpoint move, in turn, and COMMIT. On
-// failure, culprit is the member whose statement PostgreSQL refused, or -1
-// when the failure is nobody's.
+// statements and then its fenced checkpoint move, in turn, and COMMIT. It
+// returns nil when the transaction committed. Otherwise the error either
+// wraps errOutcomeUnknown, or the transaction certainly did not commit and
+// culprit is the member whose statement PostgreSQL refused, or -1 when the
+// failure is nobody's.
 func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
-	ctx, cancel := t.groupContext(members)
+	ctx, learnCtx, cancel := t.groupContext(members)
 	defer cancel()
 	b := &pgx.Batch{}
 	// owner maps each queued query to its member: the member's own solo
@@ -260,8 +283,11 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 	}
 	// As in commitOne: BEGIN before the batch, so the statements pgx
 	// prepares first, in a round trip of their own, run under the group's
-	// limits too.
-	if _, err := conn.Exec(ctx, beginSQL(ctx)); err != nil {
+	// limits too. The transaction's id, taken in the same round trip, is
+	// how the server is asked later whether it committed; nothing that
+	// could commit it has been sent yet if this fails.
+	xid, err := begin(ctx, pc)
+	if err != nil {
 		rollback()
 		return -1, err
 	}
@@ -272,7 +298,7 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 		if qerr == nil && i == commit && tag.String() != "COMMIT" {
 			// PostgreSQL answers a COMMIT of a failed transaction with
 			// ROLLBACK and no error.
-			qerr = errors.New("the group's transaction was rolled back at COMMIT")
+			qerr = errRolledBackAtCommit
 		}
 		if qerr != nil {
 			err = qerr
@@ -296,7 +322,109 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 		culprit = -1
 	}
 	rollback()
+	if !abortedForSure(err) {
+		// COMMIT was sent with the rest, and the client stopped reading
+		// before PostgreSQL said what became of it: the server may have
+		// committed meanwhile, or may still (a COMMIT waiting for a
+		// synchronous standby is bounded by no statement_timeout, and
+		// the cancel pgx sends as it gives up ends that wait with the
+		// transaction committed). Telling the members to commit alone
+		// would then have each meet its own rows or checkpoint move.
+		// The connection goes back first (closed, the pool drops it), so
+		// that asking needs no more connections than the group had.
+		pid := pc.PID()
+		conn.Release()
+		committed, lerr := t.learnOutcome(learnCtx, xid, pid)
+		switch {
+		case lerr != nil:
+			return -1, fmt.Errorf("%w (asking the server: %v): %w", errOutcomeUnknown, lerr, err)
+		case committed:
+			return -1, nil
+		}
+	}
 	return culprit, err
+}
+
+// begin opens the group's transaction with its limits and returns the
+// transaction's id.
+func begin(ctx context.Context, pc *pgconn.PgConn) (uint64, error) {
+	res, err := pc.Exec(ctx, beginSQL(ctx)+"; SELECT pg_current_xact_id()").ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	if len(res) == 0 || len(res[len(res)-1].Rows) != 1 || len(res[len(res)-1].Rows[0]) != 1 {
+		return 0, errors.New("error beginning the group's transaction: pg_current_xact_id() returned no row")
+	}
+	xid, err := strconv.ParseUint(string(res[len(res)-1].Rows[0][0]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("error beginning the group's transaction: pg_current_xact_id(): %w", err)
+	}
+	return xid, nil
+}
+
+// abortedForSure reports whether err, a group's failure after its
+// pipeline was handed to pgx, leaves its transaction certainly not
+// committed: PostgreSQL refused a statement with an ERROR (which aborts
+// the transaction: the statements after it and the COMMIT are skipped),
+// it answered COMMIT with ROLLBACK, or pgx failed before sending the
+// statements. Our deadline, a lost connection or a FATAL error may come
+// after PostgreSQL committed (a backend terminated while its COMMIT waits
+// for a standby reports FATAL, committed).
+func abortedForSure(err error) bool {
+	var prep pgx.ErrPreprocessingBatch
+	if errors.As(err, &prep) || errors.Is(err, errRolledBackAtCommit) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	severity := pgErr.SeverityUnlocalized
+	if severity == "" {
+		severity = pgErr.Severity
+	}
+	return severity == "ERROR"
+}
+
+// learnOutcome asks the server, on another connection, whether the
+// group's transaction xid committed. One still in progress belongs to a
+// backend the client has given up on (pid, whose connection pgx closed
+// with a cancel): it is terminated, as a client that left cannot finish
+// it, which makes the outcome final (a backend terminated after its
+// commit record is written dies committed), and asked again. The backend
+// is matched by its pid and the transaction it runs, so a reused pid is
+// never hit. ctx bounds it: the members' own time.
+func (t *Target) learnOutcome(ctx context.Context, xid uint64, pid uint32) (committed bool, err error) {
+	terminated := false
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		var status *string
+		if err := t.pool.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, xid).Scan(&status); err != nil {
+			return false, err
+		}
+		switch {
+		case status == nil:
+			return false, fmt.Errorf("the server knows nothing of transaction %d", xid)
+		case *status == "committed":
+			return true, nil
+		case *status == "aborted":
+			return false, nil
+		}
+		if !terminated {
+			// backend_xid is the 32-bit xid, shown as text.
+			if _, err := t.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE pid = $1 AND backend_xid::text = $2`, int64(pid), strconv.FormatUint(uint64(uint32(xid)), 10)); err != nil {
+				return false, err
+			}
+			terminated = true
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return false, ctx.Err()
+		case <-timer.C:
+		}
+	}
 }
 
 // blamable reports whether err is PostgreSQL refusing the statement it
@@ -314,32 +442,35 @@ func blamable(err error) bool {
 
 // groupContext bounds a group: half of the time the member with the least
 // left has (its context's deadline, or the target's timeout), so that any
-// member sent to commit alone keeps at least the other half. It ends
-// early once every member's context has ended: nobody waits for the
-// outcome any more, and a shutdown cuts the group short as it would their
-// own commits.
-func (t *Target) groupContext(members []*groupMember) (context.Context, context.CancelFunc) {
+// member sent to commit alone keeps at least the other half. learn, the
+// group's parent, has all of that time: it bounds learning the outcome of
+// a group cut short, which the members wait for. Both end early once
+// every member's context has ended: nobody waits for the outcome any
+// more, and a shutdown cuts the group short as it would their own commits.
+func (t *Target) groupContext(members []*groupMember) (group, learn context.Context, cancel context.CancelFunc) {
 	left := t.timeout
 	for _, m := range members {
 		if d, ok := m.ctx.Deadline(); ok {
 			left = min(left, time.Until(d))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), left/2)
+	learn, cancelLearn := context.WithTimeout(context.Background(), left)
+	group, cancelGroup := context.WithTimeout(learn, left/2)
 	var live atomic.Int64
 	live.Store(int64(len(members)))
 	stops := make([]func() bool, len(members))
 	for i, m := range members {
 		stops[i] = context.AfterFunc(m.ctx, func() {
 			if live.Add(-1) == 0 {
-				cancel()
+				cancelLearn()
 			}
 		})
 	}
-	return ctx, func() {
+	return group, learn, func() {
 		for _, stop := range stops {
 			stop()
 		}
-		cancel()
+		cancelGroup()
+		cancelLearn()
 	}
 }
