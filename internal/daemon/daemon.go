@@ -251,8 +251,13 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 	}
 }
 
-// tailBatches is how many of the largest batch the shared window holds.
-const tailBatches = 4
+// tailReads is the fewest extending reads the shared window holds.
+const tailReads = 4
+
+// budgetBatches is how many batches a replica holds in memory at once per
+// pooled connection (runner.Budget): enough to keep every connection busy
+// (one reading, one committing) and no more.
+const budgetBatches = 2
 
 var (
 	errFatal    = errors.New("fatal configuration error")
@@ -476,17 +481,27 @@ func (d *Daemon) connect(ctx context.Context) error {
 	})
 	gate.SetWake(session.Nudge)
 	var tail *runner.Tail
-	if cfg.Source.SharedReads {
-		// One read serves any projector's batch; the window holds a few
-		// of them, so that a projector a little behind the others is
-		// still served from it. Its size depends on the batch sizes, not
-		// on how many projectors there are.
+	// Not under position ordering, which has no horizon: a window read
+	// ahead of a projector's cursor would pass, for every projector at
+	// once, an event that commits late below it, where a read of its own
+	// could still meet it. That ordering may skip already; this would
+	// widen what it skips.
+	if cfg.Source.SharedReads && src.Ordering != store.OrderPosition {
+		// One read fills any projector's batch, twice over. The window
+		// holds as many events as the memory budget lets batches hold
+		// (and at least a few reads): a head that jumps by hundreds of
+		// events at once, when a long transaction ends and the horizon
+		// moves, must fit in it, or extending it to the head pushes out
+		// what the projectors still need and sends them to read on their
+		// own. Its size depends on the batch sizes and the pool, not on
+		// how many projectors there are.
 		largest := 1
 		for _, p := range cfg.Projectors {
 			largest = max(largest, p.BatchSize)
 		}
-		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx,
-			Limit: largest, Capacity: tailBatches * largest, Observe: d.opts.ObserveRead})
+		limit := 2 * largest
+		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx, Limit: limit,
+			Capacity: max(tailReads*limit, budgetBatches*int(cfg.Database.MaxConns)*largest), Observe: d.opts.ObserveRead})
 		watcher.BeforePublish(tail.Advance)
 	}
 	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Tail: tail,
@@ -513,7 +528,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	_ = session.Start(context.WithoutCancel(ctx))
 	// Two batches per pooled connection: enough to keep every connection
 	// busy (one reading, one committing) and no more.
-	budget := runner.NewBudget(2 * int(cfg.Database.MaxConns))
+	budget := runner.NewBudget(budgetBatches * int(cfg.Database.MaxConns))
 	for _, p := range cfg.Projectors {
 		obs := d.opts.Observer
 		if d.opts.signals != nil {
