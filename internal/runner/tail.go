@@ -253,9 +253,14 @@ func (t *Tail) append(events []store.Event, full bool, noted store.Cursor) {
 	if drop := len(t.events) - t.capacity; drop > 0 {
 		// The oldest go: whoever still needs them reads on its own.
 		t.start = t.events[drop-1].Cursor
-		n := copy(t.events, t.events[drop:])
-		clear(t.events[n:])
-		t.events = t.events[:n]
+		clear(t.events[:drop])
+		t.events = t.events[drop:]
+		if cap(t.events) < t.capacity+t.limit {
+			// Moved to a fresh array now and then rather than copied down
+			// on every read: the window's array would otherwise only grow
+			// at its end. Amortised, each event is copied once more.
+			t.events = append(make([]store.Event, 0, 2*t.capacity+t.limit), t.events...)
+		}
 	}
 }
 
