@@ -89,8 +89,9 @@ func TestExportedMetricsAreComplete(t *testing.T) {
 		"projectord_events_processed_total", "projectord_batches_total", "projectord_projector_errors_total",
 		"projectord_batch_duration_seconds_bucket", "projectord_leadership_changes_total",
 		"projectord_coordination_heartbeat_failures_total", "projectord_source_horizon_age_seconds",
-		"projectord_source_unsafe_ordering", "projectord_source_unindexed", "projectord_db_pool_acquired_conns", "projectord_db_pool_max_conns",
+		"projectord_source_unsafe_ordering", "projectord_source_unindexed", "projectord_source_reads_total", "projectord_shared_read_batches_total", "projectord_db_pool_acquired_conns", "projectord_db_pool_max_conns",
 		"projectord_db_pool_empty_acquires_total", "projectord_build_info",
+		"projectord_commit_transactions_total", "projectord_commit_group_batches_bucket",
 	} {
 		require.True(t, names[n], "%s is not exported", n)
 	}

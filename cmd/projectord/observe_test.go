@@ -268,6 +268,11 @@ func TestLagRisesAndReturnsToZero(t *testing.T) {
 	m, err := scrape(base)
 	require.NoError(t, err)
 	require.Equal(t, 3000.0, m[`projectord_events_processed_total{projector="slow"}`])
+	// A lone projector's batches never share a transaction: each of its
+	// 300 or more commits is one alone.
+	require.GreaterOrEqual(t, m[`projectord_commit_transactions_total{mode="single"}`], 300.0)
+	require.Contains(t, m, `projectord_commit_transactions_total{mode="grouped"}`)
+	require.Zero(t, m[`projectord_commit_transactions_total{mode="grouped"}`])
 	require.Greater(t, m[`projectord_source_head_position`], 0.0)
 	require.Equal(t, m[`projectord_source_head_position`], m[`projectord_projector_checkpoint_position{projector="slow"}`])
 	t.Logf("lag peaked at %.0f events / %.2fs and returned to 0", maxEvents, maxSeconds)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,33 @@ type envOptions struct {
 	// stagger starts the replicas one after another, each once the one
 	// before is ready plus this long, as an operator rolling them out does.
 	stagger time.Duration
+	// specs, if set, are the projectors every replica runs (projectors is
+	// then ignored); by default each reads every event and records it in
+	// the applied table.
+	specs []projectorSpec
+	// setup runs before the writers and the replicas start: the read
+	// models the specs' handlers write.
+	setup []string
+}
+
+// projectorSpec is one projector of every replica's configuration.
+type projectorSpec struct {
+	name string
+	// eventTypes and streamPrefix are the projector's filter (nil and ""
+	// read everything).
+	eventTypes   []string
+	streamPrefix string
+	// handler is the SQL of its one handler ('*') on the replica node, so a
+	// read model can record who applied what.
+	handler func(node string) string
+}
+
+// appliedSpec is the failover scenarios' projector: every event, one row
+// in applied per application (no key, so a double apply stays visible).
+func appliedSpec(name string) projectorSpec {
+	return projectorSpec{name: name, handler: func(node string) string {
+		return fmt.Sprintf("INSERT INTO applied VALUES ('%s', @position, '%s')", name, node)
+	}}
 }
 
 // env is one scenario's world: its own PostgreSQL (so faults touch nothing
@@ -61,6 +89,7 @@ type env struct {
 	pool       *pgxpool.Pool
 	replicas   map[string]*replica
 	projectors []string
+	specs      []projectorSpec
 	// lastStart is when the last replica of the initial set was started.
 	lastStart time.Time
 
@@ -114,12 +143,22 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `CREATE INDEX ON applied (projector, position)`)
 	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, cluster: cluster, pool: pool, replicas: map[string]*replica{}, projectors: []string{"p1", "p2"}}
-	if o.projectors > 0 {
-		e.projectors = nil
-		for i := 1; i <= o.projectors; i++ {
-			e.projectors = append(e.projectors, fmt.Sprintf("p%02d", i))
+	for _, q := range o.setup {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	e := &env{t: t, ctx: ctx, cluster: cluster, pool: pool, replicas: map[string]*replica{}, specs: o.specs}
+	if e.specs == nil {
+		e.specs = []projectorSpec{appliedSpec("p1"), appliedSpec("p2")}
+		if o.projectors > 0 {
+			e.specs = nil
+			for i := 1; i <= o.projectors; i++ {
+				e.specs = append(e.specs, appliedSpec(fmt.Sprintf("p%02d", i)))
+			}
 		}
+	}
+	for _, s := range e.specs {
+		e.projectors = append(e.projectors, s.name)
 	}
 	for i := 1; i <= 3; i++ {
 		e.addReplica(fmt.Sprintf("node-%d", i))
@@ -172,8 +211,17 @@ func (e *env) addReplica(node string) {
 	r := &replica{node: node, proxy: netproxy.New(t, fmt.Sprintf("127.0.0.1:%d", e.cluster.Port()))}
 	r.port = testsupport.Port(t)
 	var handlers strings.Builder
-	for _, p := range e.projectors {
-		fmt.Fprintf(&handlers, "  - name: %s\n    batch_size: 100\n    sink: {sql: {handlers: {'*': \"INSERT INTO applied VALUES ('%s', @position, '%s')\"}}}\n", p, p, node)
+	for _, s := range e.specs {
+		// JSON strings and lists are YAML flow scalars and sequences: no
+		// quoting of the handlers' SQL by hand.
+		fmt.Fprintf(&handlers, "  - name: %s\n    batch_size: 100\n", s.name)
+		if s.eventTypes != nil {
+			fmt.Fprintf(&handlers, "    event_types: %s\n", jsonText(t, s.eventTypes))
+		}
+		if s.streamPrefix != "" {
+			fmt.Fprintf(&handlers, "    stream_prefix: %s\n", jsonText(t, s.streamPrefix))
+		}
+		fmt.Fprintf(&handlers, "    sink: {sql: {handlers: {'*': %s}}}\n", jsonText(t, s.handler(node)))
 	}
 	r.cfg = filepath.Join(t.TempDir(), node+".yaml")
 	require.NoError(t, os.WriteFile(r.cfg, []byte(fmt.Sprintf(`
@@ -186,6 +234,12 @@ shutdown_timeout: 5s
 projectors:
 %s`, r.proxy.Addr(), node, heartbeat, leaseTimeout, r.port, handlers.String())), 0o600))
 	e.replicas[node] = r
+}
+
+func jsonText(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func (e *env) start(r *replica) {
@@ -279,6 +333,10 @@ func (e *env) startWriter() {
 // each holds its transaction open for up to 20 ms after writing (so a
 // later position often commits first), and one transaction in ten rolls
 // back (a gap in the positions). Only committed events count as written.
+// Each event has one of gapTypes, and each transaction's streams one of
+// gapPrefixes followed by the writer's number, so that filters by type and
+// by stream prefix (also "ord-1": writers 1 and 10 and up of "ord-") each
+// select a strict subset.
 func (e *env) startGapWriters(n int) {
 	e.writerStop, e.writerDone = make(chan struct{}), make(chan struct{})
 	pc, err := pgxpool.ParseConfig(e.cluster.URL("postgres"))
@@ -299,12 +357,18 @@ func (e *env) startGapWriters(n int) {
 				case <-time.After(time.Duration(40+rng.IntN(40)) * time.Millisecond):
 				}
 				k := 1 + rng.IntN(3)
+				types := make([]string, k)
+				for j := range types {
+					types[j] = gapTypes[rng.IntN(len(gapTypes))]
+				}
+				prefix := gapPrefixes[rng.IntN(len(gapPrefixes))]
 				hold := time.Duration(rng.IntN(20)) * time.Millisecond
 				rollback := rng.IntN(10) == 0
 				ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
 				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 					if _, err := tx.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_type, data)
-						SELECT 'g-' || $1::int || '-' || $2::int || '-' || g, 1, 'A', '{}' FROM generate_series(1, $3::int) g`, w, i, k); err != nil {
+						SELECT $4::text || $1::int || '-' || $2::int || '-' || g, 1, t, '{}' FROM unnest($3::text[]) WITH ORDINALITY AS u(t, g)`,
+						w, i, types, prefix); err != nil {
 						return err
 					}
 					time.Sleep(hold) // holding the transaction open is the point: commits out of order
@@ -330,6 +394,11 @@ func (e *env) startGapWriters(n int) {
 }
 
 var errRollback = errors.New("rolled back on purpose")
+
+var (
+	gapTypes    = []string{"A", "B", "C", "D"}
+	gapPrefixes = []string{"ord-", "cus-"}
+)
 
 // startSampler scrapes every replica at once, repeatedly, and records any
 // sample in which two replicas report leading one projector, and how many
@@ -485,14 +554,21 @@ func (e *env) finish() {
 		require.Zero(t, dup, "%s: events applied twice", p)
 		require.Positive(t, total)
 	}
+	samples := e.checkSamples()
+	t.Logf("%d events, all applied exactly once by each of %d projectors; %d metrics samples of 3 replicas, none with two leaders",
+		e.written, len(e.projectors), samples)
+}
+
+// checkSamples stops the sampler and checks that no sample showed two
+// leaders of one projector; it returns how many samples there were.
+func (e *env) checkSamples() int {
 	close(e.samplerStop)
 	<-e.samplerDone
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	require.Empty(t, e.violations, "two leaders reported in one metrics sample")
-	require.Positive(t, e.samples)
-	t.Logf("%d events, all applied exactly once by each of %d projectors; %d metrics samples of 3 replicas, none with two leaders",
-		e.written, len(e.projectors), e.samples)
+	require.Empty(e.t, e.violations, "two leaders reported in one metrics sample")
+	require.Positive(e.t, e.samples)
+	return e.samples
 }
 
 // epochs is the sum of every projector's epoch: each claim (a leader

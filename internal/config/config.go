@@ -77,6 +77,12 @@ type Database struct {
 	// 100ms to 24h: below, every statement times out and is retried; above,
 	// a deadline overflows (2562047h did).
 	QueryTimeout time.Duration `mapstructure:"query_timeout" limit:"100ms,24h"`
+	// GroupCommit lets the batches that several projectors have ready at
+	// once for one target database commit in one transaction, each still
+	// fenced and failing alone (docs/architecture.md, "Group commit").
+	// Default true: at the live tail it saves a commit per projector per
+	// poll; false gives every batch its own transaction.
+	GroupCommit bool `mapstructure:"group_commit"`
 }
 
 // Source describes the events table.
@@ -107,6 +113,11 @@ type Source struct {
 	// of them per batch is cheap: it logs a warning and sets
 	// projectord_source_unindexed. Default false: run refuses (exit 2).
 	AllowUnindexed bool `mapstructure:"allow_unindexed"`
+	// SharedReads lets the projectors at the live tail share one read of
+	// the source per head change, each served its own events from it in
+	// memory (docs/architecture.md, "Shared reads"). Default true; false
+	// gives every projector reads of its own, as before.
+	SharedReads bool `mapstructure:"shared_reads"`
 }
 
 // Columns maps event fields to column names. Empty EventID means the table

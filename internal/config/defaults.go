@@ -43,6 +43,8 @@ func Default() Config {
 			MaxConns:       8,
 			ConnectTimeout: 5 * time.Second,
 			QueryTimeout:   30 * time.Second,
+			// One commit for many projectors' small batches at the tail.
+			GroupCommit: true,
 		},
 		Source: Source{
 			Preset:  DefaultPreset,
@@ -54,6 +56,8 @@ func Default() Config {
 			PollInterval:  50 * time.Millisecond,
 			Listen:        false,
 			NotifyChannel: "projectord_events",
+			// One read per head change serves every projector at the tail.
+			SharedReads: true,
 		},
 		Coordination: Coordination{
 			// "proj" in ASCII, so the locks are recognisable in pg_locks.

@@ -161,6 +161,7 @@ coordination: {lease_timeout: 30s}
 		"PROJECTORD_SOURCE_COLUMNS_EVENT_ID":    "event_id",
 		"PROJECTORD_SOURCE_LISTEN":              "true",
 		"PROJECTORD_DATABASE_MAX_CONNS":         "16",
+		"PROJECTORD_DATABASE_GROUP_COMMIT":      "false",
 		"PROJECTORD_HTTP_LISTEN":                "", // empty counts as unset
 	}))
 	require.NoError(t, err)
@@ -172,6 +173,7 @@ coordination: {lease_timeout: 30s}
 	require.Equal(t, "global_position", cfg.Source.Columns.Position)
 	require.True(t, cfg.Source.Listen)
 	require.EqualValues(t, 16, cfg.Database.MaxConns)
+	require.False(t, cfg.Database.GroupCommit, "group_commit defaults to true")
 	require.Equal(t, ":7464", cfg.HTTP.Listen)
 }
 
@@ -508,7 +510,7 @@ func TestLoadDefaults(t *testing.T) {
 	// changed by accident fails here.
 	policy := ErrorPolicy{MaxAttempts: 5, Initial: 100 * time.Millisecond, Max: 30 * time.Second, Then: "halt"}
 	require.Equal(t, &Config{
-		Database: Database{URL: testURL, MaxConns: 8, ConnectTimeout: 5 * time.Second, QueryTimeout: 30 * time.Second},
+		Database: Database{URL: testURL, MaxConns: 8, ConnectTimeout: 5 * time.Second, QueryTimeout: 30 * time.Second, GroupCommit: true},
 		Source: Source{
 			Preset: "native",
 			Table:  "public.events",
@@ -527,6 +529,7 @@ func TestLoadDefaults(t *testing.T) {
 			PollInterval:  50 * time.Millisecond,
 			Listen:        false,
 			NotifyChannel: "projectord_events",
+			SharedReads:   true,
 		},
 		Coordination: Coordination{
 			LockNamespace:     1886547818,

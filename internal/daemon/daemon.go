@@ -35,6 +35,15 @@ type Options struct {
 	// start: false when the table has no cursor index and
 	// source.allow_unindexed let the daemon run anyway.
 	OnSourceIndexed func(indexed bool)
+	// ObserveRead, when set, is told what each projector's read did:
+	// served from the shared window, a read of its own, or a shared read
+	// extending the window (source.shared_reads). It must not block.
+	ObserveRead func(runner.TailRead)
+	// OnCommit, when set, is called after every transaction committed for
+	// batches: grouped (one transaction for that many projectors' batches,
+	// database.group_commit) or not (one batch, batches is 1). It must not
+	// block: commits call it.
+	OnCommit func(grouped bool, batches int)
 
 	// signals, set by tests only, records what the supervisors do.
 	signals *testSignals
@@ -242,6 +251,14 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 	}
 }
 
+// tailReads is the fewest extending reads the shared window holds.
+const tailReads = 4
+
+// budgetBatches is how many batches a replica holds in memory at once per
+// pooled connection (runner.Budget): enough to keep every connection busy
+// (one reading, one committing) and no more.
+const budgetBatches = 2
+
 var (
 	errFatal    = errors.New("fatal configuration error")
 	errStopping = errors.New("stopping")
@@ -412,6 +429,14 @@ func (d *Daemon) connect(ctx context.Context) error {
 			// One Target per database: status reads each database's
 			// checkpoints in one query, however many projectors it holds.
 			t = store.NewTarget(pool, cfg.Database.QueryTimeout)
+			if d.opts.OnCommit != nil {
+				t.ObserveCommits(d.opts.OnCommit)
+			}
+			if cfg.Database.GroupCommit {
+				// Per database, since a transaction is: the projectors
+				// of one target share its groups.
+				t.EnableGroupCommit()
+			}
 			byURL[url] = t
 		}
 		sinks[p.Name], targets[p.Name] = sink, t
@@ -455,7 +480,32 @@ func (d *Daemon) connect(ctx context.Context) error {
 		Logger:   d.log.Named("coord"),
 	})
 	gate.SetWake(session.Nudge)
-	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Session: session,
+	var tail *runner.Tail
+	// Not under position ordering, which has no horizon: a window read
+	// ahead of a projector's cursor would pass, for every projector at
+	// once, an event that commits late below it, where a read of its own
+	// could still meet it. That ordering may skip already; this would
+	// widen what it skips.
+	if cfg.Source.SharedReads && src.Ordering != store.OrderPosition {
+		// One read fills any projector's batch, twice over. The window
+		// holds as many events as the memory budget lets batches hold
+		// (and at least a few reads): a head that jumps by hundreds of
+		// events at once, when a long transaction ends and the horizon
+		// moves, must fit in it, or extending it to the head pushes out
+		// what the projectors still need and sends them to read on their
+		// own. Its size depends on the batch sizes and the pool, not on
+		// how many projectors there are.
+		largest := 1
+		for _, p := range cfg.Projectors {
+			largest = max(largest, p.BatchSize)
+		}
+		limit := 2 * largest
+		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx, Limit: limit,
+			Capacity: max(tailReads*limit, budgetBatches*int(cfg.Database.MaxConns)*largest), Observe: d.opts.ObserveRead})
+		watcher.BeforePublish(tail.Advance)
+	}
+	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Tail: tail,
+		ObserveRead: d.opts.ObserveRead, Session: session,
 		Balance: gate, SourceID: sourceID, Logger: d.log.Named("checkpoint")})
 	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {
@@ -478,7 +528,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	_ = session.Start(context.WithoutCancel(ctx))
 	// Two batches per pooled connection: enough to keep every connection
 	// busy (one reading, one committing) and no more.
-	budget := runner.NewBudget(2 * int(cfg.Database.MaxConns))
+	budget := runner.NewBudget(budgetBatches * int(cfg.Database.MaxConns))
 	for _, p := range cfg.Projectors {
 		obs := d.opts.Observer
 		if d.opts.signals != nil {

@@ -107,11 +107,21 @@ func (tb *pgBundle) config(t *testing.T, projectors ...config.Projector) *config
 
 func (tb *pgBundle) startDaemon(t *testing.T, cfg *config.Config, node string) *Daemon {
 	t.Helper()
+	return tb.startDaemonWith(t, cfg, node, nil)
+}
+
+// startDaemonWith is startDaemon with options set by opt (if not nil).
+func (tb *pgBundle) startDaemonWith(t *testing.T, cfg *config.Config, node string, opt func(*Options)) *Daemon {
+	t.Helper()
 	c := *cfg
 	c.Coordination.NodeID = node
 	sig := &testSignals{}
 	sig.state.Init()
-	d := New(Options{Config: &c, Logger: tb.log.Named(node), Version: "test", Migrate: true, signals: sig})
+	o := Options{Config: &c, Logger: tb.log.Named(node), Version: "test", Migrate: true, signals: sig}
+	if opt != nil {
+		opt(&o)
+	}
+	d := New(o)
 	require.NoError(t, d.Start(tb.ctx))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

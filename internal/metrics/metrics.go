@@ -26,6 +26,9 @@ var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison"
 // Batch results.
 var results = []string{"committed", "failed", "fenced"}
 
+// Commit modes: a transaction for several batches, or for one.
+var commitModes = []string{"grouped", "single"}
+
 // BuildInfo labels projectord_build_info.
 type BuildInfo struct{ Version, Commit, GoVersion string }
 
@@ -36,9 +39,18 @@ type Metrics struct {
 	poison                                    *prometheus.CounterVec
 	batchDuration                             *prometheus.HistogramVec
 	unsafeOrdering, unindexed                 prometheus.Gauge
+	sourceReads                               *prometheus.CounterVec
+	sharedBatches                             prometheus.Counter
 	hbFailures                                *prometheus.CounterVec
+	commits                                   *prometheus.CounterVec
+	groupBatches                              prometheus.Histogram
 
 	projectors []string
+	// perBatch holds, per configured projector, the series every batch
+	// touches, looked up once: at the live tail a replica commits
+	// thousands of batches a second, and hashing label values for each
+	// was a measurable share of its CPU.
+	perBatch map[string]batchSeries
 	leaderDesc *prometheus.Desc
 	// Balancing, computed at scrape time (balanceCollector).
 	ledDesc, ledWeightDesc, targetDesc, membersDesc, handOversDesc *prometheus.Desc
@@ -86,8 +98,18 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 			Help: "1 when source.ordering is position: events committed out of order can be skipped."}),
 		unindexed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "source_unindexed",
 			Help: "1 when the source table has no cursor index and source.allow_unindexed let projectord run: every batch sorts the table."}),
+		sourceReads: c("source_reads_total",
+			"Read queries for batches, by mode: shared (one read extending the shared window, for every projector at the live tail) or own (a projector's read of its own, catching up).", "mode"),
+		sharedBatches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "shared_read_batches_total",
+			Help: "Batches served to projectors from the shared window, with no query of their own."}),
 		hbFailures: c("coordination_heartbeat_failures_total",
 			"Losses of the coordination session (each dropped every lease), by reason: connection, heartbeat, query, stalled, pooler.", "reason"),
+		commits: c("commit_transactions_total",
+			"Transactions committed for this replica's batches, by mode: grouped (one transaction for several projectors' batches, database.group_commit) or single (one batch).", "mode"),
+		groupBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "commit_group_batches", Help: "Batches per grouped transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
 		leading:    map[string]bool{},
 		live:       map[string]int64{},
 		projectors: projectors,
@@ -118,12 +140,20 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
 	reg.MustRegister(leaderCollector{m}, balanceCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
-		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.hbFailures, info,
+		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.sourceReads, m.sharedBatches, m.hbFailures, m.commits, m.groupBatches, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
+	for _, mode := range []string{"shared", "own"} {
+		m.sourceReads.WithLabelValues(mode)
+	}
 	for _, r := range coord.LossReasons() {
 		m.hbFailures.WithLabelValues(r)
 	}
+	for _, mode := range commitModes {
+		m.commits.WithLabelValues(mode)
+	}
+	m.perBatch = make(map[string]batchSeries, len(projectors))
 	for _, p := range projectors {
+		m.perBatch[p] = m.batchSeries(p)
 		for _, s := range runner.States {
 			m.state.WithLabelValues(p, string(s)).Set(0)
 		}
@@ -166,12 +196,27 @@ func (m *Metrics) StateChanged(projector string, s runner.State) {
 	}
 }
 
+// batchSeries are the series of one projector that each batch updates.
+type batchSeries struct {
+	processed, committed prometheus.Counter
+	duration             prometheus.Observer
+}
+
+func (m *Metrics) batchSeries(projector string) batchSeries {
+	if s, ok := m.perBatch[projector]; ok {
+		return s
+	}
+	return batchSeries{m.processed.WithLabelValues(projector), m.batches.WithLabelValues(projector, "committed"),
+		m.batchDuration.WithLabelValues(projector)}
+}
+
 // BatchCommitted implements runner.Observer.
 func (m *Metrics) BatchCommitted(projector string, events int, to store.Cursor, took time.Duration) {
-	m.processed.WithLabelValues(projector).Add(float64(events))
+	s := m.batchSeries(projector)
+	s.processed.Add(float64(events))
 	if events > 0 {
-		m.batches.WithLabelValues(projector, "committed").Inc()
-		m.batchDuration.WithLabelValues(projector).Observe(took.Seconds())
+		s.committed.Inc()
+		s.duration.Observe(took.Seconds())
 	}
 	m.mu.Lock()
 	if m.leading[projector] {
@@ -288,6 +333,18 @@ func (c balanceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// Committed counts a transaction committed for batches: grouped (for
+// batches of several projectors) or single (for one batch). It is the
+// daemon's Options.OnCommit.
+func (m *Metrics) Committed(grouped bool, batches int) {
+	if !grouped {
+		m.commits.WithLabelValues("single").Inc()
+		return
+	}
+	m.commits.WithLabelValues("grouped").Inc()
+	m.groupBatches.Observe(float64(batches))
+}
+
 // SessionLost counts a loss of the coordination session, by one of
 // coord.LossReasons.
 func (m *Metrics) SessionLost(reason string) { m.hbFailures.WithLabelValues(reason).Inc() }
@@ -308,6 +365,18 @@ func (m *Metrics) Unindexed(missing bool) {
 		m.unindexed.Set(1)
 	} else {
 		m.unindexed.Set(0)
+	}
+}
+
+// SourceRead records what one read did (runner.Tail).
+func (m *Metrics) SourceRead(r runner.TailRead) {
+	switch r {
+	case runner.TailServed:
+		m.sharedBatches.Inc()
+	case runner.TailShared:
+		m.sourceReads.WithLabelValues("shared").Inc()
+	default:
+		m.sourceReads.WithLabelValues("own").Inc()
 	}
 }
 

@@ -31,7 +31,13 @@ type PGBackendConfig struct {
 	// Reader reads the source; the lock-id registry lives in its database.
 	Reader  *store.Reader
 	Watcher *Watcher
-	Session *coord.Session
+	// Tail, if set, answers the projectors' reads: shared among those at
+	// the live tail, passed on to Reader for the others.
+	Tail *Tail
+	// ObserveRead, if set, is told what each read did (with no Tail, each
+	// is a read of the projector's own). It must not block.
+	ObserveRead func(TailRead)
+	Session     *coord.Session
 	// Balance, if set, decides which projectors this replica tries for and
 	// hands over (it is the session's Observer).
 	Balance *Balance
@@ -74,6 +80,12 @@ func (b *PGBackend) target(name string) (*store.Target, *store.SQLSink, error) {
 
 // Read implements EventReader.
 func (b *PGBackend) Read(ctx context.Context, after store.Cursor, f store.Filter, limit int, buf []store.Event) ([]store.Event, error) {
+	if b.Tail != nil {
+		return b.Tail.Read(ctx, after, f, limit, buf)
+	}
+	if b.ObserveRead != nil {
+		b.ObserveRead(TailOwn)
+	}
 	return b.Reader.Read(ctx, after, f, limit, buf)
 }
 

@@ -26,6 +26,10 @@ type Watcher struct {
 
 	kick chan struct{}
 
+	// advance, if set, is called with a new head before the projectors
+	// are told of it (Tail.Advance).
+	advance func(store.Cursor)
+
 	mu      sync.Mutex
 	head    store.Cursor
 	changed chan struct{}
@@ -38,6 +42,11 @@ type Watcher struct {
 func NewWatcher(r HeadReader, interval time.Duration, log *zap.Logger) *Watcher {
 	return &Watcher{r: r, interval: interval, log: log, kick: make(chan struct{}, 1), changed: make(chan struct{})}
 }
+
+// BeforePublish makes the watcher call f with every new head before it
+// wakes the projectors waiting for one (Tail.Advance: the shared window is
+// extended first). Call it before Run.
+func (w *Watcher) BeforePublish(f func(store.Cursor)) { w.advance = f }
 
 // Head implements EventReader.Head.
 func (w *Watcher) Head() (store.Cursor, <-chan struct{}) {
@@ -79,6 +88,11 @@ func (w *Watcher) Run(ctx context.Context) {
 		head, ok, err := w.r.Head(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil && ok && w.advance != nil {
+			if cur, _ := w.Head(); cur.Less(head) {
+				w.advance(head)
+			}
 		}
 		w.mu.Lock()
 		w.err = err

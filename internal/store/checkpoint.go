@@ -97,6 +97,10 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 type Target struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
+	// groups queues the batches of a group commit; nil while it is off.
+	groups *groupQueue
+	// onCommit, if set, learns of every transaction committed for batches.
+	onCommit func(grouped bool, batches int)
 }
 
 // NewTarget returns a target on pool; every statement is bounded by timeout.
@@ -327,6 +331,11 @@ func (t *Target) List(ctx context.Context) ([]Checkpoint, error) {
 // projector, *ApplyError when a sink statement failed on its event, and
 // an error matching ErrBadHandler when a handler tried to end the
 // transaction (which fails for every event alike).
+//
+// With group commit on (EnableGroupCommit), the transaction may hold other
+// projectors' batches too (groupcommit.go); what Commit returns is the
+// same either way: a batch that fails in a group is committed alone
+// before Commit answers, and the answer is that commit's.
 func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) error {
 	// A row the reader could not decode is poison before any statement
 	// runs: report it like a sink failure on it, sending nothing, so the
@@ -336,6 +345,14 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 			return &ApplyError{Index: i, Err: bad}
 		}
 	}
+	if t.groups == nil || req.DeadLetter != nil {
+		return t.commitOne(ctx, req, sink)
+	}
+	return t.commitGrouped(ctx, req, sink)
+}
+
+// commitOne is Commit in a transaction of req's own.
+func (t *Target) commitOne(ctx context.Context, req CommitRequest, sink *SQLSink) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	b := &pgx.Batch{}
@@ -392,6 +409,9 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 	}
 	if firstErr != nil && ctx.Err() != nil && errors.Is(firstErr, context.DeadlineExceeded) {
 		firstErr = t.probe(ctx, firstErr)
+	}
+	if firstErr == nil {
+		t.committed(false, 1)
 	}
 	return firstErr
 }

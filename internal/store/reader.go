@@ -57,13 +57,10 @@ func (r *Reader) statement(ctx context.Context, f Filter) (string, readPlan, err
 		p := newReadPlan(r.src, l)
 		plan = &p
 	}
-	key := strings.Join(f.EventTypes, "\x00") + "\x01" + f.StreamPrefix
-	if f.PositionFloor > 0 {
-		key += "\x02" // the floor's value is a parameter; only its presence shapes the statement
-	}
-	if f.TypeNull {
-		key += "\x03"
-	}
+	// The filter's values are parameters: only which conditions it has
+	// shapes the statement. (Keyed by the values, a type list [""] once
+	// took the statement of no type list, and its arguments did not fit.)
+	key := fmt.Sprintf("%t/%t/%t/%t", len(f.EventTypes) > 0, f.StreamPrefix != "", f.PositionFloor > 0, f.TypeNull)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.plan == nil {

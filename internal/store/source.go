@@ -415,19 +415,25 @@ func (s Source) readSQL(f Filter, p readPlan) string {
 // order readArgs appends their values. The position floor is a condition on
 // the index's second column, so an xid8 read stays a range scan on
 // (transaction_id, position); it costs one pass over the floor's events.
+//
+// Types and prefixes compare the values' text bytewise (COLLATE "C"), as
+// Filter.Matches does in memory for the shared window: under a column's
+// nondeterministic collation, "=" could match other bytes than the ones a
+// projector's own read got, and a projector moving between the two would
+// skip or repeat events.
 func (s Source) filterSQL(b *strings.Builder, f Filter) {
 	n := 3
 	if len(f.EventTypes) > 0 {
 		n++
 		if f.TypeNull {
-			fmt.Fprintf(b, " AND (%[1]s = ANY($%[2]d::text[]) OR %[1]s IS NULL)", quoteCol(s.Columns.EventType), n)
+			fmt.Fprintf(b, " AND (%[1]s::text COLLATE \"C\" = ANY($%[2]d::text[]) OR %[1]s IS NULL)", quoteCol(s.Columns.EventType), n)
 		} else {
-			fmt.Fprintf(b, " AND %s = ANY($%d::text[])", quoteCol(s.Columns.EventType), n)
+			fmt.Fprintf(b, " AND %s::text COLLATE \"C\" = ANY($%d::text[])", quoteCol(s.Columns.EventType), n)
 		}
 	}
 	if f.StreamPrefix != "" {
 		n++
-		fmt.Fprintf(b, " AND starts_with(%s::text, $%d::text)", quoteCol(s.Columns.StreamID), n)
+		fmt.Fprintf(b, " AND starts_with(%s::text COLLATE \"C\", $%d::text)", quoteCol(s.Columns.StreamID), n)
 	}
 	if f.PositionFloor > 0 {
 		n++

@@ -1,0 +1,476 @@
+package store
+
+// Group commit: the batches that several projectors commit into one target
+// database at about the same time share one transaction. At the live tail
+// every head change gives nearly every projector a small batch, and one
+// transaction each costs the database a commit (and a WAL flush) per
+// projector per poll; a group costs one.
+//
+// A group never lets one member's failure decide another's outcome. The
+// group's transaction is one pipelined batch, and a pipeline stops at its
+// first error, so the error names exactly one member when it is raised by
+// one of that member's statements (a handler, or its fenced checkpoint
+// move): that member commits alone, on its own context, and what it gets
+// is what a solo commit gives; the others run again at once as a group
+// without it. Each such failure removes one member, so this ends. A
+// failure nobody can be blamed for (BEGIN, COMMIT, a deferred constraint,
+// the connection, the group's deadline) sends every member to commit
+// alone. A member learns its outcome only once its batch has either
+// committed or certainly not, so a batch that went through is never
+// reported failed (its leader would retry it, meet its own rows or its
+// own checkpoint move, and poison the event or step down as if deposed).
+// COMMIT goes out with the rest of the pipeline, so when the client stops
+// reading (the group's deadline, a lost connection), PostgreSQL may still
+// commit: the group then asks the server what became of its transaction
+// (learnOutcome) before it answers anyone.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/projectord/projectord/internal/testsignal"
+)
+
+// A group holds at most this many batches, and no more events than
+// groupMaxEvents unless its first batch alone has more: past that, one
+// transaction's locks, WAL and time would grow with the number of
+// projectors instead of saving a commit per batch.
+const (
+	groupMaxMembers = 256
+	groupMaxEvents  = 10_000
+)
+
+// errGoSolo tells a member that nothing of its batch was committed and
+// that it must commit the batch alone.
+var errGoSolo = errors.New("store: commit the batch in a transaction of its own")
+
+// errOutcomeUnknown is what a member gets when its group's transaction
+// may have committed and the server could not be asked whether it did:
+// as for a batch alone whose COMMIT went unanswered, the loop classifies
+// the cause (wrapped with it) and retries from its checkpoint.
+var errOutcomeUnknown = errors.New("the outcome of the group's transaction is unknown")
+
+// errRolledBackAtCommit is PostgreSQL answering the group's COMMIT with
+// ROLLBACK: its transaction had failed.
+var errRolledBackAtCommit = errors.New("the group's transaction was rolled back at COMMIT")
+
+// EnableGroupCommit lets t commit the batches of several projectors in one
+// transaction (Commit). Call it before the first Commit; without it every
+// batch has its own transaction.
+func (t *Target) EnableGroupCommit() {
+	t.groups = &groupQueue{}
+}
+
+// ObserveCommits makes t call f after every transaction it commits for
+// batches: grouped (one transaction for that many batches of several
+// projectors) or alone (batches is 1). f must not block: it runs on the
+// commit's goroutine, or on the committer's. Call it before the first
+// Commit.
+func (t *Target) ObserveCommits(f func(grouped bool, batches int)) {
+	t.onCommit = f
+}
+
+func (t *Target) committed(grouped bool, batches int) {
+	if t.onCommit != nil {
+		t.onCommit(grouped, batches)
+	}
+}
+
+// groupMember is one queued batch and the way back to its caller.
+type groupMember struct {
+	ctx  context.Context
+	req  CommitRequest
+	sink *SQLSink
+	// result receives exactly one value: nil (committed in a group),
+	// errGoSolo, or the outcome of the commit the committer made for it
+	// alone. Buffered, so the committer never waits for a member.
+	result chan error
+}
+
+// groupQueue is a target's queue of batches waiting for a group, and the
+// state of its committer: at most one goroutine, running while the queue
+// is not empty.
+type groupQueue struct {
+	mu      sync.Mutex
+	queue   []*groupMember
+	running bool
+
+	// For tests (export_test.go): queued is signalled the queue's length
+	// after every batch added; a non-nil hold makes the committer wait
+	// for it to close before it takes each group, so a test can fill the
+	// queue first.
+	queued testsignal.Log[int]
+	hold   chan struct{}
+}
+
+// commitGrouped queues req for the next group and waits for its outcome.
+func (t *Target) commitGrouped(ctx context.Context, req CommitRequest, sink *SQLSink) error {
+	m := &groupMember{ctx: ctx, req: req, sink: sink, result: make(chan error, 1)}
+	t.groups.add(t, m)
+	// Not given up when ctx ends: until the answer comes, the batch may
+	// still commit in its group. The wait is bounded all the same: by the
+	// group running when it was queued (its deadline and the learning of
+	// its outcome, or the context of the batch the committer commits
+	// alone), then by its own group's, which end no later than its own
+	// deadline (groupContext).
+	err := <-m.result
+	if errors.Is(err, errGoSolo) {
+		return t.commitOne(ctx, req, sink)
+	}
+	return err
+}
+
+func (g *groupQueue) add(t *Target, m *groupMember) {
+	g.mu.Lock()
+	g.queue = append(g.queue, m)
+	n := len(g.queue)
+	start := !g.running
+	g.running = true
+	g.mu.Unlock()
+	g.queued.Signal(n)
+	if start {
+		go t.runGroups()
+	}
+}
+
+// runGroups is the committer: it commits groups until the queue is empty.
+// Its lifetime is bounded by the work queued: each group by its deadline,
+// and every queued batch has a caller waiting for it.
+func (t *Target) runGroups() {
+	for {
+		if t.groups.hold != nil {
+			<-t.groups.hold
+		}
+		members, ok := t.groups.take()
+		if !ok {
+			return
+		}
+		switch len(members) {
+		case 0:
+		case 1:
+			// Alone, a batch gains nothing from a group and would lose
+			// half its time (groupContext): it is committed as without
+			// grouping, on its own context. By the committer, though, so
+			// that the batches queued meanwhile wait and form the next
+			// group: were the committer free again at once, batches
+			// arriving one after the other would each find the queue
+			// empty but for themselves, and never share a transaction.
+			m := members[0]
+			m.result <- t.commitOne(m.ctx, m.req, m.sink)
+		default:
+			t.commitGroup(members)
+		}
+	}
+}
+
+// take removes the next group from the queue, in queue order: up to
+// groupMaxMembers batches and groupMaxEvents events, at most one batch per
+// projector (a second one would find the first's checkpoint move in the
+// same transaction, and would have to be blamed when the first fails: it
+// waits for the next group). A batch whose context has ended is sent to
+// commit alone, which fails at once. ok is false, and the committer ends,
+// when the queue is empty.
+func (g *groupQueue) take() (members []*groupMember, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.queue) == 0 {
+		g.running = false
+		g.queue = nil // let a burst's backing array go
+		return nil, false
+	}
+	projectors := map[string]bool{}
+	events := 0
+	rest := g.queue[:0]
+	for i, m := range g.queue {
+		if len(members) == groupMaxMembers || (len(members) > 0 && events+len(m.req.Events) > groupMaxEvents) {
+			rest = append(rest, g.queue[i:]...)
+			break
+		}
+		switch {
+		case projectors[m.req.Projector]:
+			rest = append(rest, m)
+		case m.ctx.Err() != nil:
+			m.result <- errGoSolo
+		default:
+			projectors[m.req.Projector] = true
+			events += len(m.req.Events)
+			members = append(members, m)
+		}
+	}
+	clear(g.queue[len(rest):])
+	g.queue = rest
+	return members, true
+}
+
+// requeue puts members back at the front of the queue, in their order.
+func (g *groupQueue) requeue(members []*groupMember) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.queue = append(slices.Clip(members), g.queue...)
+}
+
+// commitGroup commits members in one transaction, or finds who must
+// commit alone.
+func (t *Target) commitGroup(members []*groupMember) {
+	culprit, err := t.runGroup(members)
+	switch {
+	case err == nil:
+		t.committed(true, len(members))
+		for _, m := range members {
+			m.result <- nil
+		}
+	case errors.Is(err, errOutcomeUnknown):
+		for _, m := range members {
+			m.result <- fmt.Errorf("error committing the batch of %s in a group: %w", m.req.Projector, err)
+		}
+	case culprit >= 0:
+		members[culprit].result <- errGoSolo
+		t.groups.requeue(slices.Delete(members, culprit, culprit+1))
+	default:
+		for _, m := range members {
+			m.result <- errGoSolo
+		}
+	}
+}
+
+// runGroup runs members' batches in one transaction: each member's sink
+// statements and then its fenced checkpoint move, in turn, and COMMIT. It
+// returns nil when the transaction committed. Otherwise the error either
+// wraps errOutcomeUnknown, or the transaction certainly did not commit and
+// culprit is the member whose statement PostgreSQL refused, or -1 when the
+// failure is nobody's.
+func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
+	ctx, learnCtx, cancel := t.groupContext(members)
+	defer cancel()
+	b := &pgx.Batch{}
+	// owner maps each queued query to its member: the member's own solo
+	// commit names the event, by its own batch's index, if it fails.
+	var owner, events []int
+	for k, m := range members {
+		req := &m.req
+		if m.sink != nil {
+			events = m.sink.queue(b, req.Events, events[:0])
+		}
+		b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
+			req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
+		for len(owner) < b.Len() {
+			owner = append(owner, k)
+		}
+	}
+	commit := b.Len()
+	b.Queue("COMMIT")
+	conn, err := t.pool.Acquire(ctx)
+	if err != nil {
+		return -1, err
+	}
+	defer conn.Release()
+	pc := conn.Conn().PgConn()
+	rollback := func() {
+		// A failure leaves the transaction open: end it so the connection
+		// can be reused; the pool discards one on which even this fails.
+		if !pc.IsClosed() && pc.TxStatus() != 'I' {
+			_, _ = conn.Exec(ctx, "ROLLBACK")
+		}
+	}
+	// As in commitOne: BEGIN before the batch, so the statements pgx
+	// prepares first, in a round trip of their own, run under the group's
+	// limits too. The transaction's id, taken in the same round trip, is
+	// how the server is asked later whether it committed; nothing that
+	// could commit it has been sent yet if this fails.
+	xid, err := begin(ctx, pc)
+	if err != nil {
+		rollback()
+		return -1, err
+	}
+	br := conn.SendBatch(ctx, b)
+	culprit, err = -1, nil
+	for i := 0; i <= commit; i++ {
+		tag, qerr := br.Exec()
+		if qerr == nil && i == commit && tag.String() != "COMMIT" {
+			// PostgreSQL answers a COMMIT of a failed transaction with
+			// ROLLBACK and no error.
+			qerr = errRolledBackAtCommit
+		}
+		if qerr != nil {
+			err = qerr
+			if i < commit && blamable(qerr) {
+				culprit = owner[i]
+			}
+			break
+		}
+	}
+	// Whatever Close says adds nothing: the outcome is known from the
+	// results read.
+	_ = br.Close()
+	if err == nil {
+		// COMMIT succeeded: the batches are in, whatever the connection
+		// does next.
+		return -1, nil
+	}
+	if pc.IsClosed() || ctx.Err() != nil {
+		// The connection or the group's time ran out under whichever
+		// statement was running: not that statement's doing.
+		culprit = -1
+	}
+	rollback()
+	if !abortedForSure(err) {
+		// COMMIT was sent with the rest, and the client stopped reading
+		// before PostgreSQL said what became of it: the server may have
+		// committed meanwhile, or may still (a COMMIT waiting for a
+		// synchronous standby is bounded by no statement_timeout, and
+		// the cancel pgx sends as it gives up ends that wait with the
+		// transaction committed). Telling the members to commit alone
+		// would then have each meet its own rows or checkpoint move.
+		// The connection goes back first (closed, the pool drops it), so
+		// that asking needs no more connections than the group had.
+		pid := pc.PID()
+		conn.Release()
+		committed, lerr := t.learnOutcome(learnCtx, xid, pid)
+		switch {
+		case lerr != nil:
+			return -1, fmt.Errorf("%w (asking the server: %v): %w", errOutcomeUnknown, lerr, err)
+		case committed:
+			return -1, nil
+		}
+	}
+	return culprit, err
+}
+
+// begin opens the group's transaction with its limits and returns the
+// transaction's id.
+func begin(ctx context.Context, pc *pgconn.PgConn) (uint64, error) {
+	res, err := pc.Exec(ctx, beginSQL(ctx)+"; SELECT pg_current_xact_id()").ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	if len(res) == 0 || len(res[len(res)-1].Rows) != 1 || len(res[len(res)-1].Rows[0]) != 1 {
+		return 0, errors.New("error beginning the group's transaction: pg_current_xact_id() returned no row")
+	}
+	xid, err := strconv.ParseUint(string(res[len(res)-1].Rows[0][0]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("error beginning the group's transaction: pg_current_xact_id(): %w", err)
+	}
+	return xid, nil
+}
+
+// abortedForSure reports whether err, a group's failure after its
+// pipeline was handed to pgx, leaves its transaction certainly not
+// committed: PostgreSQL refused a statement with an ERROR (which aborts
+// the transaction: the statements after it and the COMMIT are skipped),
+// it answered COMMIT with ROLLBACK, or pgx failed before sending the
+// statements. Our deadline, a lost connection or a FATAL error may come
+// after PostgreSQL committed (a backend terminated while its COMMIT waits
+// for a standby reports FATAL, committed).
+func abortedForSure(err error) bool {
+	var prep pgx.ErrPreprocessingBatch
+	if errors.As(err, &prep) || errors.Is(err, errRolledBackAtCommit) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	severity := pgErr.SeverityUnlocalized
+	if severity == "" {
+		severity = pgErr.Severity
+	}
+	return severity == "ERROR"
+}
+
+// learnOutcome asks the server, on another connection, whether the
+// group's transaction xid committed. One still in progress belongs to a
+// backend the client has given up on (pid, whose connection pgx closed
+// with a cancel): it is terminated, as a client that left cannot finish
+// it, which makes the outcome final (a backend terminated after its
+// commit record is written dies committed), and asked again. The backend
+// is matched by its pid and the transaction it runs, so a reused pid is
+// never hit. ctx bounds it: the members' own time.
+func (t *Target) learnOutcome(ctx context.Context, xid uint64, pid uint32) (committed bool, err error) {
+	terminated := false
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		var status *string
+		if err := t.pool.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, xid).Scan(&status); err != nil {
+			return false, err
+		}
+		switch {
+		case status == nil:
+			return false, fmt.Errorf("the server knows nothing of transaction %d", xid)
+		case *status == "committed":
+			return true, nil
+		case *status == "aborted":
+			return false, nil
+		}
+		if !terminated {
+			// backend_xid is the 32-bit xid, shown as text.
+			if _, err := t.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE pid = $1 AND backend_xid::text = $2`, int64(pid), strconv.FormatUint(uint64(uint32(xid)), 10)); err != nil {
+				return false, err
+			}
+			terminated = true
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return false, ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// blamable reports whether err is PostgreSQL refusing the statement it
+// answers, rather than a failure of the connection or of the client, or
+// an error pgx met preparing the batch (which names a statement, not a
+// member: several members may share its text).
+func blamable(err error) bool {
+	var prep pgx.ErrPreprocessingBatch
+	if errors.As(err, &prep) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Severity != "FATAL" && pgErr.Severity != "PANIC"
+}
+
+// groupContext bounds a group: half of the time the member with the least
+// left has (its context's deadline, or the target's timeout), so that any
+// member sent to commit alone keeps at least the other half. learn, the
+// group's parent, has all of that time: it bounds learning the outcome of
+// a group cut short, which the members wait for. Both end early once
+// every member's context has ended: nobody waits for the outcome any
+// more, and a shutdown cuts the group short as it would their own commits.
+func (t *Target) groupContext(members []*groupMember) (group, learn context.Context, cancel context.CancelFunc) {
+	left := t.timeout
+	for _, m := range members {
+		if d, ok := m.ctx.Deadline(); ok {
+			left = min(left, time.Until(d))
+		}
+	}
+	learn, cancelLearn := context.WithTimeout(context.Background(), left)
+	group, cancelGroup := context.WithTimeout(learn, left/2)
+	var live atomic.Int64
+	live.Store(int64(len(members)))
+	stops := make([]func() bool, len(members))
+	for i, m := range members {
+		stops[i] = context.AfterFunc(m.ctx, func() {
+			if live.Add(-1) == 0 {
+				cancelLearn()
+			}
+		})
+	}
+	return group, learn, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancelGroup()
+		cancelLearn()
+	}
+}
