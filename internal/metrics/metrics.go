@@ -50,7 +50,7 @@ type Metrics struct {
 	// touches, looked up once: at the live tail a replica commits
 	// thousands of batches a second, and hashing label values for each
 	// was a measurable share of its CPU.
-	perBatch map[string]batchSeries
+	perBatch   map[string]batchSeries
 	leaderDesc *prometheus.Desc
 	// Balancing, computed at scrape time (balanceCollector).
 	ledDesc, ledWeightDesc, targetDesc, membersDesc, handOversDesc *prometheus.Desc
