@@ -191,10 +191,12 @@ func (t *Tail) restart(c store.Cursor) {
 // was served from it since it last moved). The projectors woken by the
 // new head then find their events in the window at once, rather than all
 // waking to wait for the one read and waking again when it is done. It
-// returns once the read ended (bounded by the source's query timeout), or
-// at once when there is nothing to do. A failed read is left to the
-// projectors' reads, which extend the window themselves.
-func (t *Tail) Advance(head store.Cursor) {
+// returns once the read ended, or ctx did, or at once when there is
+// nothing to do. ctx only bounds the wait: a read still running then
+// goes on, and the projectors woken meanwhile wait for it in Read, as
+// they would without Advance. A failed read is left to the projectors'
+// reads, which extend the window themselves.
+func (t *Tail) Advance(ctx context.Context, head store.Cursor) {
 	t.mu.Lock()
 	if !t.started || !t.used || !t.end.Less(head) {
 		t.mu.Unlock()
@@ -202,7 +204,10 @@ func (t *Tail) Advance(head store.Cursor) {
 	}
 	f := t.extend(head)
 	t.mu.Unlock()
-	<-f.done
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+	}
 }
 
 // extend returns the extending read in flight, starting one if none is.

@@ -337,14 +337,14 @@ func TestTailAdvance(t *testing.T) {
 	tail := runner.NewTail(runner.TailConfig{Source: src, Heads: n.Head, Context: t.Context(), Limit: 10, Capacity: 40, Observe: counts.observe})
 	m.AppendCommitted("s", "A", "{}")
 	head, _ := n.Head()
-	tail.Advance(head) // not started: nothing to do
+	tail.Advance(t.Context(), head) // not started: nothing to do
 	require.Zero(t, src.reads.Load())
 	_, err := tail.Read(t.Context(), head, store.Filter{}, 10, nil) // starts the window and uses it
 	require.NoError(t, err)
 
 	m.AppendCommitted("s", "A", "{}", "{}")
 	next, _ := n.Head()
-	tail.Advance(next)
+	tail.Advance(t.Context(), next)
 	require.EqualValues(t, 1, src.reads.Load(), "a window in use is extended to the new head")
 	events, err := tail.Read(t.Context(), head, store.Filter{}, 10, nil)
 	require.NoError(t, err)
@@ -352,15 +352,15 @@ func TestTailAdvance(t *testing.T) {
 	require.EqualValues(t, 1, src.reads.Load(), "the read after the head moved needed no query")
 
 	// Moved, and not served from since: another head change does not extend it.
-	tail.Advance(next)
+	tail.Advance(t.Context(), next)
 	require.EqualValues(t, 1, src.reads.Load())
 	m.AppendCommitted("s", "A", "{}")
 	unused, _ := n.Head()
 	// The read above was served from the moved window: in use again.
-	tail.Advance(unused)
+	tail.Advance(t.Context(), unused)
 	require.EqualValues(t, 2, src.reads.Load())
 	m.AppendCommitted("s", "A", "{}")
 	last, _ := n.Head()
-	tail.Advance(last) // nobody read since the last move
+	tail.Advance(t.Context(), last) // nobody read since the last move
 	require.EqualValues(t, 2, src.reads.Load())
 }

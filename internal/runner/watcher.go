@@ -28,7 +28,7 @@ type Watcher struct {
 
 	// advance, if set, is called with a new head before the projectors
 	// are told of it (Tail.Advance).
-	advance func(store.Cursor)
+	advance func(context.Context, store.Cursor)
 
 	mu      sync.Mutex
 	head    store.Cursor
@@ -45,8 +45,8 @@ func NewWatcher(r HeadReader, interval time.Duration, log *zap.Logger) *Watcher 
 
 // BeforePublish makes the watcher call f with every new head before it
 // wakes the projectors waiting for one (Tail.Advance: the shared window is
-// extended first). Call it before Run.
-func (w *Watcher) BeforePublish(f func(store.Cursor)) { w.advance = f }
+// extended first). f must return once its context ends. Call it before Run.
+func (w *Watcher) BeforePublish(f func(context.Context, store.Cursor)) { w.advance = f }
 
 // Head implements EventReader.Head.
 func (w *Watcher) Head() (store.Cursor, <-chan struct{}) {
@@ -91,7 +91,16 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		if err == nil && ok && w.advance != nil {
 			if cur, _ := w.Head(); cur.Less(head) {
-				w.advance(head)
+				// Waited for a poll interval at most: a read that takes
+				// longer (up to the query timeout) would hold the head
+				// from every projector, those reading on their own too,
+				// and make one loop two statements long, past what the
+				// liveness check allows a loop (query timeout + 10s).
+				// Published sooner, the woken projectors wait for that
+				// read themselves, as they did before Advance.
+				actx, cancel := context.WithTimeout(ctx, w.interval)
+				w.advance(actx, head)
+				cancel()
 			}
 		}
 		w.mu.Lock()
