@@ -56,8 +56,14 @@ func freePort(t *testing.T) int { return testsupport.Port(t) }
 // replica starts a projectord process serving HTTP on a free port.
 func (ob *obsBundle) replica(t *testing.T, node string, projectors string) (*proc, string) {
 	t.Helper()
+	return ob.replicaWith(t, node, "", projectors)
+}
+
+// replicaWith is replica with extra coordination settings (", key: value" each).
+func (ob *obsBundle) replicaWith(t *testing.T, node, extraCoord, projectors string) (*proc, string) {
+	t.Helper()
 	port := freePort(t)
-	f := replicaConfig(t, node, ob.url, port, 100*time.Millisecond, "", "", projectors)
+	f := replicaConfig(t, node, ob.url, port, 100*time.Millisecond, "", extraCoord, projectors)
 	p := startProc(t, "run", "--config", f)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	waitFor(t, 30*time.Second, func() bool { code, _ := get(base + "/livez"); return code == 200 })
@@ -131,13 +137,16 @@ func TestMetricsShowAtMostOneLeaderThroughHandover(t *testing.T) {
 	ob := setupObs(t)
 	ob.insert(t, 500)
 	projectors := []string{"alpha", "beta", "gamma"}
-	a, baseA := ob.replica(t, "node-a", sinkYAML(projectors...))
+	// Balancing off: the handover under test is the SIGTERM's. With it on,
+	// node-b could take a share as soon as it joined (it did, on a busy
+	// machine, before the test had seen node-a lead all three).
+	a, baseA := ob.replicaWith(t, "node-a", ", balance: false", sinkYAML(projectors...))
 	waitFor(t, 30*time.Second, func() bool {
 		m, err := scrape(baseA)
 		return err == nil && m[`projectord_projector_leader{projector="alpha"}`]+m[`projectord_projector_leader{projector="beta"}`]+
 			m[`projectord_projector_leader{projector="gamma"}`] == 3
 	})
-	_, baseB := ob.replica(t, "node-b", sinkYAML(projectors...))
+	_, baseB := ob.replicaWith(t, "node-b", ", balance: false", sinkYAML(projectors...))
 	var sent time.Time
 
 	// Scrapes are not simultaneous. Scraping the standby first makes a
