@@ -27,8 +27,8 @@ package store
 import (
 	"context"
 	"errors"
-	"runtime"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
