@@ -503,6 +503,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx, Limit: limit,
 			Capacity: max(tailReads*limit, budgetBatches*int(cfg.Database.MaxConns)*largest), Observe: d.opts.ObserveRead})
 		watcher.BeforePublish(tail.Advance)
+		watcher.PollWith(tail.Poll)
 	}
 	b := runner.NewPGBackend(runner.PGBackendConfig{Node: d.node, Reader: reader, Watcher: watcher, Tail: tail,
 		ObserveRead: d.opts.ObserveRead, Session: session,

@@ -97,6 +97,7 @@ type TailConfig struct {
 type tailFetch struct {
 	done chan struct{}
 	err  error
+	full bool // the read returned as many events as it asked for
 }
 
 // NewTail returns a Tail over c.Source. Its window starts empty at the
@@ -210,6 +211,43 @@ func (t *Tail) Advance(ctx context.Context, head store.Cursor) {
 	}
 }
 
+// Poll extends a window in use by one read and reports the source's head
+// as that read found it, for the watcher to use instead of a head query
+// of its own: at the live tail the one read per poll interval then both
+// finds the new head and fetches what lies before it. handled is false
+// when the watcher must query the head itself: the window is not in use
+// (no read was served from it since it last moved), a read is already in
+// flight, this one was full (the head lies further on), or ctx ended
+// first (the read carries on for the projectors). A failed read is
+// handled, with its error.
+func (t *Tail) Poll(ctx context.Context) (head store.Cursor, ok, handled bool, err error) {
+	t.mu.Lock()
+	if !t.started || !t.used || t.fetch != nil {
+		t.mu.Unlock()
+		return store.Cursor{}, false, false, nil
+	}
+	noted, _ := t.heads()
+	f := t.extend(noted)
+	t.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return store.Cursor{}, false, false, nil
+	}
+	if f.err != nil {
+		return store.Cursor{}, false, true, f.err
+	}
+	if f.full {
+		return store.Cursor{}, false, false, nil
+	}
+	// A short read returned every event after the window's end below the
+	// horizon: the newest of them, or the end itself when there was none,
+	// is the newest readable cursor.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.end, !t.end.IsZero(), true, nil
+}
+
 // extend returns the extending read in flight, starting one if none is.
 // noted is a head read before the call: a short read covers up to it.
 // The caller holds mu.
@@ -230,7 +268,7 @@ func (t *Tail) extend(noted store.Cursor) *tailFetch {
 		t.note(TailShared)
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		f.err = err
+		f.err, f.full = err, len(events) == t.limit
 		t.fetch = nil
 		close(f.done)
 		if err != nil || t.end != from {

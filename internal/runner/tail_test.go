@@ -364,3 +364,77 @@ func TestTailAdvance(t *testing.T) {
 	tail.Advance(t.Context(), last) // nobody read since the last move
 	require.EqualValues(t, 2, src.reads.Load())
 }
+
+// Poll lets the watcher find the head with the window's own read while the
+// window is in use: one query per poll, not a head query and a read. It
+// leaves the head to the watcher's query when the window is not in use,
+// when the read was full (the head lies further on), or when the read
+// outlasts the poll's context.
+func TestTailPoll(t *testing.T) {
+	m := memtest.New()
+	n := m.Node("a")
+	src := &countingSource{src: n}
+	tail := runner.NewTail(runner.TailConfig{Source: src, Heads: n.Head, Context: t.Context(), Limit: 4, Capacity: 16})
+	_, _, handled, err := tail.Poll(t.Context())
+	require.NoError(t, err)
+	require.False(t, handled, "not started")
+	m.AppendCommitted("s", "A", "{}")
+	head, _ := n.Head()
+	_, err = tail.Read(t.Context(), head, store.Filter{}, 10, nil) // starts the window at the head and uses it
+	require.NoError(t, err)
+
+	m.AppendCommitted("s", "A", "{}", "{}")
+	want, _ := n.Head()
+	got, ok, handled, err := tail.Poll(t.Context())
+	require.NoError(t, err)
+	require.True(t, handled)
+	require.True(t, ok)
+	require.Equal(t, want, got, "the head as the window's read found it")
+	reads := src.reads.Load()
+	events, err := tail.Read(t.Context(), head, store.Filter{}, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, events, 2)
+	require.Equal(t, reads, src.reads.Load(), "the events were fetched by the poll")
+
+	_, _, handled, err = tail.Poll(t.Context())
+	require.NoError(t, err)
+	require.True(t, handled, "the read above used the window")
+	_, _, handled, err = tail.Poll(t.Context())
+	require.NoError(t, err)
+	require.False(t, handled, "nobody read since the last poll")
+
+	// A full read: the head lies further on, for the watcher to query.
+	_, err = tail.Read(t.Context(), want, store.Filter{}, 10, nil)
+	require.NoError(t, err)
+	for range 6 {
+		m.AppendCommitted("s", "A", "{}")
+	}
+	_, _, handled, err = tail.Poll(t.Context())
+	require.NoError(t, err)
+	require.False(t, handled, "a full read does not know the head")
+
+	// A failed read is the poll's error.
+	last, _ := n.Head()
+	_, err = tail.Read(t.Context(), last, store.Filter{}, 10, nil)
+	require.NoError(t, err)
+	m.AppendCommitted("s", "A", "{}")
+	boom := errors.New("boom")
+	src.fail.Store(&boom)
+	_, _, handled, err = tail.Poll(t.Context())
+	require.True(t, handled)
+	require.ErrorIs(t, err, boom)
+	src.fail.Store(nil)
+
+	// A read that outlasts the poll: not handled, the watcher queries.
+	block := &blockingSource{started: make(chan struct{}), release: make(chan struct{})}
+	defer close(block.release)
+	tail = runner.NewTail(runner.TailConfig{Source: block, Heads: n.Head, Context: t.Context(), Limit: 4, Capacity: 16})
+	h, _ := n.Head()
+	_, err = tail.Read(t.Context(), h, store.Filter{}, 10, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { <-block.started; cancel() }()
+	_, _, handled, err = tail.Poll(ctx)
+	require.NoError(t, err)
+	require.False(t, handled)
+}

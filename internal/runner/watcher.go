@@ -29,6 +29,8 @@ type Watcher struct {
 	// advance, if set, is called with a new head before the projectors
 	// are told of it (Tail.Advance).
 	advance func(context.Context, store.Cursor)
+	// poll, if set, may find the head instead of a head query (Tail.Poll).
+	poll func(context.Context) (store.Cursor, bool, bool, error)
 
 	mu      sync.Mutex
 	head    store.Cursor
@@ -47,6 +49,13 @@ func NewWatcher(r HeadReader, interval time.Duration, log *zap.Logger) *Watcher 
 // wakes the projectors waiting for one (Tail.Advance: the shared window is
 // extended first). f must return once its context ends. Call it before Run.
 func (w *Watcher) BeforePublish(f func(context.Context, store.Cursor)) { w.advance = f }
+
+// PollWith makes the watcher ask f for the head first (bounded by a poll
+// interval), and query the head itself only when f does not handle the
+// poll (Tail.Poll). Call it before Run.
+func (w *Watcher) PollWith(f func(context.Context) (head store.Cursor, ok, handled bool, err error)) {
+	w.poll = f
+}
 
 // Head implements EventReader.Head.
 func (w *Watcher) Head() (store.Cursor, <-chan struct{}) {
@@ -85,11 +94,22 @@ func (w *Watcher) Run(ctx context.Context) {
 	failing := false
 	bo := newBackoff(w.interval, 2*time.Second)
 	for {
-		head, ok, err := w.r.Head(ctx)
+		var head store.Cursor
+		var ok, handled bool
+		var err error
+		if w.poll != nil {
+			// Bounded like Advance below, for the same reasons.
+			pctx, cancel := context.WithTimeout(ctx, w.interval)
+			head, ok, handled, err = w.poll(pctx)
+			cancel()
+		}
+		if !handled {
+			head, ok, err = w.r.Head(ctx)
+		}
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil && ok && w.advance != nil {
+		if !handled && err == nil && ok && w.advance != nil {
 			if cur, _ := w.Head(); cur.Less(head) {
 				// Waited for a poll interval at most: a read that takes
 				// longer (up to the query timeout) would hold the head

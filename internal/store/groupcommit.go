@@ -28,6 +28,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -110,6 +111,53 @@ type groupQueue struct {
 	// queue first.
 	queued testsignal.Log[int]
 	hold   chan struct{}
+
+	// last and before are how many batches the committer took last time
+	// and the time before (gather).
+	last, before int
+}
+
+// gatherRounds bounds how many times gather lets the runnable goroutines
+// go first.
+const gatherRounds = 16
+
+// gather gives a batch that found the queue empty but for itself a chance
+// of company, when the group before had some: at the live tail a head
+// change wakes every projector at once, the first batch reaches the queue
+// a little ahead of the others, and committing it alone costs a
+// transaction (two round trips, each an idle gap and a wake-up of the
+// replica) per head change. The committer lets the goroutines ready to
+// run go first (runtime.Gosched: no timer, no wait for anything that is
+// not already running), as long as the queue grows, and then puts the
+// batch back at the front of the queue to be taken with whatever came.
+// It reports whether anything came; if nothing did, the batch stays the
+// committer's, alone. A batch that was alone the time before too (one
+// busy projector on this target) does not wait at all.
+func (g *groupQueue) gather(m *groupMember) bool {
+	g.mu.Lock()
+	before := g.before
+	g.mu.Unlock()
+	if before <= 1 {
+		return false
+	}
+	n := 0
+	for range gatherRounds {
+		runtime.Gosched()
+		g.mu.Lock()
+		l := len(g.queue)
+		g.mu.Unlock()
+		if l == n && l > 0 {
+			break
+		}
+		n = l
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.queue) == 0 {
+		return false
+	}
+	g.queue = append([]*groupMember{m}, g.queue...)
+	return true
 }
 
 // commitGrouped queues req for the next group and waits for its outcome.
@@ -157,6 +205,9 @@ func (t *Target) runGroups() {
 		switch len(members) {
 		case 0:
 		case 1:
+			if t.groups.gather(members[0]) {
+				continue
+			}
 			// Alone, a batch gains nothing from a group and would lose
 			// half its time (groupContext): it is committed as without
 			// grouping, on its own context. By the committer, though, so
@@ -208,6 +259,7 @@ func (g *groupQueue) take() (members []*groupMember, ok bool) {
 	}
 	clear(g.queue[len(rest):])
 	g.queue = rest
+	g.before, g.last = g.last, len(members)
 	return members, true
 }
 
