@@ -31,7 +31,7 @@ func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 configured projector: the node that holds its lock now and that node's
 heartbeat age, its checkpoint cursor (xid/position), the source head, lag in
 events and in seconds (age of the oldest unprocessed event), its state
-(running, unresponsive, no leader, halted, new) and last error with its age;
+(running, unresponsive, no leader, halted, paused, new) and last error with its age;
 who halted a halted projector, when, and on which event; every node with
 its heartbeat, what it leads (count and weight) and, with
 coordination.balance, its target share; and what holds the xmin horizon
@@ -99,6 +99,9 @@ const (
 	// runs it until it is resumed or claimed by a replica whose handlers
 	// changed.
 	stateHalted = "halted"
+	// statePaused: an operator paused it (projectord pause). Its leader
+	// holds the lock and applies nothing until projectord resume.
+	statePaused = "paused"
 	// stateRunning: a node holds its lock and heartbeated within
 	// coordination.lease_timeout.
 	stateRunning = "running"
@@ -464,6 +467,9 @@ func projectorState(hasCP bool, c store.Checkpoint, leader *leaderDoc, lease tim
 	switch {
 	case hasCP && c.Status == store.StatusHalted:
 		return stateHalted
+	case hasCP && c.Status == store.StatusPaused:
+		// Whoever holds the lock, or nobody: the pause holds until resumed.
+		return statePaused
 	case leader != nil && leader.HeartbeatAgeSeconds != nil && *leader.HeartbeatAgeSeconds < lease.Seconds():
 		return stateRunning
 	case leader != nil:
