@@ -175,6 +175,16 @@ func TestPauseHoldsWhileWritersRunAndResumeIsExact(t *testing.T) {
 	})
 	unchanged("paused", leader, 300)
 	require.Equal(t, leader, ob.lockHolder(t, "p"), "the paused leader keeps its lock")
+	// The refusal is the pause, not a failure: no error, no failed batch.
+	m, err := scrape(bases[leader])
+	require.NoError(t, err)
+	for k, v := range m {
+		if strings.Contains(k, `projector="p"`) && (strings.HasPrefix(k, "projectord_projector_errors_total") ||
+			strings.HasPrefix(k, "projectord_batches_total") && !strings.Contains(k, `result="committed"`)) {
+			require.Zero(t, v, k)
+		}
+	}
+	require.Positive(t, m[series("batches_total", "p", `result="committed"`)])
 
 	// The leader dies while paused: the other replica leads, paused.
 	other := "r1"
