@@ -181,3 +181,33 @@ func TestDeadLetterRetryAppliesOnceUnderTheFence(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, rows)
 }
+
+// TestGroupCommitRefusesOnlyThePausedMember: in a group, a paused
+// projector's batch is refused (ErrPaused) and the others commit, as the
+// group does with a deposed member.
+func TestGroupCommitRefusesOnlyThePausedMember(t *testing.T) {
+	t.Parallel()
+	tb := setupGroups(t)
+	target := store.NewTarget(tb.pool, 30*time.Second)
+	queued, release := store.HoldGroups(target)
+	const n, paused = 6, 3
+	epochs := claimAll(t, tb, target, n)
+	reqs := make([]store.CommitRequest, n)
+	for i := range n {
+		reqs[i] = batch(projectorName(i), epochs[i], 0, 3)
+	}
+	errs, wait := commitAll(t, tb, target, queued, reqs, nil, nil)
+	_, err := target.Pause(tb.ctx, projectorName(paused), "test")
+	require.NoError(t, err)
+	release()
+	wait()
+
+	require.ErrorIs(t, errs[paused], store.ErrPaused)
+	for i := range n {
+		if i != paused {
+			require.NoError(t, errs[i], projectorName(i))
+			requireLanded(t, tb, target, projectorName(i), reqs[i].To, 3)
+		}
+	}
+	requireLanded(t, tb, target, projectorName(paused), store.Cursor{}, 0)
+}
