@@ -99,6 +99,10 @@ func statusState(t *testing.T, cfgFile, projector string) (state, leader string)
 			if p.Leader != nil {
 				leader = p.Leader.Node
 			}
+			if p.State == statePaused {
+				require.NotNil(t, p.Pause, "a paused projector's status carries who paused it")
+				require.Contains(t, p.Pause.By, "projectord pause")
+			}
 			return p.State, leader
 		}
 	}
@@ -203,6 +207,9 @@ func TestPauseHoldsWhileWritersRunAndResumeIsExact(t *testing.T) {
 	require.Greater(t, ob.count(t, `SELECT epoch FROM projectord.checkpoints WHERE projector = 'p'`), epoch, "the new leader claimed")
 	st, _ := statusState(t, cfgFile, "p")
 	require.Equal(t, statePaused, st)
+	code, out, stderr = cli(t, "status", "--config", cfgFile)
+	require.Equal(t, exitOK, code, stderr)
+	require.Regexp(t, `p was paused by projectord pause \(.+\) .* ago .*; it applies nothing until `+"`projectord resume p`", out)
 	unchanged("paused after the leader's kill", other, 300)
 
 	code, out, stderr = cli(t, "resume", "p", "--config", cfgFile)
