@@ -419,3 +419,15 @@ func TestRefusedOperatorCommandsExit2AndChangeNothing(t *testing.T) {
 	require.Contains(t, out, "already paused")
 	require.Equal(t, before, ob.schemaRows(t))
 }
+
+// TestDeadLettersTableEscapesEventData: a producer-written stream id or
+// error cannot drive the operator's terminal.
+func TestDeadLettersTableEscapesEventData(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	printDeadLetters(&b, []deadLetterDoc{deadLetterDocOf(store.DeadLetterRow{Projector: "p", Cursor: store.Cursor{XID: 7, Position: 3},
+		EventType: "A", StreamID: hostileStream, Error: "bad \x1b]0;owned\x07 value", Attempts: 2, FailedAt: time.Now()})})
+	require.NotContains(t, b.String(), "\x1b")
+	require.NotContains(t, b.String(), "\x07")
+	require.Contains(t, b.String(), `card-\x1b[2J`)
+}
