@@ -242,9 +242,10 @@ func deadLetterProjector(broken bool) string {
 // events, which are dead-lettered while a writer runs. list shows them;
 // a retry of a position not in the table is refused (exit 2, nothing
 // changed); a retry under the broken handler fails again, keeps the row
-// and does not halt the projector. With the replica restarted on the fixed
-// handler, retry --position, then --all, apply them: dead_letters is empty
-// and the read model equals the oracle.
+// and does not halt the projector. A retry requested while no replica runs
+// says so and is applied by the next leader when it starts, on the fixed
+// handler; then retry --position, then --all, apply the others:
+// dead_letters is empty and the read model equals the oracle.
 func TestDeadLetterRetryAfterFixingTheHandler(t *testing.T) {
 	t.Parallel()
 	ob := setupObs(t)
@@ -312,18 +313,34 @@ func TestDeadLetterRetryAfterFixingTheHandler(t *testing.T) {
 		return s
 	}(), "a retry that fails again does not halt the projector")
 
-	// The fix is deployed: the replica restarts with the fixed handler.
+	// The fix is deployed: the replica stops, and restarts with the fixed
+	// handler. A retry requested while no replica leads says so, and the
+	// next leader carries it out when it starts.
 	require.NoError(t, p1.cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, p1.wait(t, 30*time.Second))
+	code, out, stderr = cli(t, "dead-letters", "retry", "p", "--position", fmt.Sprint(bad[2]), "--config", cfgFile)
+	require.Equal(t, exitRuntime, code, out+stderr)
+	require.Contains(t, out, "retry of 1 dead letter of p requested")
+	require.Contains(t, stderr, "no replica leads p now")
+	code, out, _ = cli(t, "dead-letters", "list", "p", "-o", "json", "--config", cfgFile)
+	require.Equal(t, exitOK, code)
+	docs = nil
+	require.NoError(t, json.Unmarshal([]byte(out), &docs))
+	require.Len(t, docs, 3)
+	require.True(t, docs[2].RetryRequested)
+	require.NotNil(t, docs[2].RetryRequestedAt)
 	_, _, cfgFixed := ob.truthReplica(t, "r2", ob.url, 200*time.Millisecond, deadLetterProjector(false))
 	waitFor(t, 30*time.Second, func() bool { return ob.lockHolder(t, "p") == "r2" })
+	waitFor(t, 30*time.Second, func() bool {
+		return ob.count(t, `SELECT count(*) FROM projectord.dead_letters WHERE position = $1`, bad[2]) == 0
+	})
 
 	code, out, stderr = cli(t, "dead-letters", "retry", "p", "--position", fmt.Sprint(bad[1]), "--config", cfgFixed)
 	require.Equal(t, exitOK, code, out+stderr)
 	require.Contains(t, out, fmt.Sprintf("position %d: applied", bad[1]))
 	code, out, stderr = cli(t, "dead-letters", "retry", "p", "--all", "--config", cfgFixed)
 	require.Equal(t, exitOK, code, out+stderr)
-	require.Contains(t, out, "2 applied, 0 failed again, 0 not handled yet")
+	require.Contains(t, out, "1 applied, 0 failed again, 0 not handled yet")
 	require.Zero(t, ob.count(t, `SELECT count(*) FROM projectord.dead_letters`))
 	code, out, _ = cli(t, "dead-letters", "list", "p", "--config", cfgFixed)
 	require.Equal(t, exitOK, code)
