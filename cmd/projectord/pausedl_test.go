@@ -177,6 +177,23 @@ func TestPauseHoldsWhileWritersRunAndResumeIsExact(t *testing.T) {
 		st, ld := statusState(t, cfgFile, "p")
 		return st == statePaused && ld == leader
 	})
+	// /status says it too: this replica's state and the recorded status.
+	code, body := get(bases[leader] + "/status")
+	require.Equal(t, 200, code)
+	var sn struct {
+		Projectors []struct {
+			Name   string `json:"name"`
+			State  string `json:"state"`
+			Status string `json:"status"`
+		} `json:"projectors"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &sn))
+	require.Len(t, sn.Projectors, 1)
+	require.Equal(t, "paused", sn.Projectors[0].State)
+	waitFor(t, 10*time.Second, func() bool {
+		_, body := get(bases[leader] + "/status")
+		return json.Unmarshal([]byte(body), &sn) == nil && len(sn.Projectors) == 1 && sn.Projectors[0].Status == "paused"
+	})
 	unchanged("paused", leader, 300)
 	require.Equal(t, leader, ob.lockHolder(t, "p"), "the paused leader keeps its lock")
 	// The refusal is the pause, not a failure: no error, no failed batch.
