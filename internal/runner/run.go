@@ -15,9 +15,9 @@ import (
 // Run leads projector p until ctx ends, the lease is lost or the projector
 // halts. It acquires leadership first and returns ErrNotLeader at once when
 // another replica leads. While an operator has the projector paused it
-// holds the lease and applies nothing (waitResumed). Cancelling ctx is a graceful stop: a batch already
-// read is still committed, then the lease is released. The returned error
-// is nil after a graceful stop.
+// holds the lease and applies nothing (waitResumed). Cancelling ctx is a
+// graceful stop: a batch already read is still committed, then the lease
+// is released. The returned error is nil after a graceful stop.
 func Run(ctx context.Context, p Projector, b Backend) error {
 	p.defaults()
 	lease, err := b.TryAcquire(ctx, p.Name)
