@@ -50,6 +50,8 @@ environment variables and flags; precedence is flag > env > file > default.`,
 		newStatusCmd(e, g),
 		newResetCmd(e, g),
 		newResumeCmd(e, g),
+		newPauseCmd(e, g),
+		newDeadLettersCmd(e, g),
 		newVersionCmd(e),
 		newDevCmd(e, g),
 	)

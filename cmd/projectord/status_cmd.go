@@ -31,7 +31,7 @@ func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 configured projector: the node that holds its lock now and that node's
 heartbeat age, its checkpoint cursor (xid/position), the source head, lag in
 events and in seconds (age of the oldest unprocessed event), its state
-(running, unresponsive, no leader, halted, new) and last error with its age;
+(running, unresponsive, no leader, halted, paused, new) and last error with its age;
 who halted a halted projector, when, and on which event; every node with
 its heartbeat, what it leads (count and weight) and, with
 coordination.balance, its target share; and what holds the xmin horizon
@@ -99,6 +99,9 @@ const (
 	// runs it until it is resumed or claimed by a replica whose handlers
 	// changed.
 	stateHalted = "halted"
+	// statePaused: an operator paused it (projectord pause). Its leader
+	// holds the lock and applies nothing until projectord resume.
+	statePaused = "paused"
 	// stateRunning: a node holds its lock and heartbeated within
 	// coordination.lease_timeout.
 	stateRunning = "running"
@@ -171,6 +174,14 @@ type projectorDoc struct {
 	// by a binary older than the halt record) or no error.
 	LastErrorAt *time.Time `json:"last_error_at"`
 	Halt        *haltDoc   `json:"halt"`
+	// Pause says who paused it and when; null unless paused.
+	Pause *pauseDoc `json:"pause"`
+}
+
+type pauseDoc struct {
+	By         string    `json:"by"`
+	At         time.Time `json:"at"`
+	AgeSeconds float64   `json:"age_seconds"`
 }
 
 type leaderDoc struct {
@@ -399,6 +410,20 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 				}
 			}
 			cursor, filter.PositionFloor = c.Cursor, c.PositionFloor
+			if c.Status == store.StatusPaused {
+				// Only a paused projector costs this query.
+				tp, err := pool(url)
+				if err != nil {
+					return statusDoc{}, err
+				}
+				pr, err := store.NewTarget(tp, timeout).PauseOf(ctx, p.Name)
+				if err != nil {
+					return statusDoc{}, err
+				}
+				if pr != nil {
+					pd.Pause = &pauseDoc{By: pr.By, At: pr.At, AgeSeconds: max(0, doc.TakenAt.Sub(pr.At).Seconds())}
+				}
+			}
 		}
 		if id, ok := ids[p.Name]; ok {
 			if lh, ok := holders[id]; ok {
@@ -464,6 +489,9 @@ func projectorState(hasCP bool, c store.Checkpoint, leader *leaderDoc, lease tim
 	switch {
 	case hasCP && c.Status == store.StatusHalted:
 		return stateHalted
+	case hasCP && c.Status == store.StatusPaused:
+		// Whoever holds the lock, or nobody: the pause holds until resumed.
+		return statePaused
 	case leader != nil && leader.HeartbeatAgeSeconds != nil && *leader.HeartbeatAgeSeconds < lease.Seconds():
 		return stateRunning
 	case leader != nil:
@@ -525,7 +553,7 @@ func printStatus(w io.Writer, s statusDoc) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%s\t%s\n", printable(p.Name), leader, hb, cur(cursor), cur(s.Head),
 			p.LagEvents, p.LagSeconds, p.State, lastErr)
-		if p.State == stateHalted {
+		if p.State == stateHalted || p.State == statePaused {
 			halted = append(halted, p)
 		}
 	}
@@ -535,7 +563,15 @@ func printStatus(w io.Writer, s statusDoc) {
 			fmt.Fprintln(w)
 		}
 		name := printable(p.Name)
+		if pr := p.Pause; p.State == statePaused && pr != nil {
+			fmt.Fprintf(w, "%s was paused by %s %s ago (%s); it applies nothing until `projectord resume %s`\n",
+				name, dash(printable(pr.By)), age(pr.AgeSeconds), pr.At.UTC().Format(time.RFC3339), name)
+			continue
+		}
 		h := p.Halt
+		if p.State == statePaused {
+			continue
+		}
 		if h == nil {
 			fmt.Fprintf(w, "%s is halted (recorded without who, when and which event); its last error says why\n", name)
 			continue

@@ -348,8 +348,10 @@ func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs ru
 		BatchSize:     p.BatchSize,
 		Policy:        p.OnError,
 		CommitTimeout: cfg.Database.QueryTimeout,
-		Logger:        log,
-		Observer:      obs,
+		// A missed resume NOTIFY is caught as soon as status would show it.
+		PauseRecheck: cfg.Metrics.RefreshInterval,
+		Logger:       log,
+		Observer:     obs,
 	}
 }
 
@@ -456,7 +458,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	}
 	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
 	watcher := runner.NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
-	listen := []string{store.ResetChannel, store.ResumeChannel}
+	listen := []string{store.ResetChannel, store.ResumeChannel, store.PauseChannel, store.RetryChannel}
 	if cfg.Source.Listen {
 		listen = append(listen, cfg.Source.NotifyChannel)
 	}
@@ -603,11 +605,13 @@ func (d *Daemon) closePools() {
 }
 
 // onNotify routes notifications: a reset restarts that projector's run, a
-// resume makes a halted supervisor compete again, a source NOTIFY wakes the
-// watcher.
+// resume makes a halted supervisor compete again and a paused leader go on,
+// a pause or a dead-letter retry request nudges the leader, a source NOTIFY
+// wakes the watcher.
 func (d *Daemon) onNotify(w *runner.Watcher) func(channel, payload string) {
 	return func(channel, payload string) {
-		if channel != store.ResetChannel && channel != store.ResumeChannel {
+		if channel != store.ResetChannel && channel != store.ResumeChannel &&
+			channel != store.PauseChannel && channel != store.RetryChannel {
 			w.Kick()
 			return
 		}
@@ -619,6 +623,10 @@ func (d *Daemon) onNotify(w *runner.Watcher) func(channel, payload string) {
 		case channel == store.ResumeChannel:
 			d.log.Info("projector resumed; competing for it again", zap.String("projector", payload))
 			s.Wake()
+			s.Nudge() // a paused leader goes on
+		case channel == store.PauseChannel, channel == store.RetryChannel:
+			// The leader reads what was asked at its next batch boundary.
+			s.Nudge()
 		default:
 			d.log.Info("projector reset; restarting it from its new checkpoint", zap.String("projector", payload))
 			s.Restart()

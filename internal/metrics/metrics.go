@@ -183,7 +183,8 @@ func (m *Metrics) StateChanged(projector string, s runner.State) {
 		}
 		m.state.WithLabelValues(projector, string(st)).Set(v)
 	}
-	leads := s == runner.StateLeader
+	// A paused leader still holds the lock: no other replica leads.
+	leads := s == runner.StateLeader || s == runner.StatePaused
 	m.mu.Lock()
 	was := m.leading[projector]
 	m.leading[projector] = leads

@@ -11,5 +11,12 @@
 //	  │  └── lease lost / fenced / error ┘
 //	  │                                  │ poison event, policy halt
 //	  └─ turn (acquire tick or release   v
-//	     NOTIFY)                       halted (until restart)
+//	     NOTIFY)                       halted (until resume, reset or changed handlers)
+//
+// A pause (recorded in the checkpoint; advance() refuses every batch
+// meanwhile) keeps the lease:
+//
+//	leader ── commit refused (PJ002), or nudged and paused ──> paused
+//	paused ── resumed (NOTIFY or PauseRecheck) ──> claim again ──> leader
+//	claim of a paused checkpoint ──> paused (a new leader waits too)
 package runner

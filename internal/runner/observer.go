@@ -11,15 +11,18 @@ type State string
 
 // Supervisor states.
 const (
-	StateStandby  State = "standby"
-	StateLeader   State = "leader"
-	StateHalted   State = "halted"
+	StateStandby State = "standby"
+	StateLeader  State = "leader"
+	StateHalted  State = "halted"
+	// StatePaused is a leader an operator paused: it holds the lock, so
+	// no other replica starts the projector, and applies nothing.
+	StatePaused   State = "paused"
 	StateStopped  State = "stopped"
 	StateStarting State = "starting"
 )
 
 // States lists every state, for initialising metric label sets.
-var States = []State{StateStarting, StateStandby, StateLeader, StateHalted, StateStopped}
+var States = []State{StateStarting, StateStandby, StateLeader, StateHalted, StateStopped, StatePaused}
 
 // Observer receives what projectors do. Calls come from supervisor
 // goroutines and must not block.

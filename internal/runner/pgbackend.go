@@ -232,3 +232,24 @@ func (b *PGBackend) lockID(ctx context.Context, projector string) (int32, error)
 	b.mu.Unlock()
 	return id, nil
 }
+
+// Paused implements Operator.
+func (b *PGBackend) Paused(ctx context.Context, projector string) (bool, error) {
+	t, _, err := b.target(projector)
+	if err != nil {
+		return false, err
+	}
+	return t.Paused(ctx, projector)
+}
+
+// RetryDeadLetters implements Operator.
+func (b *PGBackend) RetryDeadLetters(ctx context.Context, projector string, epoch int64) ([]store.RetryOutcome, error) {
+	t, s, err := b.target(projector)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return nil, fmt.Errorf("projector %s has no SQL sink to retry its dead letters through", projector)
+	}
+	return t.RetryDeadLetters(ctx, projector, epoch, s)
+}

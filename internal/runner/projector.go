@@ -48,6 +48,14 @@ type Projector struct {
 	// Budget, shared by a replica's projectors, bounds the batches held in
 	// memory at once; nil is unlimited.
 	Budget *Budget
+	// Control, if set, carries operator nudges (pause, resume, a
+	// dead-letter retry request): the leader looks at what was asked at
+	// its next batch boundary. The supervisor sets it.
+	Control <-chan struct{}
+	// PauseRecheck is how often a paused leader reads whether it was
+	// resumed, in case it missed the resume's NOTIFY. Default 5s (the
+	// daemon passes metrics.refresh_interval).
+	PauseRecheck time.Duration
 	// Clock tells the time the loop paces its last_error notes by
 	// (statusMinGap, statusEvery); nil is time.Now. Tests inject one.
 	Clock func() time.Time
@@ -64,6 +72,7 @@ const (
 	DefaultThen          = ThenHalt
 	DefaultFlushInterval = time.Second
 	DefaultCommitTimeout = 30 * time.Second
+	DefaultPauseRecheck  = 5 * time.Second
 )
 
 func (p *Projector) defaults() {
@@ -90,6 +99,9 @@ func (p *Projector) defaults() {
 	}
 	if p.Logger == nil {
 		p.Logger = zap.NewNop()
+	}
+	if p.PauseRecheck <= 0 {
+		p.PauseRecheck = DefaultPauseRecheck
 	}
 	if p.Clock == nil {
 		p.Clock = time.Now

@@ -14,9 +14,10 @@ import (
 
 // Run leads projector p until ctx ends, the lease is lost or the projector
 // halts. It acquires leadership first and returns ErrNotLeader at once when
-// another replica leads. Cancelling ctx is a graceful stop: a batch already
-// read is still committed, then the lease is released. The returned error
-// is nil after a graceful stop.
+// another replica leads. While an operator has the projector paused it
+// holds the lease and applies nothing (waitResumed). Cancelling ctx is a
+// graceful stop: a batch already read is still committed, then the lease
+// is released. The returned error is nil after a graceful stop.
 func Run(ctx context.Context, p Projector, b Backend) error {
 	p.defaults()
 	lease, err := b.TryAcquire(ctx, p.Name)
@@ -67,6 +68,26 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		}
 	}()
 
+	// A pause keeps the lease (no other replica may start the projector)
+	// and ends this claim: once resumed, the leader claims again and reads
+	// on from the checkpoint, which the refused batch never moved.
+	base := log
+	for {
+		err := lead(ctx, leaseCtx, p, b, base, yielded, &leading)
+		if !errors.Is(err, ErrPaused) || context.Cause(leaseCtx) != nil {
+			return err
+		}
+		if err := waitResumed(ctx, leaseCtx, p, b); err != nil || ctx.Err() != nil {
+			return err
+		}
+		base.Info("projector resumed; reading on from its checkpoint")
+	}
+}
+
+// lead is one claim of a leadership: it claims the checkpoint and runs the
+// loop from it. It returns ErrPaused, with nothing committed past the
+// checkpoint, when an operator paused the projector.
+func lead(ctx, leaseCtx context.Context, p Projector, b Backend, log *zap.Logger, yielded <-chan struct{}, leading *bool) error {
 	cp, err := b.Claim(leaseCtx, p.Name)
 	if err != nil {
 		if cause := context.Cause(leaseCtx); cause != nil {
@@ -79,12 +100,20 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		return fmt.Errorf("error claiming %s: %w", p.Name, err)
 	}
 	log = log.With(zap.Int64("epoch", cp.Epoch))
+	*leading = true
+	if cp.Status == store.StatusPaused {
+		log.Info("leadership gained; the projector is paused, so it holds the lock and applies nothing until `projectord resume`",
+			zap.Stringer("cursor", cp.Cursor))
+		p.Observer.StateChanged(p.Name, StatePaused)
+		return fmt.Errorf("%w: recorded in its checkpoint", ErrPaused)
+	}
 	log.Info("leadership gained", zap.Stringer("cursor", cp.Cursor), zap.Int64("position_floor", cp.PositionFloor))
 	p.Observer.StateChanged(p.Name, StateLeader)
-	leading = true
 
 	l := &loop{p: p, b: b, log: log, epoch: cp.Epoch, persisted: cp.Cursor, scanned: cp.Cursor, lastFlush: time.Now(),
-		retry: newBackoff(p.Policy.Initial, p.Policy.Max), filter: p.Filter, lease: leaseCtx}
+		retry: newBackoff(p.Policy.Initial, p.Policy.Max), filter: p.Filter, lease: leaseCtx,
+		// Requests made while no replica led wait for this one.
+		nudged: true}
 	// The floor belongs to this checkpoint: it holds until a reset.
 	l.filter.PositionFloor = cp.PositionFloor
 	if strings.HasPrefix(cp.LastError, retryingPrefix) {
@@ -105,6 +134,9 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 		log.Info("leadership released", zap.Stringer("cursor", l.persisted))
 	case errors.Is(err, ErrHalted):
 		log.Error("projector halted", zap.Stringer("cursor", l.persisted), zap.Error(err))
+	case errors.Is(err, ErrPaused):
+		log.Info("projector paused at a batch boundary; holding the lock, applying nothing", zap.Stringer("cursor", l.persisted))
+		p.Observer.StateChanged(p.Name, StatePaused)
 	default:
 		log.Warn("leadership lost", zap.Stringer("cursor", l.persisted), zap.Error(err))
 	}
@@ -206,6 +238,9 @@ type loop struct {
 	// latest skip or dead letter ("" if none), so a retry note never
 	// erases their record.
 	outcome string
+	// nudged says an operator nudge (Projector.Control) awaits the next
+	// batch boundary (operate).
+	nudged bool
 }
 
 // Observer.Error reasons of the retry loops (besides "fenced" and the
@@ -332,6 +367,9 @@ func (l *loop) lead(ctx, leaseCtx context.Context) error {
 	for {
 		if ctx.Err() != nil || leaseCtx.Err() != nil {
 			return l.flush(leaseCtx)
+		}
+		if err := l.operate(leaseCtx); err != nil {
+			return err
 		}
 		b := l.ahead.take()
 		if b == nil {
@@ -495,9 +533,14 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 		case <-ch:
 		case <-flush:
 		case <-ctx.Done():
+		case <-l.p.Control:
+			l.nudged = true
 		}
 		if t != nil {
 			t.Stop()
+		}
+		if l.nudged {
+			return nil
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -592,6 +635,9 @@ func (l *loop) send(ctx context.Context, to store.Cursor, events []store.Event, 
 	case errors.Is(err, store.ErrFenced):
 		l.p.Observer.Error(l.p.Name, "fenced", err)
 		return fmt.Errorf("%w: %v", ErrDeposed, err), nil
+	case errors.Is(err, store.ErrPaused):
+		// Refused whole by the fence: not a failure, nothing to retry.
+		return fmt.Errorf("%w: %v", ErrPaused, err), nil
 	}
 	return nil, err
 }

@@ -19,6 +19,10 @@ var (
 	// poison event exhausted its retries under policy halt, or a handler
 	// fails for every event (store.ErrBadHandler).
 	ErrHalted = errors.New("projector halted")
+	// ErrPaused means an operator paused the projector (store.ErrPaused):
+	// the batch in hand was refused whole. The leader keeps its lease and
+	// waits for the resume; nothing is lost and no retry is counted.
+	ErrPaused = errors.New("projector paused")
 )
 
 // IsFatal reports whether err is one no replica can get past without an
@@ -102,4 +106,18 @@ type Backend interface {
 	EventReader
 	CheckpointStore
 	Coordinator
+}
+
+// Operator is optional. A backend that records operator requests in the
+// database lets a leader honour them at a batch boundary: a pause (the
+// fence refuses commits meanwhile, whatever the loop knows) and retries of
+// dead letters.
+type Operator interface {
+	// Paused reports whether an operator paused the projector.
+	Paused(ctx context.Context, projector string) (bool, error)
+	// RetryDeadLetters applies, under epoch and in the leader's fenced
+	// transaction, the dead letters whose retry was requested, through the
+	// current handlers. store.ErrFenced means deposed, store.ErrPaused
+	// paused; an event that fails again is an outcome, not an error.
+	RetryDeadLetters(ctx context.Context, projector string, epoch int64) ([]store.RetryOutcome, error)
 }

@@ -21,6 +21,8 @@ type Supervisor struct {
 
 	// wake ends a halted supervisor's wait (Wake).
 	wake chan struct{}
+	// control carries operator nudges to the leader (Nudge).
+	control chan struct{}
 
 	mu        sync.Mutex
 	state     State
@@ -50,11 +52,23 @@ func (s *Supervisor) Wake() {
 	}
 }
 
+// Nudge tells the leader, if this replica leads, that an operator asked
+// something of the projector (a pause, a resume, a dead-letter retry): it
+// reads what at its next batch boundary. Anything else ignores it.
+func (s *Supervisor) Nudge() {
+	select {
+	case s.control <- struct{}{}:
+	default:
+	}
+}
+
 // NewSupervisor returns a supervisor of p on b.
 func NewSupervisor(p Projector, b Backend) *Supervisor {
 	p.defaults()
-	s := &Supervisor{p: p, b: b, state: StateStarting, wake: make(chan struct{}, 1)}
+	s := &Supervisor{p: p, b: b, state: StateStarting, wake: make(chan struct{}, 1), control: make(chan struct{}, 1)}
+	p.Control = s.control
 	s.inner = p.Observer
+	s.p = p
 	s.p.Observer = tracker{s}
 	return s
 }

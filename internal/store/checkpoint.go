@@ -17,10 +17,16 @@ const (
 	StatusRunning = "running"
 	StatusHalted  = "halted"
 	StatusStopped = "stopped"
+	// StatusPaused is recorded while an operator's pause holds (Pause):
+	// claims and status writes keep it until Resume.
+	StatusPaused = "paused"
 )
 
 // fencedCode is raised by projectord.advance when the epoch or cursor moved.
 const fencedCode = "PJ001"
+
+// pausedCode is raised by projectord.advance for a paused projector.
+const pausedCode = "PJ002"
 
 // invalidTxTermination is PostgreSQL's refusal of COMMIT or ROLLBACK inside a
 // transaction block from a procedure or DO block.
@@ -188,7 +194,8 @@ func (t *Target) ClaimSink(ctx context.Context, projector, node string, sourceID
 		VALUES ($1, 1, $2, now(), 'running', nullif($3::bigint, 0), $4)
 		ON CONFLICT (projector) DO UPDATE SET
 			epoch = c.epoch + 1, leader_node = excluded.leader_node, leader_since = now(),
-			status = 'running', updated_at = now(),
+			-- a pause outlives leaders: the new one waits too (Pause)
+			status = CASE WHEN c.paused_at IS NOT NULL THEN 'paused' ELSE 'running' END, updated_at = now(),
 			-- a projector at the start (new, or reset) adopts the source's cluster
 			system_identifier = CASE WHEN `+atStartSQL+`
 				THEN coalesce(excluded.system_identifier, c.system_identifier)
@@ -272,17 +279,20 @@ func (t *Target) Halt(ctx context.Context, projector string, epoch int64, event 
 	return nil
 }
 
-// Resume ends a projector's halt: the next claim by any replica runs it
-// again, from its checkpoint. It reports whether the projector was halted.
+// Resume ends a projector's halt and its pause: the next claim by any
+// replica runs it again, from its checkpoint, and a paused leader goes on
+// from it. It reports whether the projector was halted or paused.
 // Replicas learn of it through ResumeChannel (the caller notifies) or their
 // next status refresh.
 func (t *Target) Resume(ctx context.Context, projector string) (was bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	// last_error is a halt's reason; a pause alone leaves it as it was.
 	tag, err := t.pool.Exec(ctx, `UPDATE projectord.checkpoints
-		SET status = 'running', last_error = NULL, updated_at = now(),
-			halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL
-		WHERE projector = $1 AND status = 'halted'`, projector)
+		SET status = 'running', last_error = CASE WHEN status = 'halted' THEN NULL ELSE last_error END, updated_at = now(),
+			halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL,
+			paused_by = NULL, paused_at = NULL
+		WHERE projector = $1 AND (status IN ('halted', 'paused') OR paused_at IS NOT NULL)`, projector)
 	if err != nil {
 		return false, fmt.Errorf("error resuming %s: %w", projector, err)
 	}
@@ -449,12 +459,13 @@ func queueDeadLetter(b *pgx.Batch, projector string, dl *DeadLetter) {
 	}
 	b.Queue(`INSERT INTO projectord.dead_letters
 			(projector, xid, position, stream_id, event_type, stream_version, created_at,
-			 payload, metadata, payload_raw, metadata_raw, error, attempts)
+			 payload, metadata, payload_raw, metadata_raw, error, attempts, event_id)
 		SELECT $1::text, $2::xid8, $3::bigint, $4::text, $5::text, $6::bigint, $7::timestamptz, j.payload, j.metadata,
-			CASE WHEN j.payload IS NULL THEN $8::text END, CASE WHEN j.metadata IS NULL THEN $9::text END, $10::text, $11::integer
+			CASE WHEN j.payload IS NULL THEN $8::text END, CASE WHEN j.metadata IS NULL THEN $9::text END, $10::text, $11::integer,
+			nullif($12::text, '')
 		FROM (SELECT projectord.try_jsonb($8::text) AS payload, projectord.try_jsonb($9::text) AS metadata) j`,
 		projector, e.XID, e.Position, text("stream_id", e.StreamID), text("event_type", e.Type), version, created,
-		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts)
+		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts, e.EventID)
 }
 
 // beginSQL opens a batch's transaction with server-side limits inside the
@@ -477,6 +488,9 @@ func classifyCommitError(i int, owner []int, events []Event, sink *SQLSink, err 
 	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
 		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
 	}
+	if pgErr != nil && pgErr.Code == pausedCode {
+		return fmt.Errorf("%w: %s", ErrPaused, pgErr.Message)
+	}
 	if i < len(owner) && owner[i] >= 0 {
 		if pgErr != nil && pgErr.Code == invalidTxTermination {
 			return StatementProblem{EventType: sink.handler(events[owner[i]].Type).key,
@@ -494,8 +508,9 @@ func classifyCommitError(i int, owner []int, events []Event, sink *SQLSink, err 
 func (t *Target) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	// A pause is the operator's, not the leader's, to end.
 	tag, err := t.pool.Exec(ctx, `UPDATE projectord.checkpoints
-		SET status = $3, last_error = nullif($4, ''),
+		SET status = CASE WHEN paused_at IS NOT NULL THEN 'paused' ELSE $3 END, last_error = nullif($4, ''),
 			last_error_at = CASE WHEN $4 = '' THEN last_error_at ELSE now() END, updated_at = now()
 		WHERE projector = $1 AND epoch = $2`, projector, epoch, status, lastErr)
 	if err != nil {
@@ -600,7 +615,8 @@ func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int
 		// (the next claim records its own) and no position floor.
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
 			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
-				events_applied = 0, status = 'running', last_error = NULL, updated_at = now(),
+				events_applied = 0, last_error = NULL, updated_at = now(),
+				status = CASE WHEN paused_at IS NOT NULL THEN 'paused' ELSE 'running' END,
 				halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL
 			WHERE projector = $1 RETURNING epoch`, projector).Scan(&epoch)
 		if errors.Is(err, pgx.ErrNoRows) {

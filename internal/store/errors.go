@@ -14,6 +14,10 @@ var (
 	// ErrFenced means the checkpoint's epoch or cursor moved under us: another
 	// leader took over. The transaction was rolled back; step down.
 	ErrFenced = errors.New("checkpoint fenced: another leader holds this projector")
+	// ErrPaused means an operator paused the projector (Target.Pause): its
+	// batch was refused, whole, and nothing of it committed. Not a
+	// failure: the leader waits, holding its lock, until Resume.
+	ErrPaused = errors.New("projector paused")
 	// ErrProjectorHalted means a claim was refused: the projector is halted
 	// under the claimer's own sink (see HaltedError).
 	ErrProjectorHalted = errors.New("projector halted")
