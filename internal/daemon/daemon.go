@@ -140,7 +140,7 @@ func New(opts Options) *Daemon {
 		opts.Observer = runner.NopObserver{}
 	}
 	life, end := context.WithCancelCause(context.Background())
-	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node, started: time.Now(),
+	return &Daemon{opts: opts, cfg: Keyed(opts.Config), log: opts.Logger, node: node, started: time.Now(),
 		pools: map[string]*pgxpool.Pool{}, backends: coord.NewPoolBackends(),
 		supervisors: map[string]*runner.Supervisor{}, life: life, end: end}
 }
@@ -456,7 +456,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	}
 	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
 	watcher := runner.NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
-	listen := []string{store.ResetChannel, store.ResumeChannel}
+	listen := []string{store.ResetChannel, store.ResumeChannel, store.PromoteChannel}
 	if cfg.Source.Listen {
 		listen = append(listen, cfg.Source.NotifyChannel)
 	}
@@ -511,6 +511,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
+		b.AddVersion(p.Name, VersionOf(p))
 		types, all := sinks[p.Name].HandledTypes()
 		statusTargets = append(statusTargets, runner.StatusTargetOf(ProjectorOf(p, cfg, nil, nil), targets[p.Name], types, all))
 	}
@@ -607,6 +608,10 @@ func (d *Daemon) closePools() {
 // watcher.
 func (d *Daemon) onNotify(w *runner.Watcher) func(channel, payload string) {
 	return func(channel, payload string) {
+		if channel == store.PromoteChannel {
+			d.onPromote(payload)
+			return
+		}
 		if channel != store.ResetChannel && channel != store.ResumeChannel {
 			w.Kick()
 			return

@@ -16,10 +16,13 @@ const (
 	StateHalted   State = "halted"
 	StateStopped  State = "stopped"
 	StateStarting State = "starting"
+	// StateSuperseded: a newer version of the projector is live; this
+	// replica, configured with an older one, never runs it again.
+	StateSuperseded State = "superseded"
 )
 
 // States lists every state, for initialising metric label sets.
-var States = []State{StateStarting, StateStandby, StateLeader, StateHalted, StateStopped}
+var States = []State{StateStarting, StateStandby, StateLeader, StateHalted, StateStopped, StateSuperseded}
 
 // Observer receives what projectors do. Calls come from supervisor
 // goroutines and must not block.

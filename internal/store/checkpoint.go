@@ -477,6 +477,9 @@ func classifyCommitError(i int, owner []int, events []Event, sink *SQLSink, err 
 	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
 		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
 	}
+	if pgErr != nil && pgErr.Code == supersededCode {
+		return supersededError(pgErr)
+	}
 	if i < len(owner) && owner[i] >= 0 {
 		if pgErr != nil && pgErr.Code == invalidTxTermination {
 			return StatementProblem{EventType: sink.handler(events[owner[i]].Type).key,
