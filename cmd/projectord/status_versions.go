@@ -26,14 +26,14 @@ type versionDoc struct {
 	Checkpoint string `json:"checkpoint"`
 	// State: live, building (newer than the live one, catching up),
 	// superseded or retired.
-	State       string     `json:"state"`
-	Live        bool       `json:"live"`
-	CreatedAt   time.Time  `json:"created_at"`
-	SetupAt     *time.Time `json:"setup_at"`
-	PromotedAt  *time.Time `json:"promoted_at"`
-	RetiredAt   *time.Time `json:"retired_at"`
-	LagEvents   int64      `json:"lag_events"`
-	EventsRate  float64    `json:"events_per_second"`
+	State      string     `json:"state"`
+	Live       bool       `json:"live"`
+	CreatedAt  time.Time  `json:"created_at"`
+	SetupAt    *time.Time `json:"setup_at"`
+	PromotedAt *time.Time `json:"promoted_at"`
+	RetiredAt  *time.Time `json:"retired_at"`
+	LagEvents  int64      `json:"lag_events"`
+	EventsRate float64    `json:"events_per_second"`
 	// CatchUpSeconds estimates, for a building version, how long it needs
 	// to catch up at the rate it has applied events since it was created;
 	// null when it has not applied any yet, or is not building.
