@@ -58,6 +58,16 @@ func newRebuild(t *testing.T) *rebuildBundle {
 // position) behind the same view, acct_view, with the same columns.
 func (rb *rebuildBundle) config(t *testing.T, node string, v int) string {
 	t.Helper()
+	return rb.configHTTP(t, node, v, 0)
+}
+
+// configHTTP is config with HTTP on port (none for 0).
+func (rb *rebuildBundle) configHTTP(t *testing.T, node string, v, port int) string {
+	t.Helper()
+	listen := `""`
+	if port != 0 {
+		listen = fmt.Sprintf(`"127.0.0.1:%d"`, port)
+	}
 	sink := `
         setup: CREATE TABLE IF NOT EXISTS acct_v1 (acct text PRIMARY KEY, total numeric NOT NULL, n bigint NOT NULL)
         handlers:
@@ -79,7 +89,8 @@ func (rb *rebuildBundle) config(t *testing.T, node string, v int) string {
 database: {url: '%s'}
 coordination: {node_id: %s, acquire_interval: 200ms, heartbeat_interval: 200ms, lease_timeout: 3s}
 source: {poll_interval: 20ms}
-http: {listen: ""}
+metrics: {refresh_interval: 100ms}
+http: {listen: %s}
 shutdown_timeout: 5s
 log: {level: info}
 projectors:
@@ -88,7 +99,7 @@ projectors:
     batch_size: 200
     sink:
       sql:%s
-`, rb.url, node, v, sink))
+`, rb.url, node, listen, v, sink))
 }
 
 // writers append deposits from n goroutines until stop is closed.
@@ -250,9 +261,42 @@ func TestRebuildUnderLoad(t *testing.T) {
 
 	// One by one: a restarts with version 2 and builds it beside version
 	// 1, which b leads live meanwhile; b follows once 2 is promoted.
-	a = rb.restart(t, a, rb.config(t, "a", 2))
-	waitFor(t, 45*time.Second, func() bool { v, p := rb.live(t); return v == 2 && p })
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	a = rb.restart(t, a, rb.configHTTP(t, "a", 2, port))
+	// While version 2 builds, its replica's metrics show both versions;
+	// an estimate of the time to catch up needs two refreshes of progress,
+	// which a fast build may not leave room for: logged, not required.
+	var building []string
+	waitFor(t, 45*time.Second, func() bool {
+		if m, err := scrape(base); err == nil {
+			if eta, ok := m[series("projector_version_catch_up_seconds", "acct", `version="2"`)]; ok {
+				if b := fmt.Sprintf("lag %.0f, catch-up %.2fs", m[series("projector_version_lag_events", "acct", `version="2"`)], eta); len(building) == 0 || building[len(building)-1] != b {
+					building = append(building, b)
+				}
+			}
+		}
+		v, p := rb.live(t)
+		return v == 2 && p
+	})
+	t.Logf("version 2 building, as its replica's metrics said: %v", building)
 	v1AtPromotion := rb.table(t, `SELECT acct, total::bigint, n FROM acct_v1`)
+	waitFor(t, 20*time.Second, func() bool {
+		m, err := scrape(base)
+		return err == nil && m[series("projector_version_live", "acct", `version="2"`)] == 1 &&
+			m[series("projector_version_live", "acct", `version="1"`)] == 0
+	})
+	waitFor(t, 20*time.Second, func() bool {
+		code, body := get(base + "/status")
+		var st struct {
+			Versions []struct {
+				Version int    `json:"version"`
+				State   string `json:"state"`
+			} `json:"versions"`
+		}
+		return code == 200 && json.Unmarshal([]byte(body), &st) == nil && len(st.Versions) == 2 &&
+			st.Versions[0].State == "retired" && st.Versions[1].State == "live"
+	})
 	// b, still configured with version 1, stops it.
 	waitFor(t, 20*time.Second, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
 	b = rb.restart(t, b, rb.config(t, "b", 2))
@@ -420,6 +464,20 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 		WHERE c.projector = 'acct@v2' AND (e.transaction_id, e.global_position) > (c.last_xid, c.last_position)`).Scan(&lag2))
 	require.Equal(t, lag2, doc.Versions[1].LagEvents, "version 2's lag (a, its only replica, was killed)")
 	require.Positive(t, lag2)
-	require.NoError(t, b.cmd.Process.Signal(syscall.SIGTERM))
-	require.NoError(t, b.wait(t, 20*time.Second))
+
+	// a was killed after its retire committed; the next leader of version
+	// 2 leads it from its checkpoint and does not retire again.
+	c := startProc(t, "run", "--config", rb.config(t, "c", 2))
+	waitFor(t, 30*time.Second, func() bool {
+		var n, events int64
+		return rb.pool.QueryRow(rb.ctx, `SELECT c.events_applied, (SELECT count(*) FROM events) FROM projectord.checkpoints c
+			WHERE c.projector = 'acct@v2'`).Scan(&n, &events) == nil && n == events
+	})
+	var retired int
+	require.NoError(t, rb.pool.QueryRow(rb.ctx, `SELECT count(*) FROM retire_log`).Scan(&retired))
+	require.Equal(t, 1, retired, "retire ran exactly once, through a kill -9 and a new leader")
+	for _, p := range []*proc{b, c} {
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, p.wait(t, 20*time.Second))
+	}
 }

@@ -92,6 +92,8 @@ type Daemon struct {
 	// snapshotOK: the last refresh succeeded; refreshTook: how long it took.
 	snapshotOK  bool
 	refreshTook time.Duration
+	// vrates is each version's recent progress; the refresher's alone.
+	vrates map[string]versionRate
 
 	// life ends when the daemon does, with its cause: ErrStopped after
 	// Stop, or the fatal error it met (Done, Cause). The bootstrap and the

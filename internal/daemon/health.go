@@ -123,7 +123,7 @@ func (d *Daemon) Snapshot() runner.Snapshot {
 	if !fresh && len(s.Projectors) > 0 {
 		s.Stale = true
 		s.Head, s.HeadXID, s.ReadableHead, s.Horizon = 0, 0, 0, runner.HorizonStatus{}
-		s.Projectors = nil
+		s.Projectors, s.Versions = nil, nil
 	}
 	if len(s.Projectors) == 0 {
 		for _, p := range d.cfg.Projectors {
@@ -188,6 +188,10 @@ func (d *Daemon) refresh(ctx context.Context, b *runner.PGBackend, targets []run
 			}
 			snap.Horizon = runner.HorizonStatus{AgeSeconds: h.Age.Seconds(), PID: h.PID, Prepared: h.Prepared}
 			snap.Projectors, err = runner.CollectStatus(ctx, b.Reader, head, targets)
+			if err != nil {
+				return err
+			}
+			snap.Versions, err = d.collectVersions(ctx, b, snap.Projectors, head)
 			return err
 		}()
 		if ctx.Err() != nil {

@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"context"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -56,4 +59,93 @@ func (d *Daemon) onPromote(payload string) {
 			s.Restart()
 		}
 	}
+}
+
+// versionRate is a version's progress at the last refresh.
+type versionRate struct {
+	applied int64
+	at      time.Time
+	rate    float64
+}
+
+// rateWeight is how much the latest refresh counts in a version's
+// smoothed rate: recent enough to follow a change of load within a few
+// refreshes, smooth enough that one slow batch does not swing the estimate.
+const rateWeight = 0.3
+
+// collectVersions reads every version recorded in the target databases of
+// this replica's projectors, with the lag of the ones that are not retired
+// or superseded (from projectors, the snapshot's, when it is one of them;
+// measured over every event type otherwise) and, for a building version, an
+// estimate of its time to catch up at its recent rate.
+func (d *Daemon) collectVersions(ctx context.Context, b *runner.PGBackend, projectors []runner.ProjectorStatus, head store.Cursor) ([]runner.VersionStatus, error) {
+	byKey := make(map[string]runner.ProjectorStatus, len(projectors))
+	for _, p := range projectors {
+		byKey[p.Name] = p
+	}
+	if d.vrates == nil {
+		d.vrates = map[string]versionRate{}
+	}
+	now := time.Now()
+	seen := map[*store.Target]bool{}
+	var out []runner.VersionStatus
+	for _, p := range d.cfg.Projectors {
+		t := b.Target(p.Name)
+		if t == nil || seen[t] {
+			continue
+		}
+		seen[t] = true
+		recs, err := t.Versions(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			vs := runner.VersionStatus{Projector: r.Name, Version: r.Version, Checkpoint: r.Checkpoint, State: r.State(),
+				Live: r.IsLive(), PromotedAt: r.PromotedAt, RetiredAt: r.RetiredAt}
+			if vs.State == "live" || vs.State == "building" {
+				applied, err := d.versionProgress(ctx, b, t, r.Checkpoint, byKey, head, &vs)
+				if err != nil {
+					return nil, err
+				}
+				prev, ok := d.vrates[r.Checkpoint]
+				cur := versionRate{applied: applied, at: now}
+				if ok && now.After(prev.at) && applied >= prev.applied {
+					inst := float64(applied-prev.applied) / now.Sub(prev.at).Seconds()
+					cur.rate = inst
+					if prev.rate > 0 {
+						cur.rate = rateWeight*inst + (1-rateWeight)*prev.rate
+					}
+				}
+				d.vrates[r.Checkpoint] = cur
+				vs.EventsPerSecond = cur.rate
+				if vs.State == "building" && cur.rate > 0 {
+					eta := float64(vs.LagEvents) / cur.rate
+					vs.CatchUpSeconds = &eta
+				}
+			}
+			out = append(out, vs)
+		}
+	}
+	return out, nil
+}
+
+// versionProgress sets vs's lag and returns its events applied.
+func (d *Daemon) versionProgress(ctx context.Context, b *runner.PGBackend, t *store.Target, key string,
+	byKey map[string]runner.ProjectorStatus, head store.Cursor, vs *runner.VersionStatus) (int64, error) {
+	if p, ok := byKey[key]; ok {
+		vs.LagEvents = p.LagEvents
+		return p.EventsApplied, nil
+	}
+	c, ok, err := t.Load(ctx, key)
+	if err != nil || !ok {
+		return 0, err
+	}
+	if c.Cursor.Less(head) {
+		n, _, err := b.Reader.Lag(ctx, c.Cursor, store.Filter{PositionFloor: c.PositionFloor})
+		if err != nil {
+			return 0, err
+		}
+		vs.LagEvents = n
+	}
+	return c.EventsApplied, nil
 }

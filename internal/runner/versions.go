@@ -191,3 +191,23 @@ func (b *PGBackend) CaughtUp(ctx context.Context, projector string, epoch int64)
 	pv.settled = true
 	return nil
 }
+
+// VersionStatus is one version of a projector, as /status and the metrics
+// show it (README, "Rebuild without downtime").
+type VersionStatus struct {
+	// Projector is the configured name; Checkpoint its version's checkpoint
+	// row (store.VersionKey), the name the rest of the status uses.
+	Projector  string `json:"projector"`
+	Version    int    `json:"version"`
+	Checkpoint string `json:"checkpoint"`
+	// State is live, building, superseded or retired (store.VersionRecord).
+	State      string     `json:"state"`
+	Live       bool       `json:"live"`
+	PromotedAt *time.Time `json:"promoted_at,omitempty"`
+	RetiredAt  *time.Time `json:"retired_at,omitempty"`
+	LagEvents  int64      `json:"lag_events"`
+	// EventsPerSecond is its recent progress, smoothed over refreshes;
+	// CatchUpSeconds, for a building version that progresses, the lag over it.
+	EventsPerSecond float64  `json:"events_per_second"`
+	CatchUpSeconds  *float64 `json:"catch_up_seconds,omitempty"`
+}
