@@ -223,8 +223,10 @@ func (d *Daemon) refresh(ctx context.Context, b *runner.PGBackend, targets []run
 			// Halted projectors are left out of the total the replicas
 			// share: no replica can lead them. The checkpoint says so on
 			// every replica alike.
+			// So are superseded versions (versions.go).
+			gone := supersededKeys(snap.Versions)
 			for _, p := range snap.Projectors {
-				b.Balance.SetActive(p.Name, p.Status != store.StatusHalted)
+				b.Balance.SetActive(p.Name, p.Status != store.StatusHalted && !gone[p.Name])
 			}
 		}
 		if so, ok := d.opts.Observer.(SnapshotObserver); ok && err == nil {

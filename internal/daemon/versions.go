@@ -149,3 +149,14 @@ func (d *Daemon) versionProgress(ctx context.Context, b *runner.PGBackend, t *st
 	}
 	return c.EventsApplied, nil
 }
+
+// supersededKeys are the checkpoints of versions no replica runs again.
+func supersededKeys(vs []runner.VersionStatus) map[string]bool {
+	out := map[string]bool{}
+	for _, v := range vs {
+		if v.State == "superseded" || v.State == "retired" {
+			out[v.Checkpoint] = true
+		}
+	}
+	return out
+}

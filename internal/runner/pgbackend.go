@@ -155,7 +155,7 @@ func (b *PGBackend) Commit(ctx context.Context, req store.CommitRequest) error {
 	if err != nil {
 		return err
 	}
-	return t.Commit(ctx, req, s)
+	return b.supersededCommit(ctx, req.Projector, t.Commit(ctx, req, s))
 }
 
 // SetStatus implements CheckpointStore.

@@ -211,3 +211,19 @@ type VersionStatus struct {
 	EventsPerSecond float64  `json:"events_per_second"`
 	CatchUpSeconds  *float64 `json:"catch_up_seconds,omitempty"`
 }
+
+// supersededCommit turns a failed commit of a version that a newer one has
+// replaced into the fence it is: the retire SQL of the newer version may
+// have dropped the tables its handlers write, and a failure that never
+// reaches advance() would otherwise be retried, holding the lock, forever.
+func (b *PGBackend) supersededCommit(ctx context.Context, projector string, err error) error {
+	if err == nil || errors.Is(err, store.ErrFenced) || b.version(projector) == nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	defer cancel()
+	if lerr := b.checkLive(cctx, projector); errors.Is(lerr, ErrSuperseded) {
+		return fmt.Errorf("%w: %w (the batch failed: %v)", store.ErrFenced, lerr, err)
+	}
+	return err
+}
