@@ -160,16 +160,21 @@ func (t *Target) Versions(ctx context.Context) ([]VersionRecord, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (VersionRecord, error) { return scanVersion(r) })
 }
 
+// versionLockWait bounds every lock wait inside versionTx: a view readers
+// are querying, a table a batch writes. While CREATE OR REPLACE VIEW waits
+// for its lock, new readers of the view queue behind it, and batches of the
+// older version wait for the live row: neither may wait long, so the caller
+// gives up early and tries again later.
+const versionLockWait = time.Second
+
 // versionTx runs f in a transaction fenced by the epoch of v's leader: the
 // checkpoint row is share-locked, so no new leader's claim (which bumps the
-// epoch) can commit before f's transaction ends. lock_timeout bounds every
-// lock wait inside (a view a reader is querying, a table a batch writes):
-// the caller retries later rather than hold the live row long.
+// epoch) can commit before f's transaction ends.
 func (t *Target) versionTx(ctx context.Context, v Version, epoch int64, f func(tx pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	return pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		wait := max(t.timeout/4, 100*time.Millisecond)
+		wait := min(max(t.timeout/4, 100*time.Millisecond), versionLockWait)
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", wait.Milliseconds())); err != nil {
 			return err
 		}

@@ -53,6 +53,18 @@ func TestVersionPromotionFencesTheOlderVersion(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: v2.Key(), Epoch: e2, To: head}, nil))
+	// A reader inside a long transaction holds the view: the promotion's
+	// wait for it is bounded, and a failed promotion records nothing.
+	reader, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	_, err = reader.Exec(tb.ctx, `SELECT * FROM p_view`)
+	require.NoError(t, err)
+	_, err = target.Promote(tb.ctx, v2, e2)
+	require.ErrorContains(t, err, "55P03", "lock_timeout")
+	live, err := target.LiveVersion(tb.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, 1, live)
+	require.NoError(t, reader.Commit(tb.ctx))
 	promoted, err := target.Promote(tb.ctx, v2, e2)
 	require.NoError(t, err)
 	require.True(t, promoted)
@@ -84,7 +96,7 @@ func TestVersionPromotionFencesTheOlderVersion(t *testing.T) {
 	require.NoError(t, err)
 	_, err = target.Promote(tb.ctx, v3, cp3.Epoch)
 	require.ErrorIs(t, err, store.ErrFenced)
-	live, err := target.LiveVersion(tb.ctx, "p")
+	live, err = target.LiveVersion(tb.ctx, "p")
 	require.NoError(t, err)
 	require.Equal(t, 2, live)
 }
