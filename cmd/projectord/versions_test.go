@@ -480,4 +480,15 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 		require.NoError(t, p.wait(t, 20*time.Second))
 	}
+
+	// `projectord reset` acts on the configured version's checkpoint.
+	code, out, errOut = cli(t, "reset", "acct", "--yes", "--config", rb.config(t, "c", 2))
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "acct@v2 reset")
+	var v2Pos, v1Pos int64
+	require.NoError(t, rb.pool.QueryRow(rb.ctx, `SELECT
+		(SELECT last_position FROM projectord.checkpoints WHERE projector = 'acct@v2'),
+		(SELECT last_position FROM projectord.checkpoints WHERE projector = 'acct')`).Scan(&v2Pos, &v1Pos))
+	require.Zero(t, v2Pos)
+	require.Positive(t, v1Pos, "version 1's checkpoint is untouched")
 }
