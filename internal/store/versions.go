@@ -13,14 +13,15 @@ import (
 )
 
 // ErrSuperseded means a version of a projector is older than its live
-// version: it may not run, and advance() refuses its commits (PJ002). An
+// version: it may not run, and advance() refuses its commits. An
 // error matching it from a commit matches ErrFenced too, so a loop that
 // knows nothing of versions steps down as when deposed.
 var ErrSuperseded = errors.New("projector version superseded")
 
-// supersededCode is raised by projectord.advance for a version older than
-// the live one (migration 0008).
-const supersededCode = "PJ002"
+// supersededDetail is the DETAIL of projectord.advance's fence (PJ001) for
+// a version older than the live one (migration 0008): the same code as any
+// fence, so that a binary that predates versions steps down too.
+const supersededDetail = "superseded"
 
 // PromoteChannel carries "name version" when a version of name was
 // promoted, so the replicas running an older one stop it at once (the

@@ -33,8 +33,9 @@ INSERT INTO projectord.projector_versions (name, version, checkpoint)
 INSERT INTO projectord.live_versions (name, version)
     SELECT projector, 1 FROM projectord.checkpoints;
 
--- advance as in 0001, and refused (PJ002) for a version older than the live
--- one. The live row is read FOR SHARE: a promotion holds it FOR UPDATE from
+-- advance as in 0001, and refused for a version older than the live one:
+-- PJ001 like any fence, so a binary that predates versions steps down as
+-- when deposed, with DETAIL 'superseded', by which this one tells it. The live row is read FOR SHARE: a promotion holds it FOR UPDATE from
 -- its start to its commit, so a batch of the older version either takes the
 -- share first (and the promotion waits for it to commit: it lands before)
 -- or waits for the promotion and then reads the new live version (and is
@@ -56,7 +57,7 @@ BEGIN
         SELECT l.version INTO v_live FROM projectord.live_versions l WHERE l.name = v_name FOR SHARE;
         IF v_live > v_version THEN
             RAISE EXCEPTION 'projector % version % is superseded by version %', v_name, v_version, v_live
-                USING ERRCODE = 'PJ002';
+                USING ERRCODE = 'PJ001', DETAIL = 'superseded';
         END IF;
     END IF;
     UPDATE projectord.checkpoints
