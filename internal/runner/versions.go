@@ -169,6 +169,9 @@ func (b *PGBackend) CaughtUp(ctx context.Context, projector string, epoch int64)
 	}
 	if !pv.promoted {
 		promoted, err := t.Promote(ctx, pv.v, epoch)
+		if errors.Is(err, store.ErrBehindLive) {
+			return nil // the next short batch reaches it
+		}
 		if err != nil {
 			pv.next = time.Now().Add(versionRetry)
 			return err

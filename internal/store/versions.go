@@ -18,6 +18,11 @@ import (
 // knows nothing of versions steps down as when deposed.
 var ErrSuperseded = errors.New("projector version superseded")
 
+// ErrBehindLive means a promotion did not happen because the live version's
+// checkpoint is ahead of the promoting version's: it is tried again at the
+// next batch boundary, when the new version has caught up with it.
+var ErrBehindLive = errors.New("the live version is ahead")
+
 // supersededDetail is the DETAIL of projectord.advance's fence (PJ001) for
 // a version older than the live one (migration 0008): the same code as any
 // fence, so that a binary that predates versions steps down too.
@@ -226,6 +231,8 @@ func (t *Target) Setup(ctx context.Context, v Version, epoch int64) (ran bool, e
 // short batch at the head). From its commit on, advance() refuses every
 // older version. It reports whether it promoted v now; false with no error
 // when v was promoted before. ErrSuperseded: a newer version is live.
+// ErrBehindLive: the live version's checkpoint is past v's (it committed
+// after v's last read), so readers would go back in time; nothing changed.
 func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted bool, err error) {
 	err = t.versionTx(ctx, v, epoch, func(tx pgx.Tx) error {
 		// FOR UPDATE from here to the commit: a batch of an older version
@@ -245,6 +252,21 @@ func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted 
 			return fmt.Errorf("%w: version %d of %s is live", ErrSuperseded, live, v.Name)
 		case done:
 			return nil
+		}
+		if live < v.Version {
+			// The live version cannot move while we hold its row: if it is
+			// ahead of us, switching now would take readers back in time.
+			var ahead bool
+			if err := tx.QueryRow(ctx, `SELECT (l.last_xid, l.last_position) > (m.last_xid, m.last_position)
+				FROM projectord.projector_versions v
+				JOIN projectord.checkpoints l ON l.projector = v.checkpoint
+				JOIN projectord.checkpoints m ON m.projector = $3
+				WHERE v.name = $1 AND v.version = $2`, v.Name, live, v.Key()).Scan(&ahead); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if ahead {
+				return fmt.Errorf("%w: version %d of %s is ahead of version %d", ErrBehindLive, live, v.Name, v.Version)
+			}
 		}
 		if v.Promote != "" {
 			if _, err := tx.Exec(ctx, v.Promote); err != nil {

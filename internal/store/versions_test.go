@@ -122,6 +122,17 @@ func TestVersionSetupAndRetireRunOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, retired, "nothing retires before its replacement is live")
 
+	// Version 1 committed past version 2's checkpoint: switching now would
+	// take readers back in time, so the promotion waits for version 2.
+	e1 := tb.claimEpoch(t, target, v1.Key())
+	ahead := store.Cursor{XID: 7, Position: 7}
+	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: v1.Key(), Epoch: e1, To: ahead}, nil))
+	_, err = target.Promote(tb.ctx, v2, e2)
+	require.ErrorIs(t, err, store.ErrBehindLive)
+	live, err := target.LiveVersion(tb.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, 1, live)
+	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: v2.Key(), Epoch: e2, To: ahead}, nil))
 	_, err = target.Promote(tb.ctx, v2, e2)
 	require.NoError(t, err)
 	// A retire that fails records nothing, and runs again later.
@@ -160,6 +171,9 @@ func TestVersionCommitRacingPromotionLandsBeforeOrIsRefused(t *testing.T) {
 	v1, v2, e1, e2 := versionSetup(t, tb, target)
 	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE commits (version int NOT NULL, seen bigint)`)
 	require.NoError(t, err)
+
+	// Version 2 is ahead of every cursor version 1 reaches below.
+	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: v2.Key(), Epoch: e2, To: store.Cursor{Position: 5}}, nil))
 
 	// Deterministic halves first. (a) The v1 batch is in flight (its
 	// advance ran, not yet committed): the promotion waits, and v1 lands first.
@@ -210,6 +224,8 @@ func TestVersionCommitRacingPromotionLandsBeforeOrIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	cp3, err := target.Claim(tb.ctx, v3.Key(), "n", 0, store.OrderXID8)
 	require.NoError(t, err)
+	// Version 3 is past every cursor version 2 reaches below: it may switch.
+	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: v3.Key(), Epoch: cp3.Epoch, To: store.Cursor{XID: 1 << 40, Position: 1 << 40}}, nil))
 	c2, _, err := target.Load(tb.ctx, v2.Key())
 	require.NoError(t, err)
 	var wg sync.WaitGroup
@@ -278,4 +294,11 @@ func TestVersionCommitRacingPromotionLandsBeforeOrIsRefused(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "superseded")
 	t.Logf("version-2 commits racing the promotion of version 3: %d landed before it, %d refused", landed, refused)
+}
+
+func (tb *testBundle) claimEpoch(t *testing.T, target *store.Target, key string) int64 {
+	t.Helper()
+	cp, err := target.Claim(tb.ctx, key, "n", 0, store.OrderXID8)
+	require.NoError(t, err)
+	return cp.Epoch
 }
