@@ -21,7 +21,7 @@ import (
 const namespace = "projectord"
 
 // Error reasons, initialised to zero for every projector.
-var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison", "fenced", "run"}
+var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison", "fenced", "run", "version"}
 
 // Batch results.
 var results = []string{"committed", "failed", "fenced"}
