@@ -31,7 +31,8 @@ func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 configured projector: the node that holds its lock now and that node's
 heartbeat age, its checkpoint cursor (xid/position), the source head, lag in
 events and in seconds (age of the oldest unprocessed event), its state
-(running, unresponsive, no leader, halted, new) and last error with its age;
+(running, unresponsive, no leader, halted, new, superseded) and last error
+with its age; every version of a projector rebuilt under a new version;
 who halted a halted projector, when, and on which event; every node with
 its heartbeat, what it leads (count and weight) and, with
 coordination.balance, its target share; and what holds the xmin horizon
