@@ -53,7 +53,9 @@ func exported(t *testing.T) map[string]bool {
 		m.StateChanged("p", runner.StateLeader)
 		m.BatchCommitted("p", 10, store.Cursor{Position: 10}, 5*time.Millisecond)
 		m.Snapshot(runner.Snapshot{Head: 20, Horizon: runner.HorizonStatus{AgeSeconds: 1},
-			Projectors: []runner.ProjectorStatus{{Name: "p", Position: 10, LagEvents: 10, LagSeconds: 1}}})
+			Projectors: []runner.ProjectorStatus{{Name: "p", Position: 10, LagEvents: 10, LagSeconds: 1}},
+			Versions: []runner.VersionStatus{{Projector: "p", Version: 1, Checkpoint: "p", State: "live", Live: true},
+				{Projector: "p", Version: 2, Checkpoint: "p@v2", State: "building", LagEvents: 5, CatchUpSeconds: new(float64)}}})
 		mfs, err := reg.Gather()
 		if err != nil {
 			exportedErr = err
@@ -92,6 +94,7 @@ func TestExportedMetricsAreComplete(t *testing.T) {
 		"projectord_source_unsafe_ordering", "projectord_source_unindexed", "projectord_source_reads_total", "projectord_shared_read_batches_total", "projectord_db_pool_acquired_conns", "projectord_db_pool_max_conns",
 		"projectord_db_pool_empty_acquires_total", "projectord_build_info",
 		"projectord_commit_transactions_total", "projectord_commit_group_batches_bucket",
+		"projectord_projector_version_live", "projectord_projector_version_lag_events", "projectord_projector_version_catch_up_seconds",
 	} {
 		require.True(t, names[n], "%s is not exported", n)
 	}

@@ -50,6 +50,8 @@ type service struct {
 // watchdog. On an error, what started is stopped again.
 func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate bool) (*app, error) {
 	build := currentBuild()
+	// Projectors by version key (daemon.Keyed), as the daemon reports them.
+	cfg = daemon.Keyed(cfg)
 	reg := prometheus.NewRegistry()
 	names := make([]string, len(cfg.Projectors))
 	for i, p := range cfg.Projectors {

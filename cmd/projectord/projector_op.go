@@ -32,7 +32,11 @@ func loadProjector(cmd *cobra.Command, g *globalFlags, name string) (*projectorO
 	if !ok {
 		return nil, &usageError{msg: fmt.Sprintf("no projector named %q in the configuration", name)}
 	}
-	op := &projectorOp{cfg: cfg, p: p, target: p.Sink.SQL.TargetURL, coord: cfg.Coordination.URL}
+	// The configured version's checkpoint, as the daemon names it
+	// (daemon.Keyed): an operator command acts on that version.
+	kp := *p
+	kp.Name = store.VersionKey(p.Name, p.EffectiveVersion())
+	op := &projectorOp{cfg: cfg, p: &kp, target: p.Sink.SQL.TargetURL, coord: cfg.Coordination.URL}
 	if op.target == "" {
 		op.target = cfg.Database.URL
 	}

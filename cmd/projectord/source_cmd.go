@@ -151,7 +151,8 @@ func refuseReadProjectors(ctx context.Context, cfg *config.Config, src store.Sou
 		if _, ok := byURL[url]; !ok {
 			urls = append(urls, url)
 		}
-		byURL[url] = append(byURL[url], p.Name)
+		// The configured version's checkpoint (daemon.Keyed).
+		byURL[url] = append(byURL[url], store.VersionKey(p.Name, p.EffectiveVersion()))
 	}
 	var read []string
 	for _, url := range urls {

@@ -31,7 +31,8 @@ func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 configured projector: the node that holds its lock now and that node's
 heartbeat age, its checkpoint cursor (xid/position), the source head, lag in
 events and in seconds (age of the oldest unprocessed event), its state
-(running, unresponsive, no leader, halted, paused, new) and last error with its age;
+(running, unresponsive, no leader, halted, paused, new, superseded) and last error
+with its age; every version of a projector rebuilt under a new version;
 who halted a halted projector, when, and on which event; every node with
 its heartbeat, what it leads (count and weight) and, with
 coordination.balance, its target share; and what holds the xmin horizon
@@ -148,6 +149,9 @@ type statusDoc struct {
 	// replicas share (every configured projector's, halted ones left out).
 	Balance     bool `json:"balance"`
 	TotalWeight int  `json:"total_weight"`
+	// Versions lists every version of every projector recorded in the
+	// target databases (README, "Rebuild without downtime").
+	Versions []versionDoc `json:"versions"`
 }
 
 type cursorDoc struct {
@@ -260,6 +264,8 @@ type horizonDoc struct {
 // projectord.nodes on the coordination database, progress, status and halts
 // from the checkpoints, head, lag and horizon from the source.
 func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpool.Pool) (statusDoc, error) {
+	// Projectors by their configured version's checkpoint (daemon.Keyed).
+	cfg = daemon.Keyed(cfg)
 	timeout := cfg.Database.QueryTimeout
 	trusted := map[string]bool{}
 	pool := func(url string) (*pgxpool.Pool, error) {
@@ -292,7 +298,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 	reader := store.NewReader(src, source, timeout)
 	doc := statusDoc{TakenAt: time.Now().UTC(), Ordering: string(reader.Ordering()),
 		LeaseTimeoutSeconds: cfg.Coordination.LeaseTimeout.Seconds(), Projectors: []projectorDoc{}, Nodes: []nodeDoc{},
-		Balance: cfg.Coordination.Balance}
+		Balance: cfg.Coordination.Balance, Versions: []versionDoc{}}
 	head, hasHead, err := reader.Newest(ctx)
 	if err != nil {
 		return statusDoc{}, err
@@ -349,6 +355,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 
 	// Checkpoints, one query per target database.
 	lists := map[string]map[string]store.Checkpoint{}
+	superseded := map[string]bool{}
 	leads := map[string][]string{}
 	weights := daemon.Weights(cfg)
 	ledWeight := map[string]int{}
@@ -372,6 +379,20 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 				cps[c.Projector] = c
 			}
 			lists[url] = cps
+			vs, err := readVersions(ctx, store.NewTarget(tp, timeout), cps, func(ctx context.Context, c store.Checkpoint) (int64, error) {
+				if !hasHead || !c.Cursor.Less(head) {
+					return 0, nil
+				}
+				n, _, err := reader.Lag(ctx, c.Cursor, store.Filter{PositionFloor: c.PositionFloor})
+				return n, err
+			}, doc.TakenAt)
+			if err != nil {
+				return statusDoc{}, err
+			}
+			doc.Versions = append(doc.Versions, vs...)
+			for _, v := range vs {
+				superseded[v.Checkpoint] = v.State == stateSuperseded || v.State == "retired"
+			}
 		}
 		pd := projectorDoc{Name: p.Name}
 		var cursor store.Cursor
@@ -442,7 +463,10 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 			}
 		}
 		pd.State = projectorState(hasCP, c, pd.Leader, cfg.Coordination.LeaseTimeout)
-		if pd.State != stateHalted {
+		if superseded[p.Name] && pd.Leader == nil {
+			pd.State = stateSuperseded
+		}
+		if pd.State != stateHalted && pd.State != stateSuperseded {
 			doc.TotalWeight += weights[p.Name]
 		}
 		if hasHead && handles && cursor.Less(head) {
@@ -586,6 +610,8 @@ func printStatus(w io.Writer, s statusDoc) {
 		fmt.Fprintf(w, "%s was halted by %s %s ago (%s) on %s; run `projectord resume %s` once the cause is fixed\n",
 			name, dash(printable(h.By)), age(h.AgeSeconds), h.At.UTC().Format(time.RFC3339), on, name)
 	}
+
+	printVersions(w, s.Versions)
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

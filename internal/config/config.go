@@ -227,7 +227,15 @@ type Projector struct {
 	Weight int `mapstructure:"weight" limit:"1,1000"`
 	// Sink is where the projector writes. Exactly one kind must be set.
 	Sink Sink `mapstructure:"sink"`
+	// Version numbers the projector's read model: a new number rebuilds it
+	// beside the live version, under its own lock and checkpoint, and is
+	// promoted once caught up (README, "Rebuild without downtime"). 0 in
+	// the file means 1, as for every projector before versions existed.
+	Version int `mapstructure:"version" limit:"1,1000000"`
 }
+
+// EffectiveVersion is Version, with 0 (unset) meaning 1.
+func (p Projector) EffectiveVersion() int { return max(p.Version, 1) }
 
 // ErrorPolicy says what happens when applying an event fails: on_error
 // decodes straight into the runner's type, whose tags are the keys and
@@ -248,4 +256,13 @@ type SQLSink struct {
 	Handlers map[string]string `mapstructure:"handlers"`
 	// Reset is SQL that empties the read model before a rebuild.
 	Reset string `mapstructure:"reset"`
+	// Setup runs once per version, by its first leader, before its first
+	// batch (e.g. CREATE TABLE IF NOT EXISTS of the version's table).
+	Setup string `mapstructure:"setup"`
+	// Promote runs in the transaction that makes this version live, once it
+	// is caught up (e.g. CREATE OR REPLACE VIEW over the version's table).
+	Promote string `mapstructure:"promote"`
+	// Retire runs once after promotion, recorded in its own transaction
+	// (e.g. DROP TABLE of the previous version's table).
+	Retire string `mapstructure:"retire"`
 }

@@ -154,6 +154,9 @@ func effectiveProjector(p Projector, d ProjectorDefaults) Projector {
 	if p.Weight == 0 {
 		p.Weight = DefaultWeight
 	}
+	if p.Version == 0 {
+		p.Version = 1 // every projector before versions existed
+	}
 	if p.OnError.MaxAttempts == 0 {
 		p.OnError.MaxAttempts = d.OnError.MaxAttempts
 	}

@@ -554,6 +554,7 @@ func TestLoadDefaults(t *testing.T) {
 			BatchSize:  500,
 			OnError:    policy,
 			Weight:     1,
+			Version:    1,
 			Sink: Sink{SQL: &SQLSink{Handlers: map[string]string{
 				"OrderPlaced": "INSERT INTO orders (id) VALUES (@data->>'id')",
 			}}},

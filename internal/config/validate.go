@@ -13,6 +13,8 @@ import (
 	"unicode"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectord/projectord/internal/store"
 )
 
 // Problem is one thing wrong with a configuration.
@@ -428,6 +430,9 @@ func (c *Config) checkProjectors(k *checker) {
 			k.limited(path+".batch_size", int64(eff.BatchSize))
 		}
 		k.limited(path+".weight", int64(eff.Weight))
+		if p.Version != 0 {
+			k.limited(path+".version", int64(p.Version))
+		}
 		checkPolicy(k, path+".on_error", eff.OnError, &c.Defaults.OnError)
 
 		seen := map[string]int{}
@@ -499,6 +504,14 @@ func checkSink(k *checker, path string, s Sink, eventTypes []string) {
 		}
 		if strings.TrimSpace(s.SQL.Handlers[t]) == "" {
 			k.add(hp, "SQL statement must not be empty")
+		}
+	}
+	for _, f := range []struct{ key, sql string }{{"setup", s.SQL.Setup}, {"promote", s.SQL.Promote}, {"retire", s.SQL.Retire}} {
+		if strings.TrimSpace(f.sql) == "" {
+			continue
+		}
+		if err := store.CheckVersionSQL(f.sql); err != nil {
+			k.add(sp+"."+f.key, "%v", err)
 		}
 	}
 }

@@ -92,6 +92,8 @@ type Daemon struct {
 	// snapshotOK: the last refresh succeeded; refreshTook: how long it took.
 	snapshotOK  bool
 	refreshTook time.Duration
+	// vrates is each version's recent progress; the refresher's alone.
+	vrates map[string]versionRate
 
 	// life ends when the daemon does, with its cause: ErrStopped after
 	// Stop, or the fatal error it met (Done, Cause). The bootstrap and the
@@ -140,7 +142,7 @@ func New(opts Options) *Daemon {
 		opts.Observer = runner.NopObserver{}
 	}
 	life, end := context.WithCancelCause(context.Background())
-	return &Daemon{opts: opts, cfg: opts.Config, log: opts.Logger, node: node, started: time.Now(),
+	return &Daemon{opts: opts, cfg: Keyed(opts.Config), log: opts.Logger, node: node, started: time.Now(),
 		pools: map[string]*pgxpool.Pool{}, backends: coord.NewPoolBackends(),
 		supervisors: map[string]*runner.Supervisor{}, life: life, end: end}
 }
@@ -458,7 +460,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	}
 	reader := store.NewReader(source, src, cfg.Database.QueryTimeout).WithLayout(layout)
 	watcher := runner.NewWatcher(reader, cfg.Source.PollInterval, d.log.Named("watcher"))
-	listen := []string{store.ResetChannel, store.ResumeChannel, store.PauseChannel, store.RetryChannel}
+	listen := []string{store.ResetChannel, store.ResumeChannel, store.PauseChannel, store.RetryChannel, store.PromoteChannel}
 	if cfg.Source.Listen {
 		listen = append(listen, cfg.Source.NotifyChannel)
 	}
@@ -513,6 +515,7 @@ func (d *Daemon) connect(ctx context.Context) error {
 	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {
 		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
+		b.AddVersion(p.Name, VersionOf(p))
 		types, all := sinks[p.Name].HandledTypes()
 		statusTargets = append(statusTargets, runner.StatusTargetOf(ProjectorOf(p, cfg, nil, nil), targets[p.Name], types, all))
 	}
@@ -610,6 +613,10 @@ func (d *Daemon) closePools() {
 // wakes the watcher.
 func (d *Daemon) onNotify(w *runner.Watcher) func(channel, payload string) {
 	return func(channel, payload string) {
+		if channel == store.PromoteChannel {
+			d.onPromote(payload)
+			return
+		}
 		if channel != store.ResetChannel && channel != store.ResumeChannel &&
 			channel != store.PauseChannel && channel != store.RetryChannel {
 			w.Kick()

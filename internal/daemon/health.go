@@ -123,7 +123,7 @@ func (d *Daemon) Snapshot() runner.Snapshot {
 	if !fresh && len(s.Projectors) > 0 {
 		s.Stale = true
 		s.Head, s.HeadXID, s.ReadableHead, s.Horizon = 0, 0, 0, runner.HorizonStatus{}
-		s.Projectors = nil
+		s.Projectors, s.Versions = nil, nil
 	}
 	if len(s.Projectors) == 0 {
 		for _, p := range d.cfg.Projectors {
@@ -188,6 +188,10 @@ func (d *Daemon) refresh(ctx context.Context, b *runner.PGBackend, targets []run
 			}
 			snap.Horizon = runner.HorizonStatus{AgeSeconds: h.Age.Seconds(), PID: h.PID, Prepared: h.Prepared}
 			snap.Projectors, err = runner.CollectStatus(ctx, b.Reader, head, targets)
+			if err != nil {
+				return err
+			}
+			snap.Versions, err = d.collectVersions(ctx, b, snap.Projectors, head)
 			return err
 		}()
 		if ctx.Err() != nil {
@@ -219,8 +223,10 @@ func (d *Daemon) refresh(ctx context.Context, b *runner.PGBackend, targets []run
 			// Halted projectors are left out of the total the replicas
 			// share: no replica can lead them. The checkpoint says so on
 			// every replica alike.
+			// So are superseded versions (versions.go).
+			gone := supersededKeys(snap.Versions)
 			for _, p := range snap.Projectors {
-				b.Balance.SetActive(p.Name, p.Status != store.StatusHalted)
+				b.Balance.SetActive(p.Name, p.Status != store.StatusHalted && !gone[p.Name])
 			}
 		}
 		if so, ok := d.opts.Observer.(SnapshotObserver); ok && err == nil {

@@ -21,7 +21,7 @@ import (
 const namespace = "projectord"
 
 // Error reasons, initialised to zero for every projector.
-var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison", "fenced", "run"}
+var reasons = []string{"read", "commit", "database", "shrink", "apply", "poison", "fenced", "run", "version"}
 
 // Batch results.
 var results = []string{"committed", "failed", "fenced"}
@@ -139,7 +139,7 @@ func New(reg prometheus.Registerer, projectors []string, build BuildInfo) *Metri
 	}
 	info := g("build_info", "Build information; always 1.", "version", "commit", "goversion")
 	info.WithLabelValues(build.Version, build.Commit, build.GoVersion).Set(1)
-	reg.MustRegister(leaderCollector{m}, balanceCollector{m}, viewCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
+	reg.MustRegister(leaderCollector{m}, balanceCollector{m}, viewCollector{m}, versionCollector{m}, m.state, m.processed, m.poison, m.batches, m.errors,
 		m.leaderChanges, m.batchDuration, m.unsafeOrdering, m.unindexed, m.sourceReads, m.sharedBatches, m.hbFailures, m.commits, m.groupBatches, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
 	for _, mode := range []string{"shared", "own"} {

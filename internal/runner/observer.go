@@ -19,10 +19,13 @@ const (
 	StatePaused   State = "paused"
 	StateStopped  State = "stopped"
 	StateStarting State = "starting"
+	// StateSuperseded: a newer version of the projector is live; this
+	// replica, configured with an older one, never runs it again.
+	StateSuperseded State = "superseded"
 )
 
 // States lists every state, for initialising metric label sets.
-var States = []State{StateStarting, StateStandby, StateLeader, StateHalted, StateStopped, StatePaused}
+var States = []State{StateStarting, StateStandby, StateLeader, StateHalted, StateStopped, StatePaused, StateSuperseded}
 
 // Observer receives what projectors do. Calls come from supervisor
 // goroutines and must not block.

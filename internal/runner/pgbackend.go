@@ -22,6 +22,8 @@ type PGBackend struct {
 	targets map[string]*store.Target
 	sinks   map[string]*store.SQLSink
 	ids     map[string]int32
+	// versions holds the version each projector runs (AddVersion).
+	versions map[string]*pgVersion
 }
 
 // PGBackendConfig is what a PGBackend is made of.
@@ -115,6 +117,9 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 			return store.Checkpoint{}, err
 		}
 	}
+	if err := b.registerVersion(ctx, projector); err != nil {
+		return store.Checkpoint{}, err
+	}
 	cp, err := t.ClaimSink(ctx, projector, b.Node, b.SourceID, b.Reader.Ordering(), b.fingerprint(projector))
 	if err != nil {
 		return cp, err
@@ -132,6 +137,10 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 	if err != nil {
 		return store.Checkpoint{}, err
 	}
+	// Before the sink check: the handlers may write to a table setup creates.
+	if err := b.setupVersion(ctx, projector, cp.Epoch); err != nil {
+		return store.Checkpoint{}, err
+	}
 	if cp.Ordering != from.Ordering && b.Logger != nil {
 		b.Logger.Info("checkpoint converted to the configured source.ordering",
 			zap.String("projector", projector), zap.String("from", string(from.Ordering)), zap.Stringer("from_cursor", from.Cursor),
@@ -146,7 +155,7 @@ func (b *PGBackend) Commit(ctx context.Context, req store.CommitRequest) error {
 	if err != nil {
 		return err
 	}
-	return t.Commit(ctx, req, s)
+	return b.supersededCommit(ctx, req.Projector, t.Commit(ctx, req, s))
 }
 
 // SetStatus implements CheckpointStore.
@@ -195,6 +204,9 @@ func (b *PGBackend) Handles(projector, eventType string) bool {
 
 // TryAcquire implements Coordinator.
 func (b *PGBackend) TryAcquire(ctx context.Context, projector string) (Lease, error) {
+	if err := b.checkLive(ctx, projector); err != nil {
+		return nil, err
+	}
 	id, err := b.lockID(ctx, projector)
 	if err != nil {
 		return nil, err

@@ -226,6 +226,9 @@ type loop struct {
 	retry, readRetry *backoff
 	// ahead is the read of the next batch while this one commits.
 	ahead prefetcher
+	// full: the last batch read was full, so more may follow at once; a
+	// short one held every event up to the head (caughtUp).
+	full bool
 
 	// lease ends with leadership; stop ends with it or at a graceful
 	// stop. Retries wait on stop, commits run on lease.
@@ -391,6 +394,9 @@ func (l *loop) lead(ctx, leaseCtx context.Context) error {
 				return l.flush(leaseCtx)
 			}
 		case passedOver:
+			if err := l.caughtUp(leaseCtx); err != nil {
+				return err
+			}
 			if err := l.passOver(ctx, leaseCtx, false); err != nil && !l.recover(ctx, err) {
 				return err
 			}
@@ -409,6 +415,11 @@ func (l *loop) lead(ctx, leaseCtx context.Context) error {
 			}
 			l.retry.reset()
 			l.clearRetry()
+			if !l.full {
+				if err := l.caughtUp(leaseCtx); err != nil {
+					return err
+				}
+			}
 		}
 	}
 }
@@ -441,6 +452,7 @@ func (l *loop) settle(ctx, leaseCtx context.Context, b *batch) (settled, error) 
 		to = events[len(events)-1].Cursor
 	}
 	full := len(events) == l.p.BatchSize
+	l.full = full
 	if !full && to.Less(b.head) {
 		to = b.head
 	}

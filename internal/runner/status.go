@@ -44,6 +44,9 @@ type Snapshot struct {
 	ReadableHead int64             `json:"readable_head"`
 	Horizon      HorizonStatus     `json:"horizon"`
 	Projectors   []ProjectorStatus `json:"projectors"`
+	// Versions lists every version of the projectors in this replica's
+	// target databases (versions.go).
+	Versions []VersionStatus `json:"versions,omitempty"`
 	// Balance is how the live replicas share the projectors, as this
 	// replica's coordination session last read it; nil while it has no
 	// fresh view.

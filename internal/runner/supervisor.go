@@ -132,6 +132,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case IsFatal(err):
 			log.Error("projector cannot run without an operator", zap.Error(err))
 			return err
+		case errors.Is(err, ErrSuperseded):
+			// Recorded in the database: a newer version is live. Nothing
+			// ends that but a change of configuration, that is a restart.
+			log.Warn("projector version is superseded; this replica no longer runs it", zap.Error(err))
+			s.set(StateSuperseded)
+			<-ctx.Done()
+			return nil
 		case errors.Is(err, ErrHalted):
 			// The halt is recorded in the database: no replica runs the
 			// projector until it ends. Wait to be told it may have.

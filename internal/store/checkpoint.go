@@ -486,6 +486,9 @@ func beginSQL(ctx context.Context) string {
 func classifyCommitError(i int, owner []int, events []Event, sink *SQLSink, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
+		if pgErr.Detail == supersededDetail {
+			return supersededError(pgErr)
+		}
 		return fmt.Errorf("%w: %s", ErrFenced, pgErr.Message)
 	}
 	if pgErr != nil && pgErr.Code == pausedCode {
