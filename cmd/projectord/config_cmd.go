@@ -38,6 +38,9 @@ do not change the exit code.`,
 				return err
 			}
 			for i, p := range cfg.Projectors {
+				if p.Sink.SQL == nil {
+					continue
+				}
 				if _, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset); err != nil {
 					return &configError{err: fmt.Errorf("projectors[%d].sink.sql.%v", i, err)}
 				}
@@ -126,6 +129,9 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) (resolved string, war
 		return resolved, warnings, err
 	}
 	for i, p := range cfg.Projectors {
+		if p.Sink.SQL == nil {
+			continue // an HTTP sink has no handler to check in a database
+		}
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		if err != nil {
 			return resolved, warnings, &configError{err: err}

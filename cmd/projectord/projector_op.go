@@ -32,7 +32,7 @@ func loadProjector(cmd *cobra.Command, g *globalFlags, name string) (*projectorO
 	if !ok {
 		return nil, &usageError{msg: fmt.Sprintf("no projector named %q in the configuration", name)}
 	}
-	op := &projectorOp{cfg: cfg, p: p, target: p.Sink.SQL.TargetURL, coord: cfg.Coordination.URL}
+	op := &projectorOp{cfg: cfg, p: p, target: p.Sink.TargetURL(), coord: cfg.Coordination.URL}
 	if op.target == "" {
 		op.target = cfg.Database.URL
 	}
