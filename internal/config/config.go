@@ -250,7 +250,7 @@ type HTTPSink struct {
 	// HeadersFile holds extra headers, one "Name: value" a line; optional.
 	HeadersFile string `mapstructure:"headers_file"`
 	// Timeout bounds one request. 0 means DefaultHTTPTimeout (10s).
-	Timeout time.Duration `mapstructure:"timeout"`
+	Timeout time.Duration `mapstructure:"timeout" limit:"10ms,10m"`
 }
 
 // DefaultHTTPTimeout bounds one request of an HTTP sink when
