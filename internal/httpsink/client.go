@@ -143,12 +143,16 @@ type attemptError struct {
 func (e *attemptError) Error() string { return e.err.Error() }
 
 // deliver posts body under id until the receiver answers anything but a
-// retryable failure, ctx ends (leadership lost or the commit's time up) or
-// the replica stops. Before every attempt after the first, recheck says
-// whether this replica still leads (a fenced write), so a deposed leader
-// stops posting even before its lease notices.
+// retryable failure, ctx ends (leadership lost or the commit's time up), the
+// replica stops, or retrying has taken about two request timeouts: then the
+// last failure goes back to the loop, which records it in last_error (an
+// operator sees "retrying: ...") and, after its own backoff, sends the same
+// range under the same id again (Bound). Before every attempt after the
+// first, recheck says whether this replica still leads (a fenced write), so
+// a deposed leader stops posting even before its lease notices.
 func (s *Sink) deliver(ctx context.Context, id string, body []byte, recheck func(context.Context) error) (outcome, error) {
 	delay := s.c.Initial
+	budget := time.Now().Add(2 * s.c.Timeout)
 	for attempt := 1; ; attempt++ {
 		if err := s.waitRetryAfter(ctx); err != nil {
 			return outcome{}, err
@@ -177,6 +181,9 @@ func (s *Sink) deliver(ctx context.Context, id string, body []byte, recheck func
 			s.notBefore = time.Now().Add(aerr.retryAfter)
 			s.mu.Unlock()
 			wait = 0
+		}
+		if time.Now().Add(wait).After(budget) {
+			return outcome{}, aerr
 		}
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < wait+s.c.Timeout/4 {
 			// Not worth starting an attempt that cannot finish: the loop
