@@ -43,6 +43,9 @@ type Answer struct {
 	// Stall waits until the client gives up; Drop hijacks the connection
 	// and closes it mid-response. Neither acknowledges the request.
 	Stall, Drop bool
+	// After, if set, runs once the answer is written and flushed (to kill
+	// the sender between its 2xx and its checkpoint move).
+	After func()
 }
 
 // Fault decides the answer to request r; nil answers 204.
@@ -118,11 +121,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for k, v := range a.Header {
 		w.Header()[k] = v
 	}
-	w.WriteHeader(a.Status)
-	_, _ = io.WriteString(w, a.Body)
 	r.mu.Lock()
 	r.reqs[rec.N-1].Status = a.Status
 	r.mu.Unlock()
+	w.WriteHeader(a.Status)
+	_, _ = io.WriteString(w, a.Body)
+	if a.After != nil {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		a.After()
+	}
 }
 
 // Requests returns every request so far.
