@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/projectord/projectord/internal/config"
+	"github.com/projectord/projectord/internal/httpsink"
 	"github.com/projectord/projectord/internal/daemon"
 	"github.com/projectord/projectord/internal/store"
 )
@@ -38,6 +39,20 @@ do not change the exit code.`,
 				return err
 			}
 			for i, p := range cfg.Projectors {
+				if h := p.Sink.HTTP; h != nil {
+					// The files are read as run reads them: a secret that
+					// run would refuse fails validation too.
+					if h.SecretFile != "" {
+						if _, err := httpsink.LoadSecret(p.Name, h.SecretFile); err != nil {
+							return &configError{err: err}
+						}
+					}
+					if h.HeadersFile != "" {
+						if _, err := httpsink.LoadHeaders(p.Name, h.HeadersFile); err != nil {
+							return &configError{err: err}
+						}
+					}
+				}
 				if p.Sink.SQL == nil {
 					continue
 				}

@@ -42,6 +42,11 @@ projectors:
 		require.NotContains(t, stdout+stderr, s)
 	}
 
+	code, _, stderr = cli(t, "config", "validate", "--config", f)
+	require.Equal(t, exitConfig, code, stderr)
+	require.Contains(t, stderr, "projector hooks: sink.http.secret_file "+secret)
+	require.NotContains(t, stderr, "hunter2")
+
 	code, _, stderr = cli(t, "run", "--config", f)
 	require.Equal(t, exitConfig, code, stderr)
 	require.Contains(t, stderr, "projector hooks: sink.http.secret_file "+secret)
