@@ -43,4 +43,20 @@ func TestDevHTTPSinkDeliversEveryEventToTheExampleReceiver(t *testing.T) {
 	require.Equal(t, events, received, "every event received once")
 	require.Equal(t, events, applied)
 	require.True(t, atEnd, "the checkpoint is at the last event")
+
+	// status reads an HTTP projector's checkpoint from database.url.
+	f := writeFile(t, "c.yaml", `
+database: {url: '`+url+`'}
+projectors:
+  - name: webhook_demo
+    sink: {http: {url: 'http://u:hunter4@127.0.0.1:1/events'}}
+`)
+	code, stdout, stderr := cli(t, "status", "--config", f)
+	require.Equal(t, exitOK, code, stderr)
+	m := regexp.MustCompile(`webhook_demo +- +- +(\d+/\d+) +(\d+/\d+) +(\d+) `).FindStringSubmatch(stdout)
+	require.NotNil(t, m, stdout)
+	require.Equal(t, m[2], m[1], "the checkpoint is at the head")
+	require.Equal(t, "0", m[3], "no lag")
+	require.NotContains(t, stdout+stderr, "hunter4")
+	t.Logf("status:\n%s", stdout)
 }
