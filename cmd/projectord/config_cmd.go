@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/projectord/projectord/internal/config"
-	"github.com/projectord/projectord/internal/httpsink"
 	"github.com/projectord/projectord/internal/daemon"
+	"github.com/projectord/projectord/internal/httpsink"
 	"github.com/projectord/projectord/internal/store"
 )
 
