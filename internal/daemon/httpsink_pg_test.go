@@ -261,3 +261,30 @@ func untrustedTLS(t *testing.T) string {
 	t.Cleanup(srv.Close)
 	return strings.Replace(srv.URL, "https://", "https://user:hunter2@", 1) + "/events"
 }
+
+// A row that cannot be decoded (data that is not JSON, a NULL where an
+// event needs a value) is never sent: it is a poison event, dead-lettered
+// here, and every good event is delivered.
+func TestPGHTTPSinkBadRowsArePoisonEvents(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	src := seedBadRows(t, tb, true)
+	recv := sinktest.Start(t, nil)
+	cfg := tb.httpConfig(t, recv.URL, config.Projector{Name: "hooks",
+		OnError: config.ErrorPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond, Then: "dead_letter"}})
+	tb.startDaemon(t, cfg, "node-a")
+	tb.waitCaughtUp(t, "hooks")
+	require.Empty(t, recv.Check(tb.cursorOrder(t)))
+	acked := recv.Acked()
+	good := src.goodOf("A", "B")
+	require.Len(t, acked, len(good))
+	for _, p := range good {
+		require.True(t, acked[p], "good event %d delivered", p)
+	}
+	letters := deadLetters(t, tb, "hooks")
+	require.Len(t, letters, len(src.bad))
+	for _, b := range src.bad {
+		require.Contains(t, letters[b.cursor.Position].Error, "bad source row")
+		require.False(t, acked[b.cursor.Position], "bad row %d never sent", b.cursor.Position)
+	}
+}
