@@ -37,6 +37,7 @@ func NewHTTP(reg prometheus.Registerer, projectors []string) *HTTP {
 			h.requests.WithLabelValues(p, c)
 		}
 		h.retries.WithLabelValues(p)
+		h.duration.WithLabelValues(p)
 	}
 	return h
 }

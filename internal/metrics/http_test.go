@@ -17,6 +17,7 @@ func TestHTTPSinkSeries(t *testing.T) {
 	h := NewHTTP(reg, []string{"hooks"})
 	require.Equal(t, 6, countSeries(t, reg, "projectord_http_requests_total"))
 	require.Equal(t, 1, countSeries(t, reg, "projectord_http_retries_total"))
+	require.Equal(t, 1, countSeries(t, reg, "projectord_http_request_duration_seconds"))
 	h.Request("hooks", "5xx", 20*time.Millisecond)
 	h.Request("hooks", "2xx", 5*time.Millisecond)
 	h.Retry("hooks")
