@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/projectord/projectord/internal/store"
 )
@@ -47,20 +48,29 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 	// Recorded, fenced, before anything is sent: a deposed leader sends
 	// nothing new, and whoever leads next knows which range to send first.
 	if err := record(ctx); err != nil {
-		return err
+		return unsplittable(req.Projector, "recording the batch before delivery", err)
 	}
 	s.mu.Lock()
 	s.bound = &d
 	s.mu.Unlock()
 	id := WebhookID(req.Projector, first, last)
 	s.body = AppendBatch(s.body[:0], req.Projector, req.Events)
-	o, err := s.deliver(ctx, id, s.body, record)
+	// Delivery leaves a quarter of the commit's time to the checkpoint
+	// move: an acknowledged batch should not lose its move to a retry
+	// that used up the deadline.
+	dctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/4))
+		defer cancel()
+	}
+	o, err := s.deliver(dctx, id, s.body, record)
 	if err != nil {
-		return err
+		return unsplittable(req.Projector, "", err) // its text names projector and receiver
 	}
 	if o.status/100 == 2 {
 		if err := t.Commit(ctx, req, nil); err != nil {
-			return err
+			return unsplittable(req.Projector, "moving the checkpoint after the receiver acknowledged batch "+id, err)
 		}
 		s.advanced(req.To)
 		return nil
@@ -79,6 +89,22 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 		return &store.ApplyError{Index: 0, Err: cause}
 	}
 	return &store.ApplyError{Index: -1, Err: cause}
+}
+
+// unsplittable is err for the loop to retry as a whole, never to split:
+// once a batch may have been acknowledged, its events must come again
+// under its own webhook-id, and a failure of ours or the network's names no
+// event. The cause is kept as text: its chain could hold a deadline, which
+// the loop would take for a batch too big to commit in time (and halve).
+// Fencing passes through: it ends the leadership.
+func unsplittable(projector, doing string, err error) error {
+	if errors.Is(err, store.ErrFenced) {
+		return err
+	}
+	if doing == "" {
+		return errors.New(err.Error())
+	}
+	return fmt.Errorf("projector %s: error %s: %v", projector, doing, err)
 }
 
 // advanced forgets the recorded batch once the checkpoint is past it.
