@@ -69,7 +69,7 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 		return unsplittable(req.Projector, "", err) // its text names projector and receiver
 	}
 	if o.status/100 == 2 {
-		if err := t.Commit(ctx, req, nil); err != nil {
+		if err := t.Advance(ctx, req); err != nil {
 			return unsplittable(req.Projector, "moving the checkpoint after the receiver acknowledged batch "+id, err)
 		}
 		s.advanced(req.To)
