@@ -59,9 +59,15 @@ func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate 
 	}
 	m := metrics.New(reg, names, metrics.BuildInfo{Version: build.Version, Commit: build.Commit, GoVersion: build.GoVersion})
 	m.UnsafeOrdering(cfg.Source.Ordering == "position")
+	var httpNames []string
+	for _, p := range cfg.Projectors {
+		if p.Sink.HTTP != nil {
+			httpNames = append(httpNames, p.Name)
+		}
+	}
 	d := daemon.New(daemon.Options{Config: cfg, Logger: log, Version: build.Version, Migrate: migrate,
 		Observer: m, OnSessionLost: m.SessionLost, OnSourceIndexed: func(ok bool) { m.Unindexed(!ok) }, ObserveRead: m.SourceRead,
-		OnCommit: m.Committed})
+		OnCommit: m.Committed, HTTPObserver: metrics.NewHTTP(reg, httpNames)})
 	reg.MustRegister(metrics.NewPoolCollector(d.Pools))
 	m.SetFreshness(d.LeasesFresh)
 	m.SetView(d.View)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/daemon"
+	"github.com/projectord/projectord/internal/httpsink"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -38,6 +39,23 @@ do not change the exit code.`,
 				return err
 			}
 			for i, p := range cfg.Projectors {
+				if h := p.Sink.HTTP; h != nil {
+					// The files are read as run reads them: a secret that
+					// run would refuse fails validation too.
+					if h.SecretFile != "" {
+						if _, err := httpsink.LoadSecret(p.Name, h.SecretFile); err != nil {
+							return &configError{err: err}
+						}
+					}
+					if h.HeadersFile != "" {
+						if _, err := httpsink.LoadHeaders(p.Name, h.HeadersFile); err != nil {
+							return &configError{err: err}
+						}
+					}
+				}
+				if p.Sink.SQL == nil {
+					continue
+				}
 				if _, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset); err != nil {
 					return &configError{err: fmt.Errorf("projectors[%d].sink.sql.%v", i, err)}
 				}
@@ -126,6 +144,9 @@ func checkDatabase(cmd *cobra.Command, cfg *config.Config) (resolved string, war
 		return resolved, warnings, err
 	}
 	for i, p := range cfg.Projectors {
+		if p.Sink.SQL == nil {
+			continue // an HTTP sink has no handler to check in a database
+		}
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		if err != nil {
 			return resolved, warnings, &configError{err: err}

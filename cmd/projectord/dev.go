@@ -43,6 +43,7 @@ type devOptions struct {
 	writers     int
 	notify      bool
 	duration    time.Duration
+	httpSink    bool
 }
 
 func newDevCmd(e *env, g *globalFlags) *cobra.Command {
@@ -67,11 +68,17 @@ With --database-url, dev uses that database instead: it creates whichever
 demo table is missing, refuses to write into a table of the same name that
 it did not create, and drops nothing. PROJECTORD_* environment variables and
 --config are ignored: a shell set up for production must not point the
-demo's writers at a real database.`,
+demo's writers at a real database.
+
+With --http-sink, dev also runs the example webhook receiver
+(examples/webhookreceiver) on loopback and a fourth projector, ` + devWebhookProjector + `,
+that delivers every event to it through the HTTP sink, signed with a
+throw-away secret; it prints each delivery the receiver accepts.`,
 		Example: `  projectord dev
   projectord dev --rate 2000 --writers 8 --notify
   projectord dev --duration 30s --http.listen 127.0.0.1:9000
-  projectord dev --database-url postgres://me@localhost/scratch`,
+  projectord dev --database-url postgres://me@localhost/scratch
+  projectord dev --http-sink`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(cmd.Flags(), g); err != nil {
@@ -86,6 +93,7 @@ demo's writers at a real database.`,
 	f.IntVar(&o.writers, "writers", 4, "concurrent writers, each appending one event per transaction")
 	f.BoolVar(&o.notify, "notify", false, "install the opt-in NOTIFY trigger (source prepare --notify) and set source.listen")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, as if Ctrl-C was pressed; 0 = until Ctrl-C")
+	f.BoolVar(&o.httpSink, "http-sink", false, "also run the example webhook receiver on loopback and a projector delivering to it (sink.http)")
 	f.String("http.listen", "", `address of /metrics and /status (default ":7464", from configs/dev.yaml; "" disables)`)
 	return cmd
 }
@@ -150,6 +158,7 @@ type devSession struct {
 	app     *app
 	gen     *demo.Generator
 	status  *devStatus
+	webhook *devWebhook // nil without --http-sink
 }
 
 func runDev(ctx context.Context, e *env, flags *pflag.FlagSet, o devOptions) (err error) {
@@ -227,6 +236,11 @@ func (s *devSession) start(ctx context.Context) error {
 	if len(created) > 0 {
 		s.log.Info("created demo tables", zap.Strings("tables", created))
 	}
+	if s.o.httpSink {
+		if s.webhook, err = startDevWebhook(s.cfg, s.out); err != nil {
+			return err
+		}
+	}
 	s.app, err = startApp(ctx, s.cfg, s.log, true)
 	if err != nil {
 		if s.cfg.HTTP.Listen != "" && strings.Contains(err.Error(), "http.listen") {
@@ -272,6 +286,9 @@ func (s *devSession) banner(url string) {
 	fmt.Fprintf(w, "writing     %s from %d writers into %s; projectors: %s\n", rate, s.o.writers, demo.EventsTable, strings.Join(names, ", "))
 	if s.o.notify {
 		fmt.Fprintf(w, "notify      trigger installed; projectors LISTEN on %s\n", s.cfg.Source.NotifyChannel)
+	}
+	if s.webhook != nil {
+		fmt.Fprintf(w, "webhook     %s receives %s's batches (signed, deduplicated by position)\n", s.webhook.url, devWebhookProjector)
 	}
 	stop := "Ctrl-C"
 	if s.o.duration > 0 {
@@ -397,6 +414,9 @@ func (s *devSession) close(ctx context.Context) error {
 	}
 	if s.app != nil {
 		s.app.stop(ctx)
+	}
+	if s.webhook != nil {
+		s.webhook.close()
 	}
 	if s.pool != nil {
 		s.pool.Close()

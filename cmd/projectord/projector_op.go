@@ -36,7 +36,7 @@ func loadProjector(cmd *cobra.Command, g *globalFlags, name string) (*projectorO
 	// (daemon.Keyed): an operator command acts on that version.
 	kp := *p
 	kp.Name = store.VersionKey(p.Name, p.EffectiveVersion())
-	op := &projectorOp{cfg: cfg, p: &kp, target: p.Sink.SQL.TargetURL, coord: cfg.Coordination.URL}
+	op := &projectorOp{cfg: cfg, p: &kp, target: p.Sink.TargetURL(), coord: cfg.Coordination.URL}
 	if op.target == "" {
 		op.target = cfg.Database.URL
 	}

@@ -33,7 +33,7 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 				return &usageError{msg: fmt.Sprintf("reset empties the read model of %s: add --yes to confirm", op.p.Name)}
 			}
 			err = op.withTarget(cmd.Context(), func(t *store.Target) error {
-				epoch, err := t.Reset(cmd.Context(), op.p.Name, op.p.Sink.SQL.Reset)
+				epoch, err := t.Reset(cmd.Context(), op.p.Name, op.p.Sink.ResetSQL())
 				if err != nil {
 					return err
 				}

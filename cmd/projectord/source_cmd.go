@@ -144,7 +144,7 @@ func refuseReadProjectors(ctx context.Context, cfg *config.Config, src store.Sou
 	byURL := map[string][]string{}
 	var urls []string
 	for _, p := range cfg.Projectors {
-		url := p.Sink.SQL.TargetURL
+		url := p.Sink.TargetURL()
 		if url == "" {
 			url = cfg.Database.URL
 		}

@@ -360,7 +360,7 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 	weights := daemon.Weights(cfg)
 	ledWeight := map[string]int{}
 	for _, p := range cfg.Projectors {
-		url := p.Sink.SQL.TargetURL
+		url := p.Sink.TargetURL()
 		if url == "" {
 			url = cfg.Database.URL
 		}
@@ -398,11 +398,14 @@ func readStatus(ctx context.Context, cfg *config.Config, pools map[string]*pgxpo
 		var cursor store.Cursor
 		// Lag counts the events the projector's handlers act on, as the
 		// replicas' projector_lag_events does (runner.HandledFilter).
-		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
-		if err != nil {
-			return statusDoc{}, &configError{err: fmt.Errorf("projector %s: %w", p.Name, err)}
+		types, all := []string(nil), true // an HTTP receiver gets every event read
+		if p.Sink.SQL != nil {
+			sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
+			if err != nil {
+				return statusDoc{}, &configError{err: fmt.Errorf("projector %s: %w", p.Name, err)}
+			}
+			types, all = sink.HandledTypes()
 		}
-		types, all := sink.HandledTypes()
 		filter, handles := runner.HandledFilter(daemon.ProjectorOf(p, cfg, nil, nil).Filter, types, all)
 		c, hasCP := cps[p.Name]
 		if hasCP {

@@ -57,6 +57,8 @@ type envOptions struct {
 	// setup runs before the writers and the replicas start: the read
 	// models the specs' handlers write.
 	setup []string
+	// replicas is how many replicas start (default 3).
+	replicas int
 }
 
 // projectorSpec is one projector of every replica's configuration.
@@ -69,6 +71,9 @@ type projectorSpec struct {
 	// handler is the SQL of its one handler ('*') on the replica node, so a
 	// read model can record who applied what.
 	handler func(node string) string
+	// sink, if set, replaces the SQL sink: the YAML flow mapping of the
+	// projector's sink (an HTTP sink), with on_error its YAML flow policy.
+	sink, onError string
 }
 
 // appliedSpec is the failover scenarios' projector: every event, one row
@@ -160,7 +165,11 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	for _, s := range e.specs {
 		e.projectors = append(e.projectors, s.name)
 	}
-	for i := 1; i <= 3; i++ {
+	replicas := 3
+	if o.replicas > 0 {
+		replicas = o.replicas
+	}
+	for i := 1; i <= replicas; i++ {
 		e.addReplica(fmt.Sprintf("node-%d", i))
 	}
 	if o.gapWriters > 0 {
@@ -168,7 +177,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	} else {
 		e.startWriter()
 	}
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= replicas; i++ {
 		r := e.replicas[fmt.Sprintf("node-%d", i)]
 		e.lastStart = time.Now()
 		e.start(r)
@@ -220,6 +229,10 @@ func (e *env) addReplica(node string) {
 		}
 		if s.streamPrefix != "" {
 			fmt.Fprintf(&handlers, "    stream_prefix: %s\n", jsonText(t, s.streamPrefix))
+		}
+		if s.sink != "" {
+			fmt.Fprintf(&handlers, "    sink: %s\n    on_error: %s\n", s.sink, s.onError)
+			continue
 		}
 		fmt.Fprintf(&handlers, "    sink: {sql: {handlers: {'*': %s}}}\n", jsonText(t, s.handler(node)))
 	}

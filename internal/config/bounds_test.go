@@ -50,6 +50,12 @@ func setKey(t *testing.T, c *Config, key string, v int64) {
 			return tagName(f) == name
 		})
 		require.True(t, rv.IsValid(), key)
+		if rv.Kind() == reflect.Pointer {
+			if rv.IsNil() {
+				rv.Set(reflect.New(rv.Type().Elem()))
+			}
+			rv = rv.Elem()
+		}
 		if indexed {
 			require.Equal(t, "0]", idx)
 			rv = rv.Index(0)

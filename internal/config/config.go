@@ -242,10 +242,28 @@ func (p Projector) EffectiveVersion() int { return max(p.Version, 1) }
 // their ranges, so the policy has one definition.
 type ErrorPolicy = runner.ErrorPolicy
 
-// Sink selects the projector's output. Only SQL exists for now.
+// Sink selects the projector's output: exactly one of SQL and HTTP.
 type Sink struct {
-	SQL *SQLSink `mapstructure:"sql"`
+	SQL  *SQLSink  `mapstructure:"sql"`
+	HTTP *HTTPSink `mapstructure:"http"`
 }
+
+// HTTPSink posts each batch to the user's service as a CloudEvents batch,
+// signed per Standard Webhooks. Its checkpoint lives in database.url.
+type HTTPSink struct {
+	// URL is where batches are POSTed: http or https. Required.
+	URL string `mapstructure:"url"`
+	// SecretFile holds the signing secret, whsec_<base64>; optional.
+	SecretFile string `mapstructure:"secret_file"`
+	// HeadersFile holds extra headers, one "Name: value" a line; optional.
+	HeadersFile string `mapstructure:"headers_file"`
+	// Timeout bounds one request. 0 means DefaultHTTPTimeout (10s).
+	Timeout time.Duration `mapstructure:"timeout" limit:"10ms,10m"`
+}
+
+// DefaultHTTPTimeout bounds one request of an HTTP sink when
+// sink.http.timeout is unset.
+const DefaultHTTPTimeout = 10 * time.Second
 
 // SQLSink runs one statement per event, by event type, with named parameters.
 type SQLSink struct {
@@ -265,4 +283,22 @@ type SQLSink struct {
 	// Retire runs once after promotion, recorded in its own transaction
 	// (e.g. DROP TABLE of the previous version's table).
 	Retire string `mapstructure:"retire"`
+}
+
+// TargetURL is the database holding the projector's checkpoint, "" for
+// database.url: an HTTP sink's checkpoint is always there.
+func (s Sink) TargetURL() string {
+	if s.SQL == nil {
+		return ""
+	}
+	return s.SQL.TargetURL
+}
+
+// ResetSQL is the SQL that empties the read model on a reset ("" for none:
+// an HTTP receiver is told nothing, and gets every event again).
+func (s Sink) ResetSQL() string {
+	if s.SQL == nil {
+		return ""
+	}
+	return s.SQL.Reset
 }

@@ -654,7 +654,7 @@ func TestExampleConfig(t *testing.T) {
 	require.NoError(t, err)
 	cfg, err := LoadBytes(data, nil)
 	require.NoError(t, err)
-	require.Len(t, cfg.Projectors, 2)
+	require.Len(t, cfg.Projectors, 3)
 
 	// Every key appears, url_file in a comment since it excludes url.
 	doc, err := parseYAML(data)
@@ -676,7 +676,7 @@ func TestExampleConfig(t *testing.T) {
 	for _, p := range doc["projectors"].([]any) {
 		collectKeys(p, used)
 	}
-	for _, t2 := range []reflect.Type{reflect.TypeFor[Projector](), reflect.TypeFor[ErrorPolicy](), reflect.TypeFor[SQLSink]()} {
+	for _, t2 := range []reflect.Type{reflect.TypeFor[Projector](), reflect.TypeFor[ErrorPolicy](), reflect.TypeFor[SQLSink](), reflect.TypeFor[HTTPSink]()} {
 		for i := range t2.NumField() {
 			require.True(t, used[tagName(t2.Field(i))], "no projector in example.yaml sets %s", tagName(t2.Field(i)))
 		}

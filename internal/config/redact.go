@@ -176,6 +176,9 @@ func (c *Config) Redacted() *Config {
 		if s := r.Projectors[i].Sink.SQL; s != nil {
 			s.TargetURL = RedactURL(s.TargetURL)
 		}
+		if h := r.Projectors[i].Sink.HTTP; h != nil {
+			h.URL = RedactURL(h.URL)
+		}
 	}
 	return r
 }
@@ -198,6 +201,10 @@ func (c *Config) clone() *Config {
 					}
 				}
 				p.Sink.SQL = &s
+			}
+			if p.Sink.HTTP != nil {
+				h := *p.Sink.HTTP
+				p.Sink.HTTP = &h
 			}
 			r.Projectors[i] = p
 		}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"reflect"
 	"regexp"
 	"slices"
@@ -476,6 +477,9 @@ func checkSink(k *checker, path string, s Sink, eventTypes []string) {
 	case len(set) > 1:
 		k.add(path, "sets %s: set exactly one", strings.Join(set, " and "))
 	}
+	if s.HTTP != nil {
+		checkHTTPSink(k, path+".http", s.HTTP)
+	}
 	if s.SQL == nil {
 		return
 	}
@@ -513,6 +517,25 @@ func checkSink(k *checker, path string, s Sink, eventTypes []string) {
 		if err := store.CheckVersionSQL(f.sql); err != nil {
 			k.add(sp+"."+f.key, "%v", err)
 		}
+	}
+}
+
+// checkHTTPSink checks what can be checked without reading the files
+// (they are secrets, read when the daemon starts, so that a rotated file
+// is read by the replica that uses it, not by `config validate`).
+func checkHTTPSink(k *checker, path string, h *HTTPSink) {
+	switch u, err := url.Parse(h.URL); {
+	case h.URL == "":
+		k.add(path+".url", "is required (an http or https URL)")
+	case err != nil:
+		k.add(path+".url", "is not a valid URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		k.add(path+".url", "must be an http or https URL, not scheme %q", u.Scheme)
+	case u.Host == "":
+		k.add(path+".url", "has no host")
+	}
+	if h.Timeout != 0 { // 0 means DefaultHTTPTimeout
+		k.limited(path+".timeout", int64(h.Timeout))
 	}
 }
 

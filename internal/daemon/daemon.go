@@ -14,6 +14,7 @@ import (
 
 	"github.com/projectord/projectord/internal/config"
 	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/httpsink"
 	"github.com/projectord/projectord/internal/runner"
 	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/testsignal"
@@ -44,6 +45,9 @@ type Options struct {
 	// database.group_commit) or not (one batch, batches is 1). It must not
 	// block: commits call it.
 	OnCommit func(grouped bool, batches int)
+	// HTTPObserver, when set, learns of every request and retry of the
+	// HTTP sinks (projectord_http_* metrics). It must not block.
+	HTTPObserver httpsink.Observer
 
 	// signals, set by tests only, records what the supervisors do.
 	signals *testSignals
@@ -349,7 +353,7 @@ func ProjectorOf(p config.Projector, cfg *config.Config, log *zap.Logger, obs ru
 		Filter:        store.Filter{EventTypes: p.EventTypes, StreamPrefix: p.StreamPrefix},
 		BatchSize:     p.BatchSize,
 		Policy:        p.OnError,
-		CommitTimeout: cfg.Database.QueryTimeout,
+		CommitTimeout: commitTimeout(p, cfg),
 		// A missed resume NOTIFY is caught as soon as status would show it.
 		PauseRecheck: cfg.Metrics.RefreshInterval,
 		Logger:       log,
@@ -410,7 +414,15 @@ func (d *Daemon) connect(ctx context.Context) error {
 	sinks := map[string]*store.SQLSink{}
 	targets := map[string]*store.Target{}
 	byURL := map[string]*store.Target{}
+	https, err := d.httpSinks(ctx, source)
+	if err != nil {
+		return err
+	}
 	for _, p := range cfg.Projectors {
+		if h, ok := https[p.Name]; ok {
+			targets[p.Name] = h.target
+			continue
+		}
 		sink, err := store.CompileSQLSink(p.Sink.SQL.Handlers, p.Sink.SQL.Reset)
 		if err != nil {
 			return fmt.Errorf("%w: projector %s: %v", errFatal, p.Name, err)
@@ -514,9 +526,14 @@ func (d *Daemon) connect(ctx context.Context) error {
 		Balance: gate, SourceID: sourceID, Logger: d.log.Named("checkpoint")})
 	var statusTargets []runner.StatusTarget
 	for _, p := range cfg.Projectors {
-		b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
+		types, all := []string(nil), true
+		if h, ok := https[p.Name]; ok {
+			b.AddHTTPProjector(p.Name, h.target, h.sink)
+		} else {
+			b.AddProjector(p.Name, targets[p.Name], sinks[p.Name])
+			types, all = sinks[p.Name].HandledTypes()
+		}
 		b.AddVersion(p.Name, VersionOf(p))
-		types, all := sinks[p.Name].HandledTypes()
 		statusTargets = append(statusTargets, runner.StatusTargetOf(ProjectorOf(p, cfg, nil, nil), targets[p.Name], types, all))
 	}
 

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projectord/projectord/internal/coord"
+	"github.com/projectord/projectord/internal/httpsink"
 	"github.com/projectord/projectord/internal/store"
 )
 
@@ -24,6 +25,8 @@ type PGBackend struct {
 	ids     map[string]int32
 	// versions holds the version each projector runs (AddVersion).
 	versions map[string]*pgVersion
+	// http holds the HTTP sinks, by projector (httpsink.go).
+	http map[string]*httpsink.Sink
 }
 
 // PGBackendConfig is what a PGBackend is made of.
@@ -51,7 +54,8 @@ type PGBackendConfig struct {
 
 // NewPGBackend returns a backend with no projector yet (AddProjector).
 func NewPGBackend(c PGBackendConfig) *PGBackend {
-	return &PGBackend{PGBackendConfig: c, targets: map[string]*store.Target{}, sinks: map[string]*store.SQLSink{}, ids: map[string]int32{}}
+	return &PGBackend{PGBackendConfig: c, targets: map[string]*store.Target{}, sinks: map[string]*store.SQLSink{}, ids: map[string]int32{},
+		http: map[string]*httpsink.Sink{}}
 }
 
 var _ Backend = (*PGBackend)(nil)
@@ -141,6 +145,11 @@ func (b *PGBackend) Claim(ctx context.Context, projector string) (store.Checkpoi
 	if err := b.setupVersion(ctx, projector, cp.Epoch); err != nil {
 		return store.Checkpoint{}, err
 	}
+	if h := b.httpSink(projector); h != nil {
+		if err := h.Claimed(ctx, projector, cp, t); err != nil {
+			return store.Checkpoint{}, err
+		}
+	}
 	if cp.Ordering != from.Ordering && b.Logger != nil {
 		b.Logger.Info("checkpoint converted to the configured source.ordering",
 			zap.String("projector", projector), zap.String("from", string(from.Ordering)), zap.Stringer("from_cursor", from.Cursor),
@@ -154,6 +163,9 @@ func (b *PGBackend) Commit(ctx context.Context, req store.CommitRequest) error {
 	t, s, err := b.target(req.Projector)
 	if err != nil {
 		return err
+	}
+	if h := b.httpSink(req.Projector); h != nil {
+		return b.supersededCommit(ctx, req.Projector, h.Commit(ctx, req, t))
 	}
 	return b.supersededCommit(ctx, req.Projector, t.Commit(ctx, req, s))
 }
@@ -179,6 +191,9 @@ func (b *PGBackend) Halt(ctx context.Context, projector string, epoch int64, eve
 }
 
 func (b *PGBackend) fingerprint(projector string) string {
+	if h := b.httpSink(projector); h != nil {
+		return h.Fingerprint()
+	}
 	_, s, err := b.target(projector)
 	if err != nil || s == nil {
 		return ""
@@ -199,6 +214,11 @@ func (b *PGBackend) CheckSink(ctx context.Context, projector string) error {
 // Handles implements SinkFilter.
 func (b *PGBackend) Handles(projector, eventType string) bool {
 	_, s, err := b.target(projector)
+	if err == nil && s == nil && b.httpSink(projector) != nil {
+		// A receiver takes every event it is sent: the filter is the
+		// projector's event_types, applied by the read.
+		return true
+	}
 	return err == nil && s != nil && s.Handles(eventType)
 }
 

@@ -446,12 +446,12 @@ func (l *loop) settle(ctx, leaseCtx context.Context, b *batch) (settled, error) 
 	if l.retryReason == reasonRead || l.retryReason == reasonStale {
 		l.clearRetry()
 	}
-	events := b.events
+	events, bounded := l.bound(b.events)
 	to := l.scanned
 	if len(events) > 0 {
 		to = events[len(events)-1].Cursor
 	}
-	full := len(events) == l.p.BatchSize
+	full := len(events) == l.p.BatchSize || bounded
 	l.full = full
 	if !full && to.Less(b.head) {
 		to = b.head
@@ -474,6 +474,30 @@ func (l *loop) settle(ctx, leaseCtx context.Context, b *batch) (settled, error) 
 		l.ahead.start(ctx, l, to)
 	}
 	return committed, l.commit(leaseCtx, events, to)
+}
+
+// bound cuts events at the backend's bound for a batch read after scanned
+// (BatchBounder), reporting whether it cut any.
+func (l *loop) bound(events []store.Event) ([]store.Event, bool) {
+	bb, ok := l.b.(BatchBounder)
+	if !ok {
+		return events, false
+	}
+	last, ok := bb.Bound(l.p.Name, l.scanned)
+	if !ok {
+		return events, false
+	}
+	n := 0
+	for n < len(events) && !last.Less(events[n].Cursor) {
+		n++
+	}
+	if n == 0 {
+		// Nothing of the bounded batch was read again (its events no
+		// longer pass the filter): a bound that cuts everything would
+		// stop the loop where it is.
+		return events, false
+	}
+	return events[:n], n < len(events)
 }
 
 // passOver follows a batch that held nothing for the sink: it persists the

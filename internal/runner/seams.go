@@ -85,6 +85,16 @@ type SinkChecker interface {
 	CheckSink(ctx context.Context, projector string) error
 }
 
+// BatchBounder is optional. A backend whose sink must send a batch again
+// exactly as it sent it before (the HTTP sink, whose receivers deduplicate
+// by the batch's webhook-id, derived from its range) bounds the batch read
+// after a cursor: Bound returns the last cursor the batch may hold. The
+// loop then treats the batch as full, so the events after the bound are
+// read next rather than passed over.
+type BatchBounder interface {
+	Bound(projector string, after store.Cursor) (last store.Cursor, ok bool)
+}
+
 // Lease is leadership of one projector.
 type Lease interface {
 	Done() <-chan struct{}

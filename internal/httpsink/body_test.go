@@ -1,0 +1,76 @@
+package httpsink
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/projectord/projectord/internal/store"
+)
+
+func sampleEvents() []store.Event {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 890000000, time.FixedZone("x", 3600))
+	return []store.Event{
+		{Cursor: store.Cursor{XID: 900, Position: 7}, StreamID: "order-1", StreamVersion: 3, Type: "OrderPlaced",
+			Data: []byte(`{"total": 12.5, "note": "a \"quoted\" <b>"}`), Metadata: []byte(`{"user":"u1"}`), CreatedAt: at, EventID: "e-7"},
+		{Cursor: store.Cursor{XID: 901, Position: 9}, StreamID: "str\"ange\n\u2028\xff", StreamVersion: 1, Type: "T<&>",
+			Data: []byte(`[1,2]`), CreatedAt: at},
+	}
+}
+
+// The body is a CloudEvents JSON batch: every attribute the contract names,
+// data as JSON (not a string), events in the order given.
+func TestAppendBatchIsACloudEventsBatch(t *testing.T) {
+	body := AppendBatch(nil, "search_index", sampleEvents())
+	require.True(t, json.Valid(body), "%s", body)
+	var got []map[string]any
+	require.NoError(t, json.Unmarshal(body, &got))
+	require.Len(t, got, 2)
+	e := got[0]
+	require.Equal(t, "1.0", e["specversion"])
+	require.Equal(t, "e-7", e["id"])
+	require.Equal(t, "projectord/search_index", e["source"])
+	require.Equal(t, "OrderPlaced", e["type"])
+	require.Equal(t, "2026-03-04T04:06:07.890000Z", e["time"])
+	require.Equal(t, "application/json", e["datacontenttype"])
+	require.Equal(t, map[string]any{"total": 12.5, "note": `a "quoted" <b>`}, e["data"])
+	require.Equal(t, float64(7), e["position"])
+	require.Equal(t, float64(900), e["transactionid"])
+	require.Equal(t, "order-1", e["streamid"])
+	require.Equal(t, float64(3), e["streamversion"])
+	require.Equal(t, map[string]any{"user": "u1"}, e["metadata"])
+
+	e = got[1]
+	require.Equal(t, "search_index:9", e["id"], "no event id: projector and position")
+	require.Equal(t, "str\"ange\n\u2028\uFFFD", e["streamid"], "escaped, invalid UTF-8 replaced")
+	require.Equal(t, "T<&>", e["type"])
+	require.Equal(t, []any{float64(1), float64(2)}, e["data"])
+	require.Nil(t, e["metadata"])
+	// CloudEvents: extension names are lowercase alphanumeric.
+	for k := range e {
+		require.Regexp(t, `^[a-z0-9]+$`, k)
+	}
+}
+
+func TestAppendBatchReusesTheBuffer(t *testing.T) {
+	ev := sampleEvents()
+	buf := AppendBatch(nil, "p", ev)
+	n := testing.AllocsPerRun(50, func() { buf = AppendBatch(buf[:0], "p", ev) })
+	require.Zero(t, n, "encoding into a buffer of the right size allocates nothing")
+	require.True(t, strings.HasPrefix(string(buf), `[{"specversion":"1.0"`))
+}
+
+// The webhook-id is the projector's and the range's: the same for the same
+// range, different for another range or projector.
+func TestWebhookIDIsDerivedFromTheRange(t *testing.T) {
+	a, b := store.Cursor{XID: 1, Position: 2}, store.Cursor{XID: 3, Position: 4}
+	id := WebhookID("p", a, b)
+	require.Equal(t, id, WebhookID("p", a, b))
+	require.NotEqual(t, id, WebhookID("q", a, b))
+	require.NotEqual(t, id, WebhookID("p", a, store.Cursor{XID: 3, Position: 5}))
+	require.NotEqual(t, id, WebhookID("p", store.Cursor{XID: 1, Position: 3}, b))
+	require.True(t, strings.HasPrefix(id, "msg_"))
+}
