@@ -233,7 +233,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	waitFor(t, 30*time.Second, func() bool { v, p := rb.live(t); return v == 1 && p })
+	waitFor(t, 2*time.Minute, func() bool { v, p := rb.live(t); return v == 1 && p })
 
 	// The reader: every 10 ms, the view as one statement.
 	var samples []sample
@@ -269,7 +269,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 	// an estimate of the time to catch up needs two refreshes of progress,
 	// which a fast build may not leave room for: logged, not required.
 	var building []string
-	waitFor(t, 45*time.Second, func() bool {
+	waitFor(t, 3*time.Minute, func() bool {
 		if m, err := scrape(base); err == nil {
 			if eta, ok := m[series("projector_version_catch_up_seconds", "acct", `version="2"`)]; ok {
 				if b := fmt.Sprintf("lag %.0f, catch-up %.2fs", m[series("projector_version_lag_events", "acct", `version="2"`)], eta); len(building) == 0 || building[len(building)-1] != b {
@@ -286,12 +286,12 @@ func TestRebuildUnderLoad(t *testing.T) {
 	t.Logf("version 2 promoted %s after its replica started; while building, its metrics said: %v",
 		time.Since(restarted).Round(100*time.Millisecond), building)
 	v1AtPromotion := rb.table(t, `SELECT acct, total::bigint, n FROM acct_v1`)
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, time.Minute, func() bool {
 		m, err := scrape(base)
 		return err == nil && m[series("projector_version_live", "acct", `version="2"`)] == 1 &&
 			m[series("projector_version_live", "acct", `version="1"`)] == 0
 	})
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, time.Minute, func() bool {
 		code, body := get(base + "/status")
 		var st struct {
 			Versions []struct {
@@ -303,9 +303,9 @@ func TestRebuildUnderLoad(t *testing.T) {
 			st.Versions[0].State == "retired" && st.Versions[1].State == "live"
 	})
 	// b, still configured with version 1, stops it.
-	waitFor(t, 20*time.Second, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
+	waitFor(t, time.Minute, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
 	b = rb.restart(t, b, rb.config(t, "b", 2))
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, time.Minute, func() bool {
 		var n int
 		return rb.pool.QueryRow(rb.ctx, `SELECT count(*) FROM projectord.nodes`).Scan(&n) == nil && n == 2
 	})
@@ -313,7 +313,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 	wg.Wait()
 	var events int64
 	require.NoError(t, rb.pool.QueryRow(rb.ctx, `SELECT count(*) FROM events`).Scan(&events))
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, 2*time.Minute, func() bool {
 		var n int64
 		return rb.pool.QueryRow(rb.ctx, `SELECT events_applied FROM projectord.checkpoints WHERE projector = 'acct@v2'`).Scan(&n) == nil && n == events
 	})
@@ -381,7 +381,7 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	waitFor(t, 30*time.Second, func() bool { v, p := rb.live(t); return v == 1 && p })
+	waitFor(t, 2*time.Minute, func() bool { v, p := rb.live(t); return v == 1 && p })
 
 	// Who holds version 1's lock, sampled from here to the end.
 	var mu sync.Mutex
@@ -412,10 +412,10 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 	}()
 
 	a = rb.restart(t, a, rb.config(t, "a", 2))
-	waitFor(t, 45*time.Second, func() bool { v, p := rb.live(t); return v == 2 && p })
+	waitFor(t, 3*time.Minute, func() bool { v, p := rb.live(t); return v == 2 && p })
 	// From here on, nobody may hold version 1's lock once the old leader
 	// has stepped down.
-	waitFor(t, 20*time.Second, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
+	waitFor(t, time.Minute, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
 	var epoch int64
 	require.NoError(t, rb.pool.QueryRow(rb.ctx, `SELECT epoch FROM projectord.checkpoints WHERE projector = 'acct'`).Scan(&epoch))
 	v1 := rb.table(t, `SELECT acct, total::bigint, n FROM acct_v1`)
@@ -426,7 +426,7 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 	// b restarts, still with version 1; then a, the only replica with
 	// version 2, goes away: b still does not run version 1.
 	b = rb.restart(t, b, rb.config(t, "b", 1))
-	waitFor(t, 20*time.Second, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
+	waitFor(t, time.Minute, func() bool { return strings.Contains(b.out.String(), "projector version is superseded") })
 	require.NoError(t, a.cmd.Process.Kill())
 	<-a.exited
 	// Every acquire tick of b meets the superseded version again: wait for
@@ -434,7 +434,7 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 	// b that wrongly ran version 1 would have had time to lead it.
 	var at int64
 	require.NoError(t, rb.pool.QueryRow(rb.ctx, `SELECT count(*) FROM events`).Scan(&at))
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, time.Minute, func() bool {
 		var n int64
 		return rb.pool.QueryRow(rb.ctx, `SELECT count(*) FROM events`).Scan(&n) == nil && n > at+2000
 	})
@@ -478,7 +478,7 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 	// a was killed after its retire committed; the next leader of version
 	// 2 leads it from its checkpoint and does not retire again.
 	c := startProc(t, "run", "--config", rb.config(t, "c", 2))
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, 2*time.Minute, func() bool {
 		var n, events int64
 		return rb.pool.QueryRow(rb.ctx, `SELECT c.events_applied, (SELECT count(*) FROM events) FROM projectord.checkpoints c
 			WHERE c.projector = 'acct@v2'`).Scan(&n, &events) == nil && n == events

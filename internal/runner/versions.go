@@ -220,10 +220,14 @@ type VersionStatus struct {
 // have dropped the tables its handlers write, and a failure that never
 // reaches advance() would otherwise be retried, holding the lock, forever.
 func (b *PGBackend) supersededCommit(ctx context.Context, projector string, err error) error {
-	if err == nil || errors.Is(err, store.ErrFenced) || b.version(projector) == nil {
+	if err == nil || errors.Is(err, store.ErrFenced) || b.version(projector) == nil || ctx.Err() != nil {
+		// A commit cut short by its deadline or by the end of the lease is
+		// not asked about: the loop must see the lease's end at once (a
+		// partitioned leader would otherwise still report leading while
+		// the question waits on the same unreachable server).
 		return err
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	cctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	if lerr := b.checkLive(cctx, projector); errors.Is(lerr, ErrSuperseded) {
 		return fmt.Errorf("%w: %w (the batch failed: %v)", store.ErrFenced, lerr, err)
