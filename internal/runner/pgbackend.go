@@ -242,6 +242,15 @@ func (b *PGBackend) Paused(ctx context.Context, projector string) (bool, error) 
 	return t.Paused(ctx, projector)
 }
 
+// Requests implements Operator.
+func (b *PGBackend) Requests(ctx context.Context, projector string) (paused, retries bool, err error) {
+	t, _, err := b.target(projector)
+	if err != nil {
+		return false, false, err
+	}
+	return t.Requests(ctx, projector)
+}
+
 // RetryDeadLetters implements Operator.
 func (b *PGBackend) RetryDeadLetters(ctx context.Context, projector string, epoch int64) ([]store.RetryOutcome, error) {
 	t, s, err := b.target(projector)

@@ -115,6 +115,9 @@ type Backend interface {
 type Operator interface {
 	// Paused reports whether an operator paused the projector.
 	Paused(ctx context.Context, projector string) (bool, error)
+	// Requests reports, in one read, whether the projector is paused and
+	// whether dead letters of it await a retry.
+	Requests(ctx context.Context, projector string) (paused, retries bool, err error)
 	// RetryDeadLetters applies, under epoch and in the leader's fenced
 	// transaction, the dead letters whose retry was requested, through the
 	// current handlers. store.ErrFenced means deposed, store.ErrPaused

@@ -71,6 +71,23 @@ func (t *Target) Paused(ctx context.Context, projector string) (bool, error) {
 	return paused, nil
 }
 
+// Requests reports, in one indexed read, whether the projector is paused
+// and whether any of its dead letters await a retry: what a leader checks
+// every PauseRecheck in case it missed the NOTIFY of either. A projector
+// without a checkpoint has neither.
+func (t *Target) Requests(ctx context.Context, projector string) (paused, retries bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	err = t.pool.QueryRow(ctx, `SELECT
+			coalesce((SELECT paused_at IS NOT NULL FROM projectord.checkpoints WHERE projector = $1), false),
+			EXISTS (SELECT 1 FROM projectord.dead_letters WHERE projector = $1 AND retry_requested_at IS NOT NULL)`,
+		projector).Scan(&paused, &retries)
+	if err != nil {
+		return false, false, fmt.Errorf("error reading the operator requests of %s: %w", projector, err)
+	}
+	return paused, retries, nil
+}
+
 // PauseRecord says who paused a projector and when.
 type PauseRecord struct {
 	By string
