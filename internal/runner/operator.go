@@ -64,8 +64,9 @@ func (l *loop) operate(ctx context.Context) error {
 			return nil
 		}
 	}
+	fresh := l.nudged || time.Since(l.checked) < l.p.PauseRecheck
 	l.nudged = false
-	return l.check(ctx)
+	return l.check(ctx, fresh)
 }
 
 // check reads the operator's requests: a pause ends the run with
@@ -75,13 +76,29 @@ func (l *loop) operate(ctx context.Context) error {
 // was dead-lettered already, and the live events go on. A retry the
 // database could not carry out leaves the requests for the next check or
 // leader.
-func (l *loop) check(ctx context.Context) error {
+//
+// fresh reads now (after a nudge); otherwise the answer may be up to half a
+// PauseRecheck old, shared with the other leaders on the same target, so
+// the periodic checks cost one query per target however many projectors
+// it has (Requester).
+func (l *loop) check(ctx context.Context, fresh bool) error {
 	l.checked = time.Now()
 	op, ok := l.b.(Operator)
 	if !ok {
 		return nil
 	}
-	paused, retries, err := op.Requests(ctx, l.p.Name)
+	var paused, retries bool
+	var err error
+	if r, ok := l.b.(Requester); ok {
+		maxAge := l.p.PauseRecheck / 2
+		if fresh {
+			maxAge = 0
+		}
+		paused, retries, err = r.Requests(ctx, l.p.Name, maxAge)
+	} else {
+		paused, err = op.Paused(ctx, l.p.Name)
+		retries = true
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			return cause

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -242,13 +243,13 @@ func (b *PGBackend) Paused(ctx context.Context, projector string) (bool, error) 
 	return t.Paused(ctx, projector)
 }
 
-// Requests implements Operator.
-func (b *PGBackend) Requests(ctx context.Context, projector string) (paused, retries bool, err error) {
+// Requests implements Requester.
+func (b *PGBackend) Requests(ctx context.Context, projector string, maxAge time.Duration) (paused, retries bool, err error) {
 	t, _, err := b.target(projector)
 	if err != nil {
 		return false, false, err
 	}
-	return t.Requests(ctx, projector)
+	return t.RequestsOf(ctx, projector, maxAge)
 }
 
 // RetryDeadLetters implements Operator.

@@ -562,7 +562,7 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 			return nil
 		}
 		if due {
-			if err := l.check(leaseCtx); err != nil {
+			if err := l.check(leaseCtx, false); err != nil {
 				return err
 			}
 		}

@@ -107,6 +107,9 @@ type Target struct {
 	groups *groupQueue
 	// onCommit, if set, learns of every transaction committed for batches.
 	onCommit func(grouped bool, batches int)
+	// requests is the last read of every projector's operator requests,
+	// shared by the leaders of this target (RequestsOf).
+	requests requestSnapshot
 }
 
 // NewTarget returns a target on pool; every statement is bounded by timeout.

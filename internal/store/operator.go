@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,20 +73,64 @@ func (t *Target) Paused(ctx context.Context, projector string) (bool, error) {
 }
 
 // Requests reports, in one indexed read, whether the projector is paused
-// and whether any of its dead letters await a retry: what a leader checks
-// every PauseRecheck in case it missed the NOTIFY of either. A projector
-// without a checkpoint has neither.
+// and whether any of its dead letters await a retry. A projector without a
+// checkpoint has neither.
 func (t *Target) Requests(ctx context.Context, projector string) (paused, retries bool, err error) {
+	return t.RequestsOf(ctx, projector, 0)
+}
+
+// requestSnapshot holds what the last read of every projector's requests
+// found, for RequestsOf.
+type requestSnapshot struct {
+	mu      sync.Mutex
+	at      time.Time
+	paused  map[string]bool
+	retries map[string]bool
+}
+
+// RequestsOf is Requests with an answer at most maxAge old: the periodic
+// check every leader makes in case it missed a NOTIFY. Within maxAge the
+// answer comes from the last read, which is of every projector of this
+// target at once, so the checks of all the leaders on a target cost one
+// query per maxAge, however many they are. maxAge 0 reads this projector
+// now (after a NOTIFY, which the snapshot may predate).
+func (t *Target) RequestsOf(ctx context.Context, projector string, maxAge time.Duration) (paused, retries bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	err = t.pool.QueryRow(ctx, `SELECT
-			coalesce((SELECT paused_at IS NOT NULL FROM projectord.checkpoints WHERE projector = $1), false),
-			EXISTS (SELECT 1 FROM projectord.dead_letters WHERE projector = $1 AND retry_requested_at IS NOT NULL)`,
-		projector).Scan(&paused, &retries)
-	if err != nil {
-		return false, false, fmt.Errorf("error reading the operator requests of %s: %w", projector, err)
+	if maxAge <= 0 {
+		err = t.pool.QueryRow(ctx, `SELECT
+				coalesce((SELECT paused_at IS NOT NULL FROM projectord.checkpoints WHERE projector = $1), false),
+				EXISTS (SELECT 1 FROM projectord.dead_letters WHERE projector = $1 AND retry_requested_at IS NOT NULL)`,
+			projector).Scan(&paused, &retries)
+		if err != nil {
+			return false, false, fmt.Errorf("error reading the operator requests of %s: %w", projector, err)
+		}
+		return paused, retries, nil
 	}
-	return paused, retries, nil
+	r := &t.requests
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.at) >= maxAge {
+		ps, rs := map[string]bool{}, map[string]bool{}
+		rows, err := t.pool.Query(ctx, `SELECT projector, true, false FROM projectord.checkpoints WHERE paused_at IS NOT NULL
+			UNION ALL
+			SELECT DISTINCT projector, false, true FROM projectord.dead_letters WHERE retry_requested_at IS NOT NULL`)
+		if err != nil {
+			return false, false, fmt.Errorf("error reading operator requests: %w", err)
+		}
+		var name string
+		var p, q bool
+		_, err = pgx.ForEachRow(rows, []any{&name, &p, &q}, func() error {
+			ps[name] = ps[name] || p
+			rs[name] = rs[name] || q
+			return nil
+		})
+		if err != nil {
+			return false, false, fmt.Errorf("error reading operator requests: %w", err)
+		}
+		r.at, r.paused, r.retries = time.Now(), ps, rs
+	}
+	return r.paused[projector], r.retries[projector], nil
 }
 
 // PauseRecord says who paused a projector and when.

@@ -9,12 +9,10 @@ import (
 	"github.com/projectord/projectord/internal/store"
 )
 
-// Review of pause-dl: a reset keeps the projector's dead letters, and a
-// retry applies a dead letter whatever the checkpoint now says. So after a
-// reset, an event the replay applied is applied again by a retry of the
-// dead letter it left before the reset (the operator's natural sequence:
-// fix the handler, reset, retry what `dead-letters list` still shows).
-func TestRevRetryAfterResetAppliesTheReplayedEventAgain(t *testing.T) {
+// A reset deletes the projector's dead letters, so the operator's natural
+// sequence (fix the handler, reset, retry what `dead-letters list` showed)
+// cannot apply an event the replay applied a second time.
+func TestResetDeletesDeadLettersSoARetryCannotApplyTwice(t *testing.T) {
 	tb, target, sink, events, cp := operatorFixture(t)
 	// events[0] failed under the broken handler and was dead-lettered.
 	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: "p", Epoch: cp.Epoch, To: events[0].Cursor,
@@ -42,9 +40,9 @@ func TestRevRetryAfterResetAppliesTheReplayedEventAgain(t *testing.T) {
 		"event %d applied twice: by the replay and by the retry of its stale dead letter", events[0].Position)
 }
 
-// After a reset, a dead letter ahead of the (reset) checkpoint is applied
-// by a retry, and then again by the replay when it reaches the event.
-func TestRevRetryAheadOfTheCheckpointIsAppliedAgainByTheReplay(t *testing.T) {
+// A dead letter ahead of the checkpoint is refused by a retry and kept:
+// the replay applies its event when it reaches it, once.
+func TestRetryRefusesADeadLetterAheadOfTheCheckpoint(t *testing.T) {
 	tb, target, sink, events, cp := operatorFixture(t)
 	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: "p", Epoch: cp.Epoch, To: events[0].Cursor,
 		DeadLetter: &store.DeadLetter{Event: events[0], Error: "broken handler", Attempts: 3}}, sink))
@@ -78,10 +76,10 @@ func TestRevRetryAheadOfTheCheckpointIsAppliedAgainByTheReplay(t *testing.T) {
 		"event %d applied twice: by the retry ahead of the checkpoint and by the replay", events[0].Position)
 }
 
-// After a reset the live loop dead-letters the same event again: two rows
-// for one position. `retry --position P` marks both and the leader applies
-// both.
-func TestRevTwoDeadLettersOfOnePositionAreBothApplied(t *testing.T) {
+// After a reset the live loop dead-letters the same event again: there is
+// one row for it (the reset deleted the old one; a unique index holds it),
+// and `retry --position P` applies the event once.
+func TestRetryAfterResetAppliesTheEventOnce(t *testing.T) {
 	tb, target, sink, events, cp := operatorFixture(t)
 	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: "p", Epoch: cp.Epoch, To: events[0].Cursor,
 		DeadLetter: &store.DeadLetter{Event: events[0], Error: "broken handler", Attempts: 3}}, sink))
@@ -107,7 +105,7 @@ func TestRevTwoDeadLettersOfOnePositionAreBothApplied(t *testing.T) {
 // runs. Its dead letter keeps NULL and the raw text; a retry must refuse it
 // as it refuses data that is not JSON, not apply it with values the event
 // never had (created_at 1970-01-01, metadata NULL).
-func TestRevRetryAppliesABadRowWithMadeUpValues(t *testing.T) {
+func TestRetryRefusesABadSourceRow(t *testing.T) {
 	tb, target, _, events, cp := operatorFixture(t)
 	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE seen (position bigint, created_at timestamptz, metadata jsonb)`)
 	require.NoError(t, err)
@@ -142,13 +140,11 @@ func TestRevRetryAppliesABadRowWithMadeUpValues(t *testing.T) {
 	require.Error(t, outs[0].Err)
 }
 
-// A handler whose failure shows only at COMMIT (a deferred constraint) is
-// not caught by the retry's savepoint: the whole retry transaction fails at
-// its COMMIT, every request stays, and the next nudge or leader meets the
-// same failure: the events that would apply never do, the failing one never
-// gets "failed again", so `dead-letters retry` reports "not handled yet"
-// for ever. (The live path splits such a batch to find the event.)
-func TestRevDeferredConstraintInOneRetryBlocksEveryRetry(t *testing.T) {
+// A handler whose failure would show only at COMMIT (a deferred
+// constraint) is caught in its own savepoint (the retry sets constraints
+// immediate): the other events apply, the failing one "failed again", and
+// later nudges change nothing; no COMMIT failure blocks every retry.
+func TestRetryChargesADeferredConstraintToItsEvent(t *testing.T) {
 	tb := setup(t)
 	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE parent (id int PRIMARY KEY);
 		INSERT INTO parent VALUES (1);
@@ -194,14 +190,11 @@ func TestRevDeferredConstraintInOneRetryBlocksEveryRetry(t *testing.T) {
 	}
 }
 
-// `retry --all` applies every requested row in one transaction under the
-// target's query timeout. When they take longer than that together (many
-// rows, or slow handlers), the transaction is rolled back every time: no
-// row is ever applied, each nudge and each leadership's start spends the
-// whole timeout holding the checkpoint row (pause, resume and a new
-// leader's claim wait meanwhile), and the requests stay for ever. The live
-// path bounds a batch and splits one that runs out of time.
-func TestRevRetryOfMoreThanOneTimeoutsWorthNeverProgresses(t *testing.T) {
+// A retry that takes longer than the target's timeout in all (many rows,
+// or slow handlers) progresses: it works in chunks, each its own
+// transaction within the timeout, so rows are applied and the checkpoint
+// row is held for one chunk at a time.
+func TestRetryProgressesInChunksWithinTheTimeout(t *testing.T) {
 	tb := setup(t)
 	_, err := tb.pool.Exec(tb.ctx, `CREATE TABLE slow (position bigint NOT NULL)`)
 	require.NoError(t, err)
@@ -238,12 +231,10 @@ func TestRevRetryOfMoreThanOneTimeoutsWorthNeverProgresses(t *testing.T) {
 	}
 }
 
-// SetStatus keeps 'paused' whatever it is asked to write: the halt that
-// PGBackend.Claim records this way when a checkpoint's ordering cannot be
-// converted (SetStatus(StatusHalted, ...), ErrOrderingChanged) is shown as
-// `paused` (status, Balance.SetActive, metrics) on a paused projector,
-// though no replica can run it after the resume either.
-func TestRevOrderingRefusalHaltIsShownAsPaused(t *testing.T) {
+// SetStatus keeps 'paused' except for a halt: the halt PGBackend.Claim
+// records when a checkpoint's ordering cannot be converted shows as halted
+// on a paused projector, since no replica can run it after the resume.
+func TestHaltWinsOverPauseInStatus(t *testing.T) {
 	tb, target, _, _, cp := operatorFixture(t)
 	_, err := target.Pause(tb.ctx, "p", "test")
 	require.NoError(t, err)

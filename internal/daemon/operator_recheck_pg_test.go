@@ -12,20 +12,20 @@ import (
 	"github.com/projectord/projectord/internal/store"
 )
 
-// revStates signals each state a run reports.
-type revStates struct {
+// stateSignals signals each state a run reports.
+type stateSignals struct {
 	runner.NopObserver
 	ch chan runner.State
 }
 
-func (s revStates) StateChanged(_ string, st runner.State) {
+func (s stateSignals) StateChanged(_ string, st runner.State) {
 	select {
 	case s.ch <- st:
 	default:
 	}
 }
 
-func (s revStates) waitFor(t *testing.T, want runner.State) {
+func (s stateSignals) waitFor(t *testing.T, want runner.State) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -40,20 +40,18 @@ func (s revStates) waitFor(t *testing.T, want runner.State) {
 	}
 }
 
-// Review of pause-dl: a graceful stop of a paused leader waits for its
-// pause re-check, which runs on the lease's context (not cancelled by a
-// stop) under the target's query timeout. While the target is slow to
-// answer (here: the checkpoints table locked, as by a migration or VACUUM
-// FULL; or a target that hangs), `SIGTERM` waits for query_timeout, though
-// a paused leader has nothing in flight.
-func TestRevPausedLeaderStopsPromptlyWhileItsTargetHangs(t *testing.T) {
+// A graceful stop of a paused leader is prompt while its pause re-check
+// waits on the target (here: the checkpoints table locked, as by a
+// migration or VACUUM FULL; or a target that hangs): a paused leader has
+// nothing in flight, so the stop cancels the re-check.
+func TestPausedLeaderStopsPromptlyWhileItsTargetHangs(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	tb.appendEvents(t, 20, 10, "A")
 	cfg := tb.config(t, config.Projector{Name: "paused"})
 	p := ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil)
 	control := make(chan struct{}, 1)
-	obs := revStates{ch: make(chan runner.State, 16)}
+	obs := stateSignals{ch: make(chan runner.State, 16)}
 	p.Control, p.PauseRecheck, p.Observer = control, 50*time.Millisecond, obs
 	b := tb.backend(t, cfg, "node-a")
 	ctx, cancel := context.WithCancel(tb.ctx)
@@ -93,12 +91,11 @@ func TestRevPausedLeaderStopsPromptlyWhileItsTargetHangs(t *testing.T) {
 	}
 }
 
-// Review of pause-dl: a retry request whose NOTIFY the leader missed (the
-// coordination session reconnecting, or the CLI's notify failing, which it
-// only warns about) is never carried out while that leader lives: operate
-// runs only on a nudge or at the start of a leadership; nothing re-checks
-// (a pause has PauseRecheck, a retry request has nothing).
-func TestRevRetryRequestWhoseNotifyWasMissedIsNeverCarriedOut(t *testing.T) {
+// A retry request whose NOTIFY the leader missed (the coordination
+// session reconnecting, or the CLI's notify failing, which it only warns
+// about) is carried out by the running leader within a few PauseRecheck
+// intervals.
+func TestRetryRequestIsCarriedOutWithoutItsNotify(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	tb.appendEvents(t, 20, 10, "A")
@@ -146,17 +143,16 @@ func TestRevRetryRequestWhoseNotifyWasMissedIsNeverCarriedOut(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
-// The same gap for a pause: an idle leader that missed the pause's NOTIFY
-// goes on reporting `leader` (projector_state, projector_leader) while the
-// checkpoint says paused, for as long as no event arrives; the
-// ProjectordProjectorPaused alert never fires for it.
-func TestRevIdleLeaderThatMissedThePauseNotifyNeverReportsPaused(t *testing.T) {
+// An idle leader that missed the pause's NOTIFY reports paused within a
+// few PauseRecheck intervals, not `leader` for as long as no event
+// arrives (so the ProjectordProjectorPaused alert fires for it).
+func TestIdleLeaderReportsPausedWithoutTheNotify(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	tb.appendEvents(t, 20, 10, "A")
 	cfg := tb.config(t, config.Projector{Name: "idle"})
 	p := ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil)
-	obs := revStates{ch: make(chan runner.State, 16)}
+	obs := stateSignals{ch: make(chan runner.State, 16)}
 	p.Control, p.PauseRecheck, p.Observer = make(chan struct{}, 1), 50*time.Millisecond, obs
 	b := tb.backend(t, cfg, "node-a")
 	ctx, cancel := context.WithCancel(tb.ctx)

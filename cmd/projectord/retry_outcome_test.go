@@ -12,11 +12,10 @@ import (
 	"github.com/projectord/projectord/internal/store/pgtest"
 )
 
-// Review of pause-dl: `dead-letters retry` reports "applied" for every
-// requested row that is gone, so a `discard` of the same row while the
-// command waits is reported as applied (exit 0), though the event was
-// never applied.
-func TestRevRetryReportsADiscardedDeadLetterAsApplied(t *testing.T) {
+// `dead-letters retry` tells a requested row the leader applied from one
+// discarded while the command waits: the discarded one is reported gone
+// without being applied, and the command fails.
+func TestRetryReportsADiscardedDeadLetterAsNotApplied(t *testing.T) {
 	ctx := t.Context()
 	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
 	require.NoError(t, err)
@@ -36,5 +35,6 @@ func TestRevRetryReportsADiscardedDeadLetterAsApplied(t *testing.T) {
 	var out bytes.Buffer
 	err = waitRetried(ctx, &out, target, requested, time.Second)
 	require.NotContains(t, out.String(), "position 7: applied", "the event was discarded, not applied")
+	require.Contains(t, out.String(), "position 7: gone without being applied")
 	require.Error(t, err)
 }
