@@ -72,13 +72,6 @@ func (t *Target) Paused(ctx context.Context, projector string) (bool, error) {
 	return paused, nil
 }
 
-// Requests reports, in one indexed read, whether the projector is paused
-// and whether any of its dead letters await a retry. A projector without a
-// checkpoint has neither.
-func (t *Target) Requests(ctx context.Context, projector string) (paused, retries bool, err error) {
-	return t.RequestsOf(ctx, projector, 0)
-}
-
 // requestSnapshot holds what the last read of every projector's requests
 // found, for RequestsOf.
 type requestSnapshot struct {
@@ -88,7 +81,9 @@ type requestSnapshot struct {
 	retries map[string]bool
 }
 
-// RequestsOf is Requests with an answer at most maxAge old: the periodic
+// RequestsOf reports whether the projector is paused and whether any of
+// its dead letters await a retry (a projector without a checkpoint has
+// neither), with an answer at most maxAge old: the periodic
 // check every leader makes in case it missed a NOTIFY. Within maxAge the
 // answer comes from the last read, which is of every projector of this
 // target at once, so the checks of all the leaders on a target cost one

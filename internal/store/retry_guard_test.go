@@ -243,3 +243,33 @@ func TestHaltWinsOverPauseInStatus(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.StatusHalted, c.Status, "last_error %q", c.LastError)
 }
+
+// The periodic check of every leader on a target shares one read: within
+// maxAge the answer is the snapshot's (a pause committed since shows only
+// to a fresh read, as after its NOTIFY); past it, the next check reads
+// every projector's requests at once.
+func TestRequestsOfSharesOneReadPerTarget(t *testing.T) {
+	tb, target, _, _, _ := operatorFixture(t)
+	_, err := target.Claim(tb.ctx, "q", "n1", 0, store.OrderXID8)
+	require.NoError(t, err)
+	_, err = tb.pool.Exec(tb.ctx, `INSERT INTO projectord.dead_letters (projector, xid, position, stream_id, event_type, payload, error, attempts, retry_requested_at)
+		VALUES ('q', '1', 1, 's', 'A', '{}', 'broken handler', 3, now())`)
+	require.NoError(t, err)
+
+	paused, retries, err := target.RequestsOf(tb.ctx, "p", time.Hour)
+	require.NoError(t, err)
+	require.False(t, paused)
+	require.False(t, retries)
+	_, err = target.Pause(tb.ctx, "q", "test")
+	require.NoError(t, err)
+	paused, retries, err = target.RequestsOf(tb.ctx, "q", time.Hour)
+	require.NoError(t, err)
+	require.False(t, paused, "answered from the snapshot taken for p")
+	require.True(t, retries, "the snapshot holds q's retry request")
+	paused, _, err = target.RequestsOf(tb.ctx, "q", 0)
+	require.NoError(t, err)
+	require.True(t, paused, "a fresh read sees the pause")
+	paused, _, err = target.RequestsOf(tb.ctx, "q", time.Nanosecond)
+	require.NoError(t, err)
+	require.True(t, paused, "a snapshot past maxAge is read again")
+}
