@@ -303,13 +303,23 @@ func waitRetried(ctx context.Context, w io.Writer, t *store.Target, requested []
 	for _, r := range left {
 		byID[r.ID] = r
 	}
-	applied, failed, pending := 0, 0, 0
+	// A row is gone when the leader applied its event, and also when it
+	// was discarded or cleared by a reset meanwhile: only the leader's
+	// record tells the first apart.
+	wasApplied, err := t.RetryApplied(ctx, ids)
+	if err != nil {
+		return err
+	}
+	applied, failed, pending, gone := 0, 0, 0, 0
 	for _, r := range requested {
 		now, ok := byID[r.ID]
 		switch {
-		case !ok:
+		case !ok && wasApplied[r.ID]:
 			applied++
 			fmt.Fprintf(w, "  position %d: applied\n", r.Cursor.Position)
+		case !ok:
+			gone++
+			fmt.Fprintf(w, "  position %d: gone without being applied (discarded, or cleared by a reset)\n", r.Cursor.Position)
 		case handled(now, r):
 			failed++
 			fmt.Fprintf(w, "  position %d: failed again: %s\n", r.Cursor.Position, printable(oneLine(now.Error)))
@@ -318,12 +328,18 @@ func waitRetried(ctx context.Context, w io.Writer, t *store.Target, requested []
 			fmt.Fprintf(w, "  position %d: not handled yet\n", r.Cursor.Position)
 		}
 	}
-	fmt.Fprintf(w, "%d applied, %d failed again, %d not handled yet\n", applied, failed, pending)
+	if gone > 0 {
+		fmt.Fprintf(w, "%d applied, %d failed again, %d not handled yet, %d gone without being applied\n", applied, failed, pending, gone)
+	} else {
+		fmt.Fprintf(w, "%d applied, %d failed again, %d not handled yet\n", applied, failed, pending)
+	}
 	switch {
 	case pending > 0:
 		return fmt.Errorf("the leader did not handle %d of the requested dead letters within %s; the requests stay and are handled later", pending, timeout)
 	case failed > 0:
 		return fmt.Errorf("%d of the retried events failed again; their dead letters stay, with the new error", failed)
+	case gone > 0:
+		return fmt.Errorf("%d of the requested dead letters were removed (discarded, or cleared by a reset) before the leader applied them; their events were not applied", gone)
 	}
 	return nil
 }

@@ -18,7 +18,10 @@ start, in one transaction that first bumps the leader epoch. Running replicas
 need no restart: the current leader is fenced at its next commit (a batch in
 flight cannot commit after the reset SQL), steps down, and the next leader
 replays every event into the emptied read model. A halted
-projector's halt is cleared too, on every replica.
+projector's halt is cleared too, on every replica, and its dead letters
+are deleted: the replay meets their events again (and dead-letters anew
+those that still fail), so a retry of an old one would apply its event
+twice.
 
 Without reset SQL only the checkpoint moves, so handlers must be idempotent
 (upserts) for the replay to be correct.`,
@@ -37,7 +40,7 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "%s reset (epoch %d); the leader replays it from the first event\n", op.p.Name, epoch)
+				fmt.Fprintf(e.stdout, "%s reset (epoch %d); its dead letters were deleted; the leader replays it from the first event\n", op.p.Name, epoch)
 				return nil
 			})
 			if err != nil || op.coord == op.target {

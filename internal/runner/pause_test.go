@@ -131,3 +131,44 @@ func TestPausedLeaderHoldsItsLeaseAndResumesFromTheCheckpoint(t *testing.T) {
 	require.False(t, errors.Is(err, runner.ErrPaused), "%v", err)
 	require.NoError(t, err)
 }
+
+// pausedAsLeaseEnds claims a paused checkpoint while its lease is lost at
+// the same moment.
+type pausedAsLeaseEnds struct {
+	*memtest.Node
+	mem *memtest.Memory
+}
+
+func (p *pausedAsLeaseEnds) Claim(ctx context.Context, projector string) (store.Checkpoint, error) {
+	cp, err := p.Node.Claim(ctx, projector)
+	if err != nil {
+		return cp, err
+	}
+	p.mem.LoseLeases(p.Name())
+	select {
+	case <-ctx.Done(): // the run's lease context: its cause is set
+	case <-time.After(10 * time.Second):
+	}
+	cp.Status = store.StatusPaused
+	return cp, nil
+}
+
+func (p *pausedAsLeaseEnds) Paused(context.Context, string) (bool, error) { return true, nil }
+
+func (p *pausedAsLeaseEnds) RetryDeadLetters(context.Context, string, int64) ([]store.RetryOutcome, error) {
+	return nil, nil
+}
+
+// TestLeaseLossWinsOverAPauseFoundAtClaim: when the lease ends as a claim
+// finds the projector paused, Run returns the lease's cause, which the
+// supervisor acts on, not ErrPaused.
+func TestLeaseLossWinsOverAPauseFoundAtClaim(t *testing.T) {
+	t.Parallel()
+	tb := setupMem(t)
+	tb.mem.AppendCommitted("s", "A", "{}")
+	tb.p.PauseRecheck = time.Hour
+	b := &pausedAsLeaseEnds{Node: tb.mem.Node("a"), mem: tb.mem}
+	err := runner.Run(t.Context(), tb.p, b)
+	require.ErrorIs(t, err, runner.ErrLeaseLost)
+	require.NotErrorIs(t, err, runner.ErrPaused)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -272,6 +273,15 @@ func (b *PGBackend) Paused(ctx context.Context, projector string) (bool, error) 
 		return false, err
 	}
 	return t.Paused(ctx, projector)
+}
+
+// Requests implements Requester.
+func (b *PGBackend) Requests(ctx context.Context, projector string, maxAge time.Duration) (paused, retries bool, err error) {
+	t, _, err := b.target(projector)
+	if err != nil {
+		return false, false, err
+	}
+	return t.RequestsOf(ctx, projector, maxAge)
 }
 
 // RetryDeadLetters implements Operator.

@@ -74,6 +74,11 @@ func Run(ctx context.Context, p Projector, b Backend) error {
 	base := log
 	for {
 		err := lead(ctx, leaseCtx, p, b, base, yielded, &leading)
+		if cause := context.Cause(leaseCtx); cause != nil && errors.Is(err, ErrPaused) {
+			// The lease ended as the pause was found: losing it is
+			// what the caller must act on.
+			return cause
+		}
 		if !errors.Is(err, ErrPaused) || context.Cause(leaseCtx) != nil {
 			return err
 		}
@@ -244,6 +249,9 @@ type loop struct {
 	// nudged says an operator nudge (Projector.Control) awaits the next
 	// batch boundary (operate).
 	nudged bool
+	// checked is when operator requests were last read (check): they are
+	// read again every PauseRecheck, in case a NOTIFY was missed.
+	checked time.Time
 }
 
 // Observer.Error reasons of the retry loops (besides "fenced" and the
@@ -565,13 +573,21 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 			t = time.NewTimer(time.Until(l.lastFlush.Add(l.p.FlushInterval)))
 			flush = t.C
 		}
+		// An idle leader still learns of a pause or a retry request whose
+		// NOTIFY it missed: one small read every PauseRecheck, here rather
+		// than through the batch loop, so an idle tick costs no event read.
+		recheck := time.NewTimer(time.Until(l.checked.Add(l.p.PauseRecheck)))
+		due := false
 		select {
 		case <-ch:
 		case <-flush:
 		case <-ctx.Done():
 		case <-l.p.Control:
 			l.nudged = true
+		case <-recheck.C:
+			due = true
 		}
+		recheck.Stop()
 		if t != nil {
 			t.Stop()
 		}
@@ -580,6 +596,11 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if due {
+			if err := l.check(leaseCtx, false); err != nil {
+				return err
+			}
 		}
 		if err := l.maybeFlush(leaseCtx); err != nil {
 			return err

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/projectord/projectord/internal/coord"
 	"github.com/projectord/projectord/internal/store"
@@ -130,4 +131,11 @@ type Operator interface {
 	// current handlers. store.ErrFenced means deposed, store.ErrPaused
 	// paused; an event that fails again is an outcome, not an error.
 	RetryDeadLetters(ctx context.Context, projector string, epoch int64) ([]store.RetryOutcome, error)
+}
+
+// Requester is an Operator that reads both kinds of operator request in
+// one query, with an answer at most maxAge old (0: read now). Without it a
+// leader reads Paused and calls RetryDeadLetters at every check.
+type Requester interface {
+	Requests(ctx context.Context, projector string, maxAge time.Duration) (paused, retries bool, err error)
 }

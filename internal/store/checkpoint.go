@@ -107,6 +107,9 @@ type Target struct {
 	groups *groupQueue
 	// onCommit, if set, learns of every transaction committed for batches.
 	onCommit func(grouped bool, batches int)
+	// requests is the last read of every projector's operator requests,
+	// shared by the leaders of this target (RequestsOf).
+	requests requestSnapshot
 }
 
 // NewTarget returns a target on pool; every statement is bounded by timeout.
@@ -450,22 +453,25 @@ func queueDeadLetter(b *pgx.Batch, projector string, dl *DeadLetter) {
 		}
 		return v
 	}
-	var version, created any
+	var version, created, problems any
 	if !e.Bad.Has("stream_version") {
 		version = e.StreamVersion
 	}
 	if !e.Bad.Has("created_at") {
 		created = e.CreatedAt
 	}
+	if e.Bad != nil {
+		problems = e.Bad.Error()
+	}
 	b.Queue(`INSERT INTO projectord.dead_letters
 			(projector, xid, position, stream_id, event_type, stream_version, created_at,
-			 payload, metadata, payload_raw, metadata_raw, error, attempts, event_id)
+			 payload, metadata, payload_raw, metadata_raw, error, attempts, event_id, source_problems)
 		SELECT $1::text, $2::xid8, $3::bigint, $4::text, $5::text, $6::bigint, $7::timestamptz, j.payload, j.metadata,
 			CASE WHEN j.payload IS NULL THEN $8::text END, CASE WHEN j.metadata IS NULL THEN $9::text END, $10::text, $11::integer,
-			nullif($12::text, '')
+			nullif($12::text, ''), $13::text
 		FROM (SELECT projectord.try_jsonb($8::text) AS payload, projectord.try_jsonb($9::text) AS metadata) j`,
 		projector, e.XID, e.Position, text("stream_id", e.StreamID), text("event_type", e.Type), version, created,
-		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts, e.EventID)
+		jsonArg(e.Data), jsonArg(e.Metadata), dl.Error, dl.Attempts, e.EventID, problems)
 }
 
 // beginSQL opens a batch's transaction with server-side limits inside the
@@ -511,9 +517,11 @@ func classifyCommitError(i int, owner []int, events []Event, sink *SQLSink, err 
 func (t *Target) SetStatus(ctx context.Context, projector string, epoch int64, status, lastErr string) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	// A pause is the operator's, not the leader's, to end.
+	// A pause is the operator's, not the leader's, to end; but a halt wins
+	// over it, since no replica can run the projector after the resume
+	// either (as Pause keeps a halted status).
 	tag, err := t.pool.Exec(ctx, `UPDATE projectord.checkpoints
-		SET status = CASE WHEN paused_at IS NOT NULL THEN 'paused' ELSE $3 END, last_error = nullif($4, ''),
+		SET status = CASE WHEN paused_at IS NOT NULL AND $3 <> 'halted' THEN 'paused' ELSE $3 END, last_error = nullif($4, ''),
 			last_error_at = CASE WHEN $4 = '' THEN last_error_at ELSE now() END, updated_at = now()
 		WHERE projector = $1 AND epoch = $2`, projector, epoch, status, lastErr)
 	if err != nil {
@@ -570,7 +578,8 @@ const resetAttempts = 8
 // Reset rebuilds a projector from the start, in one transaction: it first
 // fences the current leader (bumping the epoch locks the checkpoint row),
 // then runs the sink's reset SQL (emptying the read model) and moves the
-// checkpoint back to the beginning, clearing a halted status. The fence
+// checkpoint back to the beginning, clearing a halted status and deleting
+// the projector's dead letters (the replay meets their events again). The fence
 // comes first so that no batch can commit after the reset SQL has looked at
 // the read model: a batch still in flight waits for the row in advance() and
 // then finds the epoch moved, so it rolls back; its leader steps down, and
@@ -627,6 +636,12 @@ func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int
 		}
 		if err != nil {
 			return err
+		}
+		// The replay meets every event again, so the old dead letters are
+		// stale: kept, a retry of one would apply its event a second time.
+		// Those the replay fails on again are written anew.
+		if _, err := tx.Exec(ctx, `DELETE FROM projectord.dead_letters WHERE projector = $1`, projector); err != nil {
+			return fmt.Errorf("error deleting the dead letters of %s: %w", projector, err)
 		}
 		if resetSQL != "" {
 			if _, err := tx.Exec(ctx, resetSQL); err != nil {

@@ -10,12 +10,31 @@ ALTER TABLE projectord.checkpoints
 -- retry` and carried out by the projector's leader, in its fenced
 -- transaction, which deletes the row when the event applies. event_id is
 -- kept so that handlers using @event_id see the same value on a retry.
+-- source_problems says why the source row could not be decoded (a NULL or
+-- undecodable column); a retry refuses such a row, as the live path does.
 ALTER TABLE projectord.dead_letters
     ADD COLUMN event_id           text,
+    ADD COLUMN source_problems    text,
     ADD COLUMN retry_requested_at timestamptz,
     ADD COLUMN retried_at         timestamptz;
 CREATE INDEX dead_letters_retry_idx ON projectord.dead_letters (projector, xid, position)
     WHERE retry_requested_at IS NOT NULL;
+-- One dead letter per event of a projector: the live path writes one as it
+-- moves the checkpoint past the event, a reset deletes them with the
+-- checkpoint, so a second row for an event can only be an error, and would
+-- let one retry apply the event twice.
+CREATE UNIQUE INDEX dead_letters_event_key ON projectord.dead_letters (projector, xid, position);
+
+-- What became of a retried dead letter whose row is gone: the leader
+-- records 'applied' as it deletes the row, so `dead-letters retry` tells an
+-- applied event from one discarded (or cleared by a reset) meanwhile, whose
+-- row is gone too. Rows older than a week are pruned by the next request.
+CREATE TABLE projectord.dead_letter_retries (
+    dead_letter_id bigint PRIMARY KEY,
+    projector      text NOT NULL,
+    outcome        text NOT NULL,
+    at             timestamptz NOT NULL DEFAULT now()
+);
 
 -- advance refuses a paused projector (PJ002) as it refuses a deposed
 -- leader (PJ001): the pause's UPDATE and this one take the same row lock,
