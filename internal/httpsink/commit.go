@@ -42,7 +42,7 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 		s.advanced(req.To)
 		return nil
 	}
-	first, last := req.Events[0].Cursor, req.Events[len(req.Events)-1].Cursor
+	last := req.Events[len(req.Events)-1].Cursor
 	d := store.Delivery{From: req.From, Last: last, Events: len(req.Events)}
 	record := func(ctx context.Context) error { return t.RecordDelivery(ctx, req.Projector, req.Epoch, d) }
 	// Recorded, fenced, before anything is sent: a deposed leader sends
@@ -52,9 +52,10 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 	}
 	s.mu.Lock()
 	s.bound = &d
+	gen := s.gen
 	s.mu.Unlock()
-	id := WebhookID(req.Projector, first, last)
-	s.body = AppendBatch(s.body[:0], req.Projector, req.Events)
+	id := WebhookID(req.Projector, gen, req.Events)
+	s.body = AppendBatch(s.body[:0], req.Projector, gen, req.Events)
 	// Delivery leaves a quarter of the commit's time to the checkpoint
 	// move: an acknowledged batch should not lose its move to a retry
 	// that used up the deadline.
@@ -120,8 +121,12 @@ func (s *Sink) advanced(to store.Cursor) {
 // recorded batch starts there, it may have reached the receiver (2xx) with
 // its checkpoint move lost: the first batch is bounded to it (Bound).
 func (s *Sink) Claimed(ctx context.Context, projector string, cp store.Checkpoint, t *store.Target) error {
+	gen, err := t.Resets(ctx, projector)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
-	s.bound = nil
+	s.bound, s.gen = nil, gen
 	s.mu.Unlock()
 	d, ok, err := t.LastDelivery(ctx, projector)
 	if err != nil || !ok || d.From != cp.Cursor {

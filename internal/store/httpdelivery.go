@@ -62,6 +62,23 @@ func (t *Target) LastDelivery(ctx context.Context, projector string) (d Delivery
 	return d, true, nil
 }
 
+// Resets returns how many times projector was reset (its reset generation):
+// an HTTP projector puts it in every webhook-id, so that a replay after a
+// reset is not deduplicated away as the batches already acknowledged.
+func (t *Target) Resets(ctx context.Context, projector string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	var n int64
+	err := t.pool.QueryRow(ctx, `SELECT resets FROM projectord.checkpoints WHERE projector = $1`, projector).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("error reading the reset generation of %s: %w", projector, err)
+	}
+	return n, nil
+}
+
 // Advance moves the checkpoint req.From -> req.To, counting req.Events,
 // fenced like Commit, in one statement and one round trip: for a batch with
 // nothing to write beside the move (an HTTP batch the receiver
