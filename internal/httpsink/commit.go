@@ -18,6 +18,10 @@ import (
 //   - nil: delivered and checkpointed.
 //   - store.ErrFenced: another leader claimed the projector; nothing more
 //     is sent by this one.
+//   - store.ErrPaused: an operator paused the projector; nothing more is
+//     sent until the resume. A request already in flight when the pause
+//     landed may have reached the receiver: its checkpoint move is refused,
+//     and it comes again, same webhook-id, after the resume.
 //   - *store.ApplyError naming an event: the receiver named it
 //     ({"failed_position": N}), or the batch was that event alone. Index -1:
 //     the receiver refused the batch without naming an event; the loop
@@ -97,9 +101,10 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 // under its own webhook-id, and a failure of ours or the network's names no
 // event. The cause is kept as text: its chain could hold a deadline, which
 // the loop would take for a batch too big to commit in time (and halve).
-// Fencing passes through: it ends the leadership.
+// Fencing passes through: it ends the leadership; so does a pause, which
+// the loop waits out (the batch comes again, same id, after the resume).
 func unsplittable(projector, doing string, err error) error {
-	if errors.Is(err, store.ErrFenced) {
+	if errors.Is(err, store.ErrFenced) || errors.Is(err, store.ErrPaused) {
 		return err
 	}
 	if doing == "" {
