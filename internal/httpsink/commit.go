@@ -155,6 +155,19 @@ func (s *Sink) Bound(after store.Cursor) (store.Cursor, bool) {
 	return s.bound.Last, true
 }
 
+// Recorded returns the recorded batch a batch read after `after` must
+// repeat, if any (Bound's, whole): the loop reads it itself (ReadBound), so
+// that a smaller batch_size or a replica behind the recorded end cannot
+// make the batch shorter.
+func (s *Sink) Recorded(after store.Cursor) (store.Delivery, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bound == nil || s.bound.From != after {
+		return store.Delivery{}, false
+	}
+	return *s.bound, true
+}
+
 // Fingerprint identifies the sink for halts (store.Target.ClaimSink): a
 // projector halted on an event stays halted for replicas posting to the
 // same URL, and a replica configured with another URL may claim it. Only
