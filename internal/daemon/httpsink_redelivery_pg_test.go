@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,13 +17,13 @@ import (
 	"github.com/projectord/projectord/internal/testsupport"
 )
 
-// Review: a leader posts a batch of 10 (batch_size 100), the receiver
-// acknowledges it, and the leader is deposed before its checkpoint moves.
-// The next leader runs with a smaller batch_size (a rolling config change,
-// or a replica with another config): the recorded range is longer than what
-// it reads, the bound does not hold, and the acknowledged events arrive
-// again under other webhook-ids, which the acceptance forbids.
-func TestReviewHTTPSinkSmallerBatchSizeAfterFailoverReusesTheID(t *testing.T) {
+// A leader posts a batch of 10 (batch_size 100), the receiver acknowledges
+// it, and the leader is deposed before its checkpoint moves. The next
+// leader runs with a smaller batch_size (a rolling config change, or a
+// replica with another config): it still sends the recorded batch whole,
+// under its webhook-id, never sub-batches of acknowledged events under
+// other ids.
+func TestPGHTTPSinkSmallerBatchSizeAfterFailoverResendsTheRecordedBatchUnderItsID(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	tb.appendEvents(t, 10, 10, "A")
@@ -56,13 +58,10 @@ func TestReviewHTTPSinkSmallerBatchSizeAfterFailoverReusesTheID(t *testing.T) {
 	require.Empty(t, recv.Check(tb.cursorOrder(t)))
 }
 
-// Review: `projectord reset` of an HTTP projector replays every event, but
-// under the very webhook-ids of the first delivery (the id is the range's
-// hash, nothing marks the new generation), and with the same positions.
-// A receiver deduplicating as the README tells it to (by webhook-id, or by
-// the last position applied, as examples/webhookreceiver does) drops the
-// whole replay as duplicates: the reset reaches nobody, silently.
-func TestReviewHTTPSinkResetReplaysUnderTheOldWebhookIDs(t *testing.T) {
+// `projectord reset` of an HTTP projector replays every event under new
+// webhook-ids (the reset generation is in them, and in resetgeneration), so
+// a receiver deduplicating by webhook-id applies the replay.
+func TestPGHTTPSinkResetReplaysUnderNewWebhookIDs(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	tb.appendEvents(t, 12, 12, "A")
@@ -87,15 +86,13 @@ func TestReviewHTTPSinkResetReplaysUnderTheOldWebhookIDs(t *testing.T) {
 	}
 }
 
-// Review: the README tells receivers they may deduplicate "by position
-// (... keep ... the last position applied)", and the example receiver's doc
-// says "the last position per read model". But deliveries are in cursor
-// order, (transaction id, position) under the default ordering xid8, and
-// positions are not monotonic in it: a transaction with the older xid can
-// insert after a younger one. A receiver that keeps the last position
-// applied and skips anything at or below it drops such an event for good,
-// although projectord delivered it and moved its checkpoint past it.
-func TestReviewHTTPSinkLastPositionDedupLosesEventsUnderXID8(t *testing.T) {
+// Deliveries are in cursor order, (transaction id, position) under the
+// default ordering xid8, and positions are not monotonic in it: a
+// transaction with the older xid can insert after a younger one. A
+// receiver deduplicating as the README says (a set of positions, a unique
+// key; never "the last position applied", which would drop the second
+// event here for good) applies both.
+func TestPGHTTPSinkASetOfPositionsKeepsEveryEventUnderXID8(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	older, err := tb.pool.Begin(tb.ctx)
@@ -143,17 +140,16 @@ func TestReviewHTTPSinkLastPositionDedupLosesEventsUnderXID8(t *testing.T) {
 	require.Len(t, applied, 2, "every delivered event applied by a receiver deduplicating as documented")
 }
 
-// Review: the recorded range is not re-read whole when the new leader's
-// replica has not yet seen its end. Leader A reads a batch at the live tail
-// (events its replica found just now), posts it, the receiver acknowledges
-// it, and A loses the projector before its checkpoint moves (a graceful
-// hand-over or restart: the lock is released and B claims at once, within
-// B's poll interval). B reads through its shared window, which ends at B's
-// head: the read is short, ends before the recorded last cursor, so the
-// bound cuts nothing and B posts the acknowledged events again under
-// another webhook-id. Here B's watcher polls once an hour and is kicked by
-// hand, to place its last poll between the events.
-func TestReviewHTTPSinkNewLeaderBehindTheRecordedRangeSendsAnotherID(t *testing.T) {
+// Leader A reads a batch at the live tail (events its replica found just
+// now), posts it, the receiver acknowledges it, and A loses the projector
+// before its checkpoint moves (a graceful hand-over or restart: the lock is
+// released and B claims at once, within B's poll interval). B's shared
+// window ends at B's head, before the recorded last cursor: B reads the
+// recorded batch with its own reader, whole, and sends it under the same
+// webhook-id (a short batch under another id would repeat acknowledged
+// events). Here B's watcher polls once an hour and is kicked by hand, to
+// place its last poll between the events.
+func TestPGHTTPSinkNewLeaderBehindTheRecordedEndSendsTheSameBatchAndID(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	var once sync.Once
@@ -216,12 +212,12 @@ func TestReviewHTTPSinkNewLeaderBehindTheRecordedRangeSendsAnotherID(t *testing.
 	require.Empty(t, recv.Check(tb.cursorOrder(t)))
 }
 
-// Review: a 401, 403 or 404 says the request is wrong for every event alike
-// (an expired token in headers_file, a rotated secret, a wrong path), yet
-// it is taken for a failure of the batch's events: the loop halves down to
-// each event and applies on_error to it. With skip (or dead_letter) the
-// checkpoint runs to the end and no event ever reaches the receiver.
-func TestReviewHTTPSinkUnauthorizedSkipsEveryEvent(t *testing.T) {
+// A 401 (like 403, 404, 405, 407) says the request is wrong for every
+// event alike (an expired token in headers_file, a rotated secret, a wrong
+// path): it is retried with backoff like a 5xx, never halved down and
+// charged to events, so even with on_error skip the checkpoint does not
+// move past events no receiver accepted; last_error says why.
+func TestPGHTTPSinkUnauthorizedIsRetriedNeverChargedToEvents(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	tb.appendEvents(t, 20, 20, "A")
@@ -232,4 +228,55 @@ func TestReviewHTTPSinkUnauthorizedSkipsEveryEvent(t *testing.T) {
 	testsupport.Until(t, "the leader got going", 30*time.Second, func() bool { return len(recv.Requests()) > 0 })
 	require.Never(t, func() bool { return !tb.peek("hooks").Cursor.IsZero() }, 3*time.Second, 20*time.Millisecond,
 		"the checkpoint moved past events no receiver accepted (%d requests, all 401)", len(recv.Requests()))
+	testsupport.Until(t, "last_error names the 401", 30*time.Second, func() bool {
+		return strings.Contains(tb.peek("hooks").LastError, "answered 401 Unauthorized")
+	})
+	require.Zero(t, tb.count(t, `SELECT count(*) FROM projectord.dead_letters`))
+}
+
+// A pause that lands while an HTTP projector's request is in flight (here:
+// from inside the receiver, before it answers 2xx): that one request
+// arrives, its checkpoint move is refused, and nothing more is posted
+// until the resume; after it, every event is acknowledged, an event
+// acknowledged twice only under one webhook-id (the paused batch comes
+// again whole).
+func TestPGHTTPSinkPauseStopsPostingAfterTheRequestInFlight(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	tb.appendEvents(t, 200, 20, "A")
+	target := store.NewTarget(tb.pool, 5*time.Second)
+	var paused atomic.Int64 // the number of the request the pause landed in
+	recv := sinktest.Start(t, func(r sinktest.Request) *sinktest.Answer {
+		if r.N == 3 {
+			_, err := target.Pause(context.Background(), "hooks", "test")
+			if err != nil {
+				t.Error(err)
+			}
+			_, err = tb.pool.Exec(context.Background(), `SELECT pg_notify($1, 'hooks')`, store.PauseChannel)
+			if err != nil {
+				t.Error(err)
+			}
+			paused.Store(int64(r.N))
+		}
+		return nil
+	})
+	cfg := tb.httpConfig(t, recv.URL, config.Projector{Name: "hooks", BatchSize: 10})
+	tb.startDaemon(t, cfg, "node-a")
+	testsupport.Until(t, "the pause landed", 30*time.Second, func() bool { return paused.Load() > 0 })
+	cp := tb.checkpoint(t, "hooks")
+	require.Never(t, func() bool { return len(recv.Requests()) > 3 }, 3*time.Second, 20*time.Millisecond,
+		"requests posted while paused")
+	require.Equal(t, cp.Cursor, tb.checkpoint(t, "hooks").Cursor, "the checkpoint moved while paused")
+	require.Less(t, cp.EventsApplied, int64(30), "the in-flight batch's move was refused")
+
+	_, err := target.Resume(tb.ctx, "hooks")
+	require.NoError(t, err)
+	_, err = tb.pool.Exec(tb.ctx, `SELECT pg_notify($1, 'hooks')`, store.ResumeChannel)
+	require.NoError(t, err)
+	tb.waitCaughtUp(t, "hooks")
+	reqs := recv.Requests()
+	require.Greater(t, len(reqs), 3)
+	require.Equal(t, reqs[2].ID, reqs[3].ID, "the batch in flight at the pause comes again under its id")
+	require.Empty(t, recv.Check(tb.cursorOrder(t)))
+	require.Len(t, recv.Acked(), 200)
 }
