@@ -280,3 +280,46 @@ func TestPGHTTPSinkPauseStopsPostingAfterTheRequestInFlight(t *testing.T) {
 	require.Empty(t, recv.Check(tb.cursorOrder(t)))
 	require.Len(t, recv.Acked(), 200)
 }
+
+// A new leader whose event_types differ from the recorded leader's sends,
+// first, the events its filter passes up to the recorded end: another set
+// of events, so another webhook-id (README, "HTTP sink": deduplicate by
+// position to cover this case), and then nothing past the recorded end is
+// missed or repeated.
+func TestPGHTTPSinkChangedEventTypesAfterFailoverSendsTheFilteredRangeUnderANewID(t *testing.T) {
+	t.Parallel()
+	tb := setupPG(t)
+	tb.appendEvents(t, 4, 4, "A")
+	tb.appendEvents(t, 4, 4, "B")
+	var once sync.Once
+	recv := sinktest.Start(t, func(r sinktest.Request) *sinktest.Answer {
+		once.Do(func() {
+			_, err := tb.pool.Exec(context.Background(), `UPDATE projectord.checkpoints SET epoch = epoch + 1 WHERE projector = 'hooks'`)
+			if err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	cfg := tb.httpConfig(t, recv.URL, config.Projector{Name: "hooks", BatchSize: 100, EventTypes: []string{"A", "B"}})
+	p := ProjectorOf(cfg.Projectors[0], cfg, tb.log, nil)
+	require.ErrorIs(t, runner.Run(tb.ctx, p, tb.httpBackend(t, cfg, "node-a")), runner.ErrDeposed)
+	require.Len(t, recv.Requests()[0].Positions, 8)
+
+	tb.appendEvents(t, 2, 2, "A") // past the recorded end
+	cfg2 := tb.httpConfig(t, recv.URL, config.Projector{Name: "hooks", BatchSize: 100, EventTypes: []string{"A"}})
+	p2 := ProjectorOf(cfg2.Projectors[0], cfg2, tb.log, nil)
+	ctx, cancel := context.WithCancel(tb.ctx)
+	done := start(ctx, p2, tb.httpBackend(t, cfg2, "node-b"))
+	tb.waitCaughtUp(t, "hooks")
+	cancel()
+	require.NoError(t, <-done)
+	reqs := recv.Requests()
+	for _, q := range reqs {
+		t.Logf("request %d id %s positions %v status %d", q.N, q.ID, q.Positions, q.Status)
+	}
+	require.Len(t, reqs, 3)
+	require.Equal(t, reqs[0].Positions[:4], reqs[1].Positions, "the A events up to the recorded end, alone")
+	require.NotEqual(t, reqs[0].ID, reqs[1].ID, "another set of events, another id")
+	require.Len(t, reqs[2].Positions, 2, "then the events after the recorded end")
+}
