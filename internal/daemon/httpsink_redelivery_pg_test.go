@@ -229,7 +229,8 @@ func TestPGHTTPSinkUnauthorizedIsRetriedNeverChargedToEvents(t *testing.T) {
 	require.Never(t, func() bool { return !tb.peek("hooks").Cursor.IsZero() }, 3*time.Second, 20*time.Millisecond,
 		"the checkpoint moved past events no receiver accepted (%d requests, all 401)", len(recv.Requests()))
 	testsupport.Until(t, "last_error names the 401", 30*time.Second, func() bool {
-		return strings.Contains(tb.peek("hooks").LastError, "answered 401 Unauthorized")
+		e := tb.peek("hooks").LastError
+		return strings.HasPrefix(e, "retrying: ") && strings.Contains(e, "answered 401 Unauthorized")
 	})
 	require.Zero(t, tb.count(t, `SELECT count(*) FROM projectord.dead_letters`))
 }
