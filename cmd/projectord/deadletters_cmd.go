@@ -222,6 +222,10 @@ timeout passed first (the requests stay and are handled later).`,
 			}
 			ctx := cmd.Context()
 			name := printable(op.p.Name)
+			if op.p.Sink.HTTP != nil {
+				// Not yet: the leader retries through an SQL sink only.
+				return &usageError{msg: fmt.Sprintf("%s has an HTTP sink: dead-letters retry works for SQL sinks only; `projectord dead-letters list %s` shows the events, which the receiver can fetch from the event store", name, name)}
+			}
 			// Who leads, before anything changes: a paused projector is
 			// refused with nothing changed.
 			state, err := op.state(ctx)

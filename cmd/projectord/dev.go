@@ -288,7 +288,7 @@ func (s *devSession) banner(url string) {
 		fmt.Fprintf(w, "notify      trigger installed; projectors LISTEN on %s\n", s.cfg.Source.NotifyChannel)
 	}
 	if s.webhook != nil {
-		fmt.Fprintf(w, "webhook     %s receives %s's batches (signed, deduplicated by position)\n", s.webhook.url, devWebhookProjector)
+		fmt.Fprintf(w, "webhook     %s receives %s's batches (signed, deduplicated by a set of positions)\n", s.webhook.url, devWebhookProjector)
 	}
 	stop := "Ctrl-C"
 	if s.o.duration > 0 {

@@ -2,14 +2,24 @@
 // standard library only: it verifies each request's Standard Webhooks
 // signature (constant-time, with a timestamp tolerance against replays),
 // decodes the CloudEvents batch and hands each event to Apply once,
-// deduplicating by position, since delivery is at-least-once: after a
+// deduplicating by a set of the events applied, keyed by source, reset
+// generation and position, since delivery is at-least-once: after a
 // failover or an unanswered request the same batch comes again, with the
 // same webhook-id.
 //
-// Its memory of positions is a map, for the example; a real receiver keeps
-// what it has applied in its own store, written with the effect (a unique
-// key on position, or the last position per read model in the same
-// transaction), so that a crash between the two cannot apply an event twice.
+// It keeps a set, never "the last position applied": deliveries are in
+// cursor order, (transaction id, position) under the default ordering
+// xid8, and positions are not monotonic in it (a transaction with an older
+// id can insert its event after a younger one did: a higher position
+// delivered first), so a receiver skipping anything at or below the last
+// position applied drops events for good. The generation is in the key because a reset delivers every event
+// again, at the same positions, and must be applied again.
+//
+// Its memory is a map, for the example; a real receiver keeps what it has
+// applied in its own store, written with the effect (a unique key on
+// (resetgeneration, position), or the webhook-ids of the batches applied,
+// in the same transaction), so that a crash between the two cannot apply
+// an event twice.
 package webhookreceiver
 
 import (
@@ -36,11 +46,24 @@ type Event struct {
 	Time            time.Time       `json:"time"`
 	DataContentType string          `json:"datacontenttype"`
 	Data            json.RawMessage `json:"data"`
-	Position        int64           `json:"position"`
-	TransactionID   uint64          `json:"transactionid"`
-	StreamID        string          `json:"streamid"`
-	StreamVersion   int64           `json:"streamversion"`
-	Metadata        json.RawMessage `json:"metadata"`
+	// Position, TransactionID, StreamVersion and ResetGeneration come as
+	// decimal strings (CloudEvents Integers are 32 bits): the ",string"
+	// option parses them.
+	Position        int64  `json:"position,string"`
+	TransactionID   uint64 `json:"transactionid,string"`
+	StreamID        string `json:"streamid"`
+	StreamVersion   int64  `json:"streamversion,string"`
+	ResetGeneration int64  `json:"resetgeneration,string,omitempty"`
+	// Metadata is the event's metadata as JSON text (CloudEvents
+	// attributes cannot be objects); empty when the event has none.
+	Metadata string `json:"metadata,omitempty"`
+}
+
+// key identifies an event across redeliveries: a position is unique in the
+// event store, and a reset starts a new generation.
+type key struct {
+	source   string
+	gen, pos int64
 }
 
 // DefaultTolerance is how far a webhook-timestamp may be from the
@@ -74,7 +97,7 @@ type Receiver struct {
 	kerr error
 
 	mu   sync.Mutex
-	seen map[string]map[int64]bool
+	seen map[key]bool
 }
 
 // Verify checks the request's signature headers against body and returns
@@ -178,24 +201,28 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func (r *Receiver) applied(e Event) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.seen[e.Source][e.Position]
+	return r.seen[key{e.Source, e.ResetGeneration, e.Position}]
 }
 
 func (r *Receiver) mark(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.seen == nil {
-		r.seen = map[string]map[int64]bool{}
+		r.seen = map[key]bool{}
 	}
-	if r.seen[e.Source] == nil {
-		r.seen[e.Source] = map[int64]bool{}
-	}
-	r.seen[e.Source][e.Position] = true
+	r.seen[key{e.Source, e.ResetGeneration, e.Position}] = true
 }
 
-// Applied returns how many distinct events of source were applied.
+// Applied returns how many distinct events of source were applied, every
+// generation counted.
 func (r *Receiver) Applied(source string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.seen[source])
+	n := 0
+	for k := range r.seen {
+		if k.source == source {
+			n++
+		}
+	}
+	return n
 }

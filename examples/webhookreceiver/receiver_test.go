@@ -31,7 +31,7 @@ func signed(t *testing.T, id, body string) *http.Request {
 func batch(positions ...int64) string {
 	var parts []string
 	for _, p := range positions {
-		parts = append(parts, fmt.Sprintf(`{"specversion":"1.0","id":"e%d","source":"projectord/p","type":"T","position":%d,"data":{}}`, p, p))
+		parts = append(parts, fmt.Sprintf(`{"specversion":"1.0","id":"e%d","source":"projectord/p","type":"T","position":"%d","data":{}}`, p, p))
 	}
 	return "[" + strings.Join(parts, ",") + "]"
 }
@@ -77,5 +77,29 @@ func TestReceiverDeduplicatesAndNamesThePoisonEvent(t *testing.T) {
 	}
 	if r.Applied("projectord/p") != 3 {
 		t.Fatalf("Applied = %d, want 3", r.Applied("projectord/p"))
+	}
+}
+
+// Under xid8 ordering a higher position can be delivered before a lower one
+// (an older transaction inserting last): both are applied. After a reset
+// (a new resetgeneration) every event is applied again.
+func TestReceiverKeepsASetOfPositionsAndAppliesAReplay(t *testing.T) {
+	var applied []int64
+	r := &Receiver{Secret: secret, Apply: func(e Event) error { applied = append(applied, e.Position); return nil }}
+	replay := strings.ReplaceAll(batch(9, 5), `"data"`, `"resetgeneration":"1","data"`)
+	for _, c := range []struct{ id, body string }{
+		{"msg_a", batch(9)},
+		{"msg_b", batch(5)}, // lower position, later in cursor order
+		{"msg_b", batch(5)}, // redelivered
+		{"msg_c", replay},
+	} {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, signed(t, c.id, c.body))
+		if w.Code != http.StatusNoContent {
+			t.Fatalf("%s: status %d (%s)", c.id, w.Code, w.Body)
+		}
+	}
+	if fmt.Sprint(applied) != "[9 5 9 5]" {
+		t.Fatalf("applied %v, want [9 5 9 5]", applied)
 	}
 }

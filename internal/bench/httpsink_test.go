@@ -68,8 +68,8 @@ func httpLoopCatchUp(ctx context.Context, pool *pgxpool.Pool, client *http.Clien
 		if len(buf) == 0 {
 			return n, nil
 		}
-		body = httpsink.AppendBatch(body[:0], projector, buf)
-		id := httpsink.WebhookID(projector, buf[0].Cursor, buf[len(buf)-1].Cursor)
+		body = httpsink.AppendBatch(body[:0], projector, 0, buf)
+		id := httpsink.WebhookID(projector, 0, buf)
 		ts := time.Now().Unix()
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {

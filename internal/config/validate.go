@@ -434,6 +434,13 @@ func (c *Config) checkProjectors(k *checker) {
 		if p.Version != 0 {
 			k.limited(path+".version", int64(p.Version))
 		}
+		if p.Version > 1 && p.Sink.HTTP != nil {
+			// A version rebuilds a read model beside the old one and swaps
+			// it in (setup, promote, retire): nothing of the sort exists
+			// for a receiver, which would get every event again under new
+			// ids with no way to tell the versions apart.
+			k.add(path+".version", "must be 1 (or unset) for an HTTP sink: versions rebuild SQL read models only; to deliver every event again, use `projectord reset`")
+		}
 		checkPolicy(k, path+".on_error", eff.OnError, &c.Defaults.OnError)
 
 		seen := map[string]int{}

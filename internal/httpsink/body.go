@@ -18,16 +18,22 @@ const ContentType = "application/cloudevents-batch+json"
 const timeFormat = "2006-01-02T15:04:05.000000Z07:00"
 
 // WebhookID names a batch by what it is, not by when it was sent: the
-// projector and the cursors of its first and last events. Every retry, and
-// every leader after a failover that delivers the same range, sends the
-// same id, so a receiver can deduplicate by it.
-func WebhookID(projector string, first, last store.Cursor) string {
+// projector, its reset generation and the cursors of every event in it.
+// Every retry, and every leader after a failover that delivers the same
+// events, sends the same id, so a receiver can deduplicate by it; a reset
+// (a new generation) or a batch holding other events (a changed filter)
+// gets another id. Hashing every cursor costs 16 bytes of SHA-256 input per
+// event, next to hundreds of bytes of body.
+func WebhookID(projector string, gen int64, events []store.Event) string {
 	h := sha256.New()
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], uint64(len(projector)))
 	h.Write(n[:])
 	h.Write([]byte(projector))
-	for _, c := range []store.Cursor{first, last} {
+	binary.BigEndian.PutUint64(n[:], uint64(gen))
+	h.Write(n[:])
+	for i := range events {
+		c := events[i].Cursor
 		binary.BigEndian.PutUint64(n[:], c.XID)
 		h.Write(n[:])
 		binary.BigEndian.PutUint64(n[:], uint64(c.Position))
@@ -42,18 +48,21 @@ func WebhookID(projector string, first, last store.Cursor) string {
 // is on the path of every event, and encoding/json's reflection cost more
 // than the rest of a delivery. Data and metadata are stored JSON (the reader
 // validated any that was text) and go in verbatim.
-func AppendBatch(buf []byte, projector string, events []store.Event) []byte {
+//
+// gen is the projector's reset generation (store.Checkpoint.Resets): after
+// the first reset every event carries it as resetgeneration.
+func AppendBatch(buf []byte, projector string, gen int64, events []store.Event) []byte {
 	buf = append(buf, '[')
 	for i := range events {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendEvent(buf, projector, &events[i])
+		buf = appendEvent(buf, projector, gen, &events[i])
 	}
 	return append(buf, ']')
 }
 
-func appendEvent(buf []byte, projector string, e *store.Event) []byte {
+func appendEvent(buf []byte, projector string, gen int64, e *store.Event) []byte {
 	buf = append(buf, `{"specversion":"1.0","id":`...)
 	if e.EventID != "" {
 		buf = appendString(buf, e.EventID)
@@ -79,24 +88,31 @@ func appendEvent(buf []byte, projector string, e *store.Event) []byte {
 	} else {
 		buf = append(buf, e.Data...)
 	}
-	buf = append(buf, `,"position":`...)
+	// The extension attributes are CloudEvents Strings: its Integer is 32
+	// bits, too small for positions and transaction ids, and an attribute
+	// cannot be an object, so metadata goes as its JSON text.
+	buf = append(buf, `,"position":"`...)
 	buf = strconv.AppendInt(buf, e.Position, 10)
-	buf = append(buf, `,"transactionid":`...)
+	buf = append(buf, `","transactionid":"`...)
 	buf = strconv.AppendUint(buf, e.XID, 10)
-	buf = append(buf, `,"streamid":`...)
+	buf = append(buf, `","streamid":`...)
 	buf = appendString(buf, e.StreamID)
-	buf = append(buf, `,"streamversion":`...)
+	buf = append(buf, `,"streamversion":"`...)
 	buf = strconv.AppendInt(buf, e.StreamVersion, 10)
-	buf = append(buf, `,"metadata":`...)
-	if len(e.Metadata) == 0 {
-		buf = append(buf, "null"...)
-	} else {
-		buf = append(buf, e.Metadata...)
+	buf = append(buf, '"')
+	if gen > 0 {
+		buf = append(buf, `,"resetgeneration":"`...)
+		buf = strconv.AppendInt(buf, gen, 10)
+		buf = append(buf, '"')
+	}
+	if len(e.Metadata) > 0 {
+		buf = append(buf, `,"metadata":`...)
+		buf = appendString(buf, e.Metadata)
 	}
 	return append(buf, '}')
 }
 
-func appendString(buf []byte, s string) []byte {
+func appendString[S ~string | ~[]byte](buf []byte, s S) []byte {
 	buf = append(buf, '"')
 	buf = appendStringBody(buf, s)
 	return append(buf, '"')
@@ -106,7 +122,7 @@ const hexDigits = "0123456789abcdef"
 
 // appendStringBody escapes s as the inside of a JSON string. Invalid UTF-8
 // becomes U+FFFD, as encoding/json does, so the body is always valid JSON.
-func appendStringBody(buf []byte, s string) []byte {
+func appendStringBody[S ~string | ~[]byte](buf []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -132,7 +148,7 @@ func appendStringBody(buf []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && size == 1 {
 			buf = append(buf, s[start:i]...)
 			buf = append(buf, `\ufffd`...)

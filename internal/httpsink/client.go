@@ -83,6 +83,9 @@ type Sink struct {
 	notBefore time.Time
 	// bound is the batch recorded in flight and not yet checkpointed.
 	bound *store.Delivery
+	// gen is the projector's reset generation, read at every claim (a
+	// reset fences the leader, so the next claim sees the new one).
+	gen int64
 }
 
 // New returns a sink; c.URL must be a valid http or https URL.
@@ -233,10 +236,21 @@ func (s *Sink) attempt(ctx context.Context, id string, body []byte) (int, []byte
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, s.c.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.c.URL, bytes.NewReader(body))
+	rb := newBodyReader(body)
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.c.URL, rb)
 	if err != nil {
 		return 0, nil, &attemptError{class: ClassError, err: fmt.Errorf("projector %s: cannot make a request to %s", s.c.Projector, s.target)}
 	}
+	// The body is the sink's reused buffer, which the next batch overwrites:
+	// the Transport may still be writing it after Do returned (a receiver
+	// answering before reading it all), and only its Close says it is done
+	// (the RoundTripper contract). Cancelling the request first makes a
+	// write blocked on a receiver that stopped reading end now.
+	defer func() {
+		cancel()
+		<-rb.closed
+	}()
+	req.ContentLength = int64(len(body))
 	for k, v := range s.c.Headers {
 		req.Header[k] = v
 	}
@@ -275,6 +289,11 @@ func (s *Sink) attempt(ctx context.Context, id string, body []byte) (int, []byte
 	switch {
 	case resp.StatusCode/100 == 2:
 		return resp.StatusCode, nil, nil
+	case receiverWide(resp.StatusCode):
+		return resp.StatusCode, nil, &attemptError{class: class,
+			err: fmt.Errorf("projector %s: the receiver %s answered %s, a refusal of every request alike (credentials in headers_file, the URL, the method), not of an event: retried until it accepts",
+				s.c.Projector, s.target, resp.Status),
+			retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	case retryable(resp.StatusCode):
 		return resp.StatusCode, nil, &attemptError{class: class,
 			err:        fmt.Errorf("projector %s: the receiver %s answered %s", s.c.Projector, s.target, resp.Status),
@@ -287,6 +306,27 @@ func (s *Sink) attempt(ctx context.Context, id string, body []byte) (int, []byte
 		return resp.StatusCode, nil, &attemptError{class: class,
 			err: fmt.Errorf("projector %s: the receiver %s answered %s, which is neither a success nor a failure of the batch", s.c.Projector, s.target, resp.Status)}
 	}
+}
+
+// bodyReader is a request body whose Close tells the sink the Transport
+// is done with the bytes.
+type bodyReader struct {
+	r      bytes.Reader
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newBodyReader(b []byte) *bodyReader {
+	rb := &bodyReader{closed: make(chan struct{})}
+	rb.r.Reset(b)
+	return rb
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *bodyReader) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
 }
 
 // describe names a transport failure without what could hold a secret
@@ -333,6 +373,21 @@ func statusClass(code int) string {
 // server error.
 func retryable(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooEarly || code == http.StatusTooManyRequests || code >= 500
+}
+
+// receiverWide reports whether a 4xx says the receiver refuses any request
+// of ours whatever its events: unauthenticated, forbidden, no such endpoint,
+// method not allowed, proxy authentication. Charging that to events would
+// halve batches down to each event and apply on_error to it (with skip, an
+// expired token would pass the whole stream undelivered), so it is retried
+// like a 5xx (README, "HTTP sink"). Any other 4xx is the batch's.
+func receiverWide(code int) bool {
+	switch code {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
+		http.StatusMethodNotAllowed, http.StatusProxyAuthRequired:
+		return true
+	}
+	return false
 }
 
 // retryAfter parses a Retry-After header: delay-seconds or an HTTP-date.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/testsupport"
 )
 
@@ -172,6 +173,38 @@ func TestRetryAfterParsesSecondsAndHTTPDates(t *testing.T) {
 	require.Equal(t, time.Hour, retryAfter("999999", now), "capped")
 }
 
+// A receiver-wide 4xx (401, 403, 404, 405, 407) is no event's fault: it is
+// retried like a 5xx, under the same id, and its error names the status;
+// any other 4xx is the batch's, final at once.
+func TestDeliverRetriesAReceiverWide4xx(t *testing.T) {
+	for _, code := range []int{401, 403, 404, 405, 407} {
+		var n atomic.Int32
+		url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1) < 3 {
+				w.WriteHeader(code)
+				return
+			}
+			w.WriteHeader(204)
+		}))
+		obs := &countingObserver{}
+		o, err := newSink(t, url, obs).deliver(context.Background(), "msg_x", []byte(`[]`), noRecheck)
+		require.NoError(t, err, "%d", code)
+		require.Equal(t, 204, o.status, "%d", code)
+		require.Equal(t, int32(3), n.Load(), "%d: retried until accepted", code)
+		classes, retries := obs.snapshot()
+		require.Equal(t, []string{Class4xx, Class4xx, Class2xx}, classes)
+		require.Equal(t, 2, retries)
+	}
+	url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) }))
+	s, err := New(Config{Projector: "p", URL: url, Timeout: 50 * time.Millisecond, Initial: time.Millisecond, Max: 2 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = s.deliver(context.Background(), "msg_x", []byte(`[]`), noRecheck)
+	require.ErrorContains(t, err, "answered 401 Unauthorized, a refusal of every request alike")
+	for _, c := range []int{400, 409, 410, 413, 422} {
+		require.False(t, receiverWide(c), "%d", c)
+	}
+}
+
 func TestRetryableStatuses(t *testing.T) {
 	for _, c := range []int{408, 425, 429, 500, 502, 503, 504} {
 		require.True(t, retryable(c), "%d", c)
@@ -247,5 +280,32 @@ func TestNewRefusesABadURL(t *testing.T) {
 		_, err := New(Config{Projector: "p", URL: u})
 		require.ErrorContains(t, err, "projector p: sink.http.url", "%q", u)
 		require.NotContains(t, err.Error(), "hunter2")
+	}
+}
+
+// Commit encodes every batch into the one buffer s.body. net/http's Transport may still be writing a
+// request's body after Do has returned its response (the RoundTripper
+// contract: "callers wanting to reuse the body for subsequent requests must
+// arrange to wait for the Close call"), which happens whenever a receiver
+// answers before reading the whole body (a 413, a 401, a 422 decided from
+// the headers). The next batch is then encoded into the buffer that the
+// transport is still reading: a data race, and the tail of the earlier
+// request on the wire is the next batch's bytes. deliver returns only once
+// the transport closed the body (it cancels the request first). Run with
+// -race: without the wait, the race detector flags the buffer.
+func TestDeliverReturnsOnlyOnceTheTransportLetGoOfTheBody(t *testing.T) {
+	url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge) // answered without reading the body
+	}))
+	s := newSink(t, url, nil)
+	big := []store.Event{{Cursor: store.Cursor{XID: 1, Position: 1}, Type: "T", StreamID: "s",
+		Data: []byte(`"` + strings.Repeat("x", 8<<20) + `"`)}}
+	for i := 0; i < 5; i++ {
+		// What Commit does for each batch (and the loop's halves): encode
+		// into s.body, then deliver it.
+		s.body = AppendBatch(s.body[:0], "p", 0, big)
+		o, err := s.deliver(context.Background(), "msg_x", s.body, noRecheck)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusRequestEntityTooLarge, o.status)
 	}
 }

@@ -18,6 +18,10 @@ import (
 //   - nil: delivered and checkpointed.
 //   - store.ErrFenced: another leader claimed the projector; nothing more
 //     is sent by this one.
+//   - store.ErrPaused: an operator paused the projector; nothing more is
+//     sent until the resume. A request already in flight when the pause
+//     landed may have reached the receiver: its checkpoint move is refused,
+//     and it comes again, same webhook-id, after the resume.
 //   - *store.ApplyError naming an event: the receiver named it
 //     ({"failed_position": N}), or the batch was that event alone. Index -1:
 //     the receiver refused the batch without naming an event; the loop
@@ -42,7 +46,7 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 		s.advanced(req.To)
 		return nil
 	}
-	first, last := req.Events[0].Cursor, req.Events[len(req.Events)-1].Cursor
+	last := req.Events[len(req.Events)-1].Cursor
 	d := store.Delivery{From: req.From, Last: last, Events: len(req.Events)}
 	record := func(ctx context.Context) error { return t.RecordDelivery(ctx, req.Projector, req.Epoch, d) }
 	// Recorded, fenced, before anything is sent: a deposed leader sends
@@ -52,9 +56,10 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 	}
 	s.mu.Lock()
 	s.bound = &d
+	gen := s.gen
 	s.mu.Unlock()
-	id := WebhookID(req.Projector, first, last)
-	s.body = AppendBatch(s.body[:0], req.Projector, req.Events)
+	id := WebhookID(req.Projector, gen, req.Events)
+	s.body = AppendBatch(s.body[:0], req.Projector, gen, req.Events)
 	// Delivery leaves a quarter of the commit's time to the checkpoint
 	// move: an acknowledged batch should not lose its move to a retry
 	// that used up the deadline.
@@ -96,9 +101,10 @@ func (s *Sink) Commit(ctx context.Context, req store.CommitRequest, t *store.Tar
 // under its own webhook-id, and a failure of ours or the network's names no
 // event. The cause is kept as text: its chain could hold a deadline, which
 // the loop would take for a batch too big to commit in time (and halve).
-// Fencing passes through: it ends the leadership.
+// Fencing passes through: it ends the leadership; so does a pause, which
+// the loop waits out (the batch comes again, same id, after the resume).
 func unsplittable(projector, doing string, err error) error {
-	if errors.Is(err, store.ErrFenced) {
+	if errors.Is(err, store.ErrFenced) || errors.Is(err, store.ErrPaused) {
 		return err
 	}
 	if doing == "" {
@@ -120,8 +126,12 @@ func (s *Sink) advanced(to store.Cursor) {
 // recorded batch starts there, it may have reached the receiver (2xx) with
 // its checkpoint move lost: the first batch is bounded to it (Bound).
 func (s *Sink) Claimed(ctx context.Context, projector string, cp store.Checkpoint, t *store.Target) error {
+	gen, err := t.Resets(ctx, projector)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
-	s.bound = nil
+	s.bound, s.gen = nil, gen
 	s.mu.Unlock()
 	d, ok, err := t.LastDelivery(ctx, projector)
 	if err != nil || !ok || d.From != cp.Cursor {
@@ -143,6 +153,19 @@ func (s *Sink) Bound(after store.Cursor) (store.Cursor, bool) {
 		return store.Cursor{}, false
 	}
 	return s.bound.Last, true
+}
+
+// Recorded returns the recorded batch a batch read after `after` must
+// repeat, if any (Bound's, whole): the loop reads it itself (ReadBound), so
+// that a smaller batch_size or a replica behind the recorded end cannot
+// make the batch shorter.
+func (s *Sink) Recorded(after store.Cursor) (store.Delivery, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bound == nil || s.bound.From != after {
+		return store.Delivery{}, false
+	}
+	return *s.bound, true
 }
 
 // Fingerprint identifies the sink for halts (store.Target.ClaimSink): a

@@ -290,6 +290,11 @@ func (b *PGBackend) RetryDeadLetters(ctx context.Context, projector string, epoc
 	if err != nil {
 		return nil, err
 	}
+	if s == nil && b.httpSink(projector) != nil {
+		// `dead-letters retry` refuses an HTTP projector: nothing to do
+		// (and nothing to warn of at every leadership start).
+		return nil, nil
+	}
 	if s == nil {
 		return nil, fmt.Errorf("projector %s has no SQL sink to retry its dead letters through", projector)
 	}

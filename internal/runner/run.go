@@ -310,7 +310,15 @@ func (b *batch) Release() {
 func (l *loop) read(ctx context.Context, after store.Cursor) *batch {
 	b := &batch{budget: l.p.Budget}
 	b.head, _ = l.b.Head()
-	b.events, b.err = l.b.Read(ctx, after, l.filter, l.p.BatchSize, getBuf(l.p.BatchSize))
+	buf := getBuf(l.p.BatchSize)
+	if br, ok := l.b.(BoundReader); ok {
+		events, ok, err := br.ReadBound(ctx, l.p.Name, after, l.filter, l.p.BatchSize, buf)
+		if ok {
+			b.events, b.err = events, err
+			return b
+		}
+	}
+	b.events, b.err = l.b.Read(ctx, after, l.filter, l.p.BatchSize, buf)
 	return b
 }
 
@@ -485,7 +493,7 @@ func (l *loop) settle(ctx, leaseCtx context.Context, b *batch) (settled, error) 
 }
 
 // bound cuts events at the backend's bound for a batch read after scanned
-// (BatchBounder), reporting whether it cut any.
+// (BatchBounder), reporting whether a bound applied.
 func (l *loop) bound(events []store.Event) ([]store.Event, bool) {
 	bb, ok := l.b.(BatchBounder)
 	if !ok {
@@ -505,7 +513,9 @@ func (l *loop) bound(events []store.Event) ([]store.Event, bool) {
 		// stop the loop where it is.
 		return events, false
 	}
-	return events[:n], n < len(events)
+	// Bounded even when nothing was cut: the batch was read up to the
+	// bound only (BoundReader), so the head says nothing of what follows.
+	return events[:n], true
 }
 
 // passOver follows a batch that held nothing for the sink: it persists the

@@ -626,7 +626,7 @@ func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int
 		// The fence, and the move to the start: no cursor, so no ordering
 		// (the next claim records its own) and no position floor.
 		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
-			SET epoch = epoch + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
+			SET epoch = epoch + 1, resets = resets + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
 				events_applied = 0, last_error = NULL, updated_at = now(),
 				status = CASE WHEN paused_at IS NOT NULL THEN 'paused' ELSE 'running' END,
 				halted_by = NULL, halted_at = NULL, halted_xid = NULL, halted_position = NULL, halted_sink = NULL

@@ -13,3 +13,8 @@ CREATE TABLE projectord.http_deliveries (
     events        integer NOT NULL,
     recorded_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- How many times the projector was reset (Target.Reset): an HTTP
+-- projector's webhook-ids and resetgeneration attribute carry it, so a
+-- receiver deduplicating by id still applies the replay after a reset.
+ALTER TABLE projectord.checkpoints ADD COLUMN resets bigint NOT NULL DEFAULT 0;
