@@ -18,7 +18,7 @@ import (
 // replica (balance off, so the other stays standby for all of them), no
 // events, default intervals: the transactions per second the standby adds
 // to the database, measured over 10 s windows (the sleeps are the windows).
-func TestReviewIdleStandbyQueriesPerSecond(t *testing.T) {
+func TestIdleStandbyCostIsFlatInItsProjectors(t *testing.T) {
 	tb := setupPG(t)
 	var ps []config.Projector
 	for i := range 100 {

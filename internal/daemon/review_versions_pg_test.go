@@ -20,7 +20,7 @@ import (
 // advance in wait(), which asks for nothing. Its checkpoint now equals
 // version 1's, and no batch comes while the source is quiet: version 2 is
 // caught up and is not promoted.
-func TestReviewCaughtUpVersionIsNotPromotedAfterPassingOverTheLastEvents(t *testing.T) {
+func TestCaughtUpVersionIsPromotedAfterPassingOverItsLastEvents(t *testing.T) {
 	tb := setupPG(t)
 	tb.appendEvents(t, 200, 100, "A")
 	tb.appendEvents(t, 50, 50, "B")

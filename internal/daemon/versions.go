@@ -53,6 +53,9 @@ func (d *Daemon) onPromote(payload string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.backend != nil {
+		d.backend.PromotionAnnounced()
+	}
 	for key, s := range d.supervisors {
 		if n, version := store.ParseVersionKey(key); n == name && version < promoted {
 			d.log.Info("a newer version was promoted; stopping this one", zap.String("projector", key), zap.Int("live", promoted))

@@ -126,6 +126,24 @@ func (t *Target) LiveVersion(ctx context.Context, name string) (int, error) {
 	return v, nil
 }
 
+// LiveVersions returns the live version of every projector in the target
+// that has one, by name: one query however many projectors ask.
+func (t *Target) LiveVersions(ctx context.Context) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	rows, err := t.pool.Query(ctx, `SELECT name, version FROM projectord.live_versions`)
+	if err != nil {
+		return nil, fmt.Errorf("error reading the live versions: %w", err)
+	}
+	live := map[string]int{}
+	var name string
+	var v int
+	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { live[name] = v; return nil }); err != nil {
+		return nil, fmt.Errorf("error reading the live versions: %w", err)
+	}
+	return live, nil
+}
+
 // EnsureVersion registers v, and makes it live if its projector has no live
 // version yet (a first-ever version is live from the start; its promote
 // runs once it is first caught up). It returns v's record.
