@@ -279,6 +279,14 @@ func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted 
 		case done:
 			return nil
 		}
+		// A live version already ahead is seen without a lock, so an attempt
+		// bound to fail does not take the view from its readers first; the
+		// check under the live row's lock below is the one that holds.
+		if live < v.Version {
+			if ahead, err := liveAhead(ctx, tx, v, live); err != nil || ahead {
+				return behindOr(err, v, live)
+			}
+		}
 		// The promote SQL first, under a short lock_timeout: the view's lock
 		// is the one readers contend for, and while waiting for it this
 		// transaction holds nothing that the live version's commits (or the
@@ -307,16 +315,8 @@ func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted 
 		if live < v.Version {
 			// The live version cannot move while we hold its row: if it is
 			// ahead of us, switching now would take readers back in time.
-			var ahead bool
-			if err := tx.QueryRow(ctx, `SELECT (l.last_xid, l.last_position) > (m.last_xid, m.last_position)
-				FROM projectord.projector_versions v
-				JOIN projectord.checkpoints l ON l.projector = v.checkpoint
-				JOIN projectord.checkpoints m ON m.projector = $3
-				WHERE v.name = $1 AND v.version = $2`, v.Name, live, v.Key()).Scan(&ahead); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			if ahead {
-				return fmt.Errorf("%w: version %d of %s is ahead of version %d", ErrBehindLive, live, v.Name, v.Version)
+			if ahead, err := liveAhead(ctx, tx, v, live); err != nil || ahead {
+				return behindOr(err, v, live)
 			}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE projectord.live_versions SET version = $2, updated_at = now() WHERE name = $1`, v.Name, v.Version); err != nil {
@@ -339,6 +339,28 @@ func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted 
 		return false, fmt.Errorf("error promoting version %d of %s: %w", v.Version, v.Name, err)
 	}
 	return promoted, nil
+}
+
+// liveAhead reports whether the checkpoint of version live of v's projector
+// is past v's.
+func liveAhead(ctx context.Context, tx pgx.Tx, v Version, live int) (bool, error) {
+	var ahead bool
+	err := tx.QueryRow(ctx, `SELECT (l.last_xid, l.last_position) > (m.last_xid, m.last_position)
+		FROM projectord.projector_versions v
+		JOIN projectord.checkpoints l ON l.projector = v.checkpoint
+		JOIN projectord.checkpoints m ON m.projector = $3
+		WHERE v.name = $1 AND v.version = $2`, v.Name, live, v.Key()).Scan(&ahead)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return ahead, err
+}
+
+func behindOr(err error, v Version, live int) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: version %d of %s is ahead of version %d", ErrBehindLive, live, v.Name, v.Version)
 }
 
 // Retire runs v's retire SQL once for the version v replaced when it was
