@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,11 @@ Without reset SQL only the checkpoint moves, so handlers must be idempotent
 			}
 			err = op.withTarget(cmd.Context(), func(t *store.Target) error {
 				epoch, err := t.Reset(cmd.Context(), op.p.Name, op.p.Sink.ResetSQL())
+				if errors.Is(err, store.ErrSuperseded) {
+					// The configuration names a version a newer one replaced:
+					// the input to fix, not the database.
+					return &usageError{msg: err.Error()}
+				}
 				if err != nil {
 					return err
 				}

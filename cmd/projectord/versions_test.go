@@ -501,4 +501,13 @@ func TestRollingDeployOldReplicaNeverLeadsVersion1Again(t *testing.T) {
 		(SELECT last_position FROM projectord.checkpoints WHERE projector = 'acct')`).Scan(&v2Pos, &v1Pos))
 	require.Zero(t, v2Pos)
 	require.Positive(t, v1Pos, "version 1's checkpoint is untouched")
+
+	// A reset from a configuration still on version 1 is refused: its reset
+	// SQL predates the promotion. Exit 2 (the input to fix), nothing changed.
+	code, _, errOut = cli(t, "reset", "acct", "--yes", "--config", rb.config(t, "c", 1))
+	require.Equal(t, 2, code, errOut)
+	require.Contains(t, errOut, "version 2 of acct is live")
+	var v1After int64
+	require.NoError(t, rb.pool.QueryRow(rb.ctx, `SELECT last_position FROM projectord.checkpoints WHERE projector = 'acct'`).Scan(&v1After))
+	require.Equal(t, v1Pos, v1After, "the refused reset moved version 1's checkpoint")
 }

@@ -53,11 +53,28 @@ func (d *Daemon) onPromote(payload string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.backend != nil {
+		d.backend.PromotionAnnounced()
+	}
 	for key, s := range d.supervisors {
 		if n, version := store.ParseVersionKey(key); n == name && version < promoted {
 			d.log.Info("a newer version was promoted; stopping this one", zap.String("projector", key), zap.Int("live", promoted))
 			s.Restart()
 		}
+	}
+}
+
+// wakeHaltedSuperseded makes this replica's halted supervisor of key, a
+// version older than the live one, try again: its next attempt finds it
+// superseded, and it reports that instead of halted (whose alerts would
+// keep firing for a version nobody will resume). The promotion's NOTIFY
+// does the same at once; this catches a replica that missed it.
+func (d *Daemon) wakeHaltedSuperseded(key string) {
+	d.mu.Lock()
+	s := d.supervisors[key]
+	d.mu.Unlock()
+	if s != nil && s.State() == runner.StateHalted {
+		s.Wake()
 	}
 }
 
@@ -102,6 +119,9 @@ func (d *Daemon) collectVersions(ctx context.Context, b *runner.PGBackend, proje
 		for _, r := range recs {
 			vs := runner.VersionStatus{Projector: r.Name, Version: r.Version, Checkpoint: r.Checkpoint, State: r.State(),
 				Live: r.IsLive(), PromotedAt: r.PromotedAt, RetiredAt: r.RetiredAt}
+			if r.Version < r.Live {
+				d.wakeHaltedSuperseded(r.Checkpoint)
+			}
 			if vs.State == "live" || vs.State == "building" {
 				applied, err := d.versionProgress(ctx, b, t, r.Checkpoint, byKey, head, &vs)
 				if err != nil {

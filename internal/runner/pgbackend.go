@@ -26,6 +26,8 @@ type PGBackend struct {
 	ids     map[string]int32
 	// versions holds the version each projector runs (AddVersion).
 	versions map[string]*pgVersion
+	// live caches the live versions of each target, for standbys' turns.
+	live liveVersions
 	// http holds the HTTP sinks, by projector (httpsink.go).
 	http map[string]*httpsink.Sink
 }
@@ -225,7 +227,7 @@ func (b *PGBackend) Handles(projector, eventType string) bool {
 
 // TryAcquire implements Coordinator.
 func (b *PGBackend) TryAcquire(ctx context.Context, projector string) (Lease, error) {
-	if err := b.checkLive(ctx, projector); err != nil {
+	if err := b.checkLive(ctx, projector, true); err != nil {
 		return nil, err
 	}
 	id, err := b.lockID(ctx, projector)

@@ -410,9 +410,6 @@ func (l *loop) lead(ctx, leaseCtx context.Context) error {
 				return l.flush(leaseCtx)
 			}
 		case passedOver:
-			if err := l.caughtUp(leaseCtx); err != nil {
-				return err
-			}
 			if err := l.passOver(ctx, leaseCtx, false); err != nil && !l.recover(ctx, err) {
 				return err
 			}
@@ -535,6 +532,15 @@ func (l *loop) passOver(ctx, leaseCtx context.Context, full bool) error {
 			return err
 		}
 	}
+	// At the head, but a promotion compares checkpoints as persisted: asked
+	// before the pass-over is, it can find the live version ahead, and no
+	// batch may follow to ask again. So it is asked once the checkpoint is
+	// where this leader is (here, or when wait persists it).
+	if l.persisted == l.scanned {
+		if err := l.caughtUp(leaseCtx); err != nil {
+			return err
+		}
+	}
 	return l.wait(ctx, leaseCtx)
 }
 
@@ -612,8 +618,14 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 				return err
 			}
 		}
+		pending := l.persisted != l.scanned
 		if err := l.maybeFlush(leaseCtx); err != nil {
 			return err
+		}
+		if pending && l.persisted == l.scanned {
+			if err := l.caughtUp(leaseCtx); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -50,8 +50,21 @@ func (l *loop) caughtUp(ctx context.Context) error {
 
 // versionRetry paces promotions and retirements that failed (a lock wait on
 // a view readers hold, a retire SQL that fails), so a caught-up leader does
-// not retry them at every batch.
-const versionRetry = time.Second
+// not retry them at every batch: the first retry after versionRetry/4,
+// doubling while they keep failing, up to versionRetryMax. A promotion that
+// cannot have the view gives up within promote's short lock wait, and a
+// report that holds the view for minutes then meets an attempt every few
+// seconds, not every second.
+const (
+	versionRetry    = time.Second
+	versionRetryMax = 4 * time.Second
+)
+
+// failed paces the next attempt after a failure.
+func (pv *pgVersion) failed() {
+	pv.backoff = min(max(2*pv.backoff, versionRetry/4), versionRetryMax)
+	pv.next = time.Now().Add(pv.backoff)
+}
 
 // pgVersion is what the backend knows of one version it runs.
 type pgVersion struct {
@@ -62,6 +75,7 @@ type pgVersion struct {
 	// is left to retire, so CaughtUp has nothing more to do.
 	promoted, settled bool
 	next              time.Time
+	backoff           time.Duration
 }
 
 // AddVersion registers the version that projector (its checkpoint key,
@@ -88,8 +102,10 @@ func supersededBy(v store.Version, live int) error {
 
 // checkLive refuses a version older than the live one before its lock is
 // even taken, so a replica still configured with it during a rolling
-// deploy never leads it.
-func (b *PGBackend) checkLive(ctx context.Context, projector string) error {
+// deploy never leads it. cached: a standby's turn, which may use what
+// another projector's turn just read (liveVersions); otherwise the live
+// version is read now.
+func (b *PGBackend) checkLive(ctx context.Context, projector string, cached bool) error {
 	pv := b.version(projector)
 	if pv == nil {
 		return nil
@@ -98,7 +114,12 @@ func (b *PGBackend) checkLive(ctx context.Context, projector string) error {
 	if err != nil {
 		return err
 	}
-	live, err := t.LiveVersion(ctx, pv.v.Name)
+	var live int
+	if cached {
+		live, err = b.live.of(ctx, t, pv.v.Name)
+	} else {
+		live, err = t.LiveVersion(ctx, pv.v.Name)
+	}
 	if err != nil {
 		return err
 	}
@@ -173,10 +194,10 @@ func (b *PGBackend) CaughtUp(ctx context.Context, projector string, epoch int64)
 			return nil // the next short batch reaches it
 		}
 		if err != nil {
-			pv.next = time.Now().Add(versionRetry)
+			pv.failed()
 			return err
 		}
-		pv.promoted = true
+		pv.promoted, pv.backoff = true, 0
 		if promoted && b.Logger != nil {
 			b.Logger.Info("version promoted: it is live, and older versions stop on every replica",
 				zap.String("projector", pv.v.Name), zap.Int("version", pv.v.Version))
@@ -184,7 +205,7 @@ func (b *PGBackend) CaughtUp(ctx context.Context, projector string, epoch int64)
 	}
 	retired, err := t.Retire(ctx, pv.v, epoch)
 	if err != nil {
-		pv.next = time.Now().Add(versionRetry)
+		pv.failed()
 		return err
 	}
 	if len(retired) > 0 && b.Logger != nil {
@@ -229,7 +250,7 @@ func (b *PGBackend) supersededCommit(ctx context.Context, projector string, err 
 	}
 	cctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	if lerr := b.checkLive(cctx, projector); errors.Is(lerr, ErrSuperseded) {
+	if lerr := b.checkLive(cctx, projector, false); errors.Is(lerr, ErrSuperseded) {
 		return fmt.Errorf("%w: %w (the batch failed: %v)", store.ErrFenced, lerr, err)
 	}
 	return err

@@ -623,9 +623,26 @@ func (t *Target) resetOnce(ctx context.Context, projector, resetSQL string) (int
 	defer cancel()
 	var epoch int64
 	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		// A version older than the live one is refused, as advance() refuses
+		// its commits: its reset SQL was written before the promotion and may
+		// reach the live model (a DELETE through an auto-updatable view).
+		// FOR SHARE: a promotion cannot commit between this check and ours.
+		var version, live int
+		err := tx.QueryRow(ctx, `SELECT v.version, l.version FROM projectord.projector_versions v
+			JOIN projectord.live_versions l ON l.name = v.name
+			WHERE v.checkpoint = $1 FOR SHARE OF l`, projector).Scan(&version, &live)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return err
+		case live > version:
+			name, _ := ParseVersionKey(projector)
+			return fmt.Errorf("%w: version %d of %s is live, so version %d's reset SQL is not run and nothing changed; reset version %d (configure it) instead",
+				ErrSuperseded, live, name, version, live)
+		}
 		// The fence, and the move to the start: no cursor, so no ordering
 		// (the next claim records its own) and no position floor.
-		err := tx.QueryRow(ctx, `UPDATE projectord.checkpoints
+		err = tx.QueryRow(ctx, `UPDATE projectord.checkpoints
 			SET epoch = epoch + 1, resets = resets + 1, last_xid = '0', last_position = 0, position_floor = 0, ordering = NULL,
 				events_applied = 0, last_error = NULL, updated_at = now(),
 				status = CASE WHEN paused_at IS NOT NULL THEN 'paused' ELSE 'running' END,

@@ -126,6 +126,24 @@ func (t *Target) LiveVersion(ctx context.Context, name string) (int, error) {
 	return v, nil
 }
 
+// LiveVersions returns the live version of every projector in the target
+// that has one, by name: one query however many projectors ask.
+func (t *Target) LiveVersions(ctx context.Context) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	rows, err := t.pool.Query(ctx, `SELECT name, version FROM projectord.live_versions`)
+	if err != nil {
+		return nil, fmt.Errorf("error reading the live versions: %w", err)
+	}
+	live := map[string]int{}
+	var name string
+	var v int
+	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { live[name] = v; return nil }); err != nil {
+		return nil, fmt.Errorf("error reading the live versions: %w", err)
+	}
+	return live, nil
+}
+
 // EnsureVersion registers v, and makes it live if its projector has no live
 // version yet (a first-ever version is live from the start; its promote
 // runs once it is first caught up). It returns v's record.
@@ -173,6 +191,10 @@ func (t *Target) Versions(ctx context.Context) ([]VersionRecord, error) {
 // gives up early and tries again later.
 const versionLockWait = time.Second
 
+func (t *Target) versionLockWait() time.Duration {
+	return min(max(t.timeout/4, 100*time.Millisecond), versionLockWait)
+}
+
 // versionTx runs f in a transaction fenced by the epoch of v's leader: the
 // checkpoint row is share-locked, so no new leader's claim (which bumps the
 // epoch) can commit before f's transaction ends.
@@ -180,8 +202,7 @@ func (t *Target) versionTx(ctx context.Context, v Version, epoch int64, f func(t
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	return pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		wait := min(max(t.timeout/4, 100*time.Millisecond), versionLockWait)
-		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", wait.Milliseconds())); err != nil {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", t.versionLockWait().Milliseconds())); err != nil {
 			return err
 		}
 		var ok bool
@@ -226,6 +247,14 @@ func (t *Target) Setup(ctx context.Context, v Version, epoch int64) (ran bool, e
 	return ran, nil
 }
 
+// promoteLockWait bounds the promote SQL's wait for the locks it needs (a
+// view's AccessExclusiveLock). While CREATE OR REPLACE VIEW waits, every
+// new reader of the view queues behind it, so an attempt that cannot have
+// the view at once gives up within a fraction of a quick read and is tried
+// again later (PGBackend backs off), rather than stalling readers for a
+// promotion that does not happen.
+const promoteLockWait = 75 * time.Millisecond
+
 // Promote makes v live, running its promote SQL in the same transaction,
 // fenced by the epoch of v's leader, which calls it when v is caught up (a
 // short batch at the head). From its commit on, advance() refuses every
@@ -235,16 +264,13 @@ func (t *Target) Setup(ctx context.Context, v Version, epoch int64) (ran bool, e
 // after v's last read), so readers would go back in time; nothing changed.
 func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted bool, err error) {
 	err = t.versionTx(ctx, v, epoch, func(tx pgx.Tx) error {
-		// FOR UPDATE from here to the commit: a batch of an older version
-		// committing meanwhile either holds its share of the row first
-		// (we wait, and it lands before us) or waits for us and is refused.
+		// Nothing is locked yet that the live version's commits need: a
+		// first look tells whether there is anything to do at all.
 		var live int
-		if err := tx.QueryRow(ctx, `SELECT version FROM projectord.live_versions WHERE name = $1 FOR UPDATE`, v.Name).Scan(&live); err != nil {
-			return err
-		}
 		var done bool
-		if err := tx.QueryRow(ctx, `SELECT promoted_at IS NOT NULL FROM projectord.projector_versions
-			WHERE name = $1 AND version = $2 FOR UPDATE`, v.Name, v.Version).Scan(&done); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT l.version, v.promoted_at IS NOT NULL
+			FROM projectord.live_versions l JOIN projectord.projector_versions v ON v.name = l.name
+			WHERE l.name = $1 AND v.version = $2`, v.Name, v.Version).Scan(&live, &done); err != nil {
 			return err
 		}
 		switch {
@@ -253,29 +279,52 @@ func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted 
 		case done:
 			return nil
 		}
+		// A live version already ahead is seen without a lock, so an attempt
+		// bound to fail does not take the view from its readers first; the
+		// check under the live row's lock below is the one that holds.
+		if live < v.Version {
+			if ahead, err := liveAhead(ctx, tx, v, live); err != nil || ahead {
+				return behindOr(err, v, live)
+			}
+		}
+		// The promote SQL first, under a short lock_timeout: the view's lock
+		// is the one readers contend for, and while waiting for it this
+		// transaction holds nothing that the live version's commits (or the
+		// group they commit in) need. If the check below finds v behind,
+		// the rollback undoes it.
+		if v.Promote != "" {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", promoteLockWait.Milliseconds())); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, v.Promote); err != nil {
+				return fmt.Errorf("promote SQL failed: %w", err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", t.versionLockWait().Milliseconds())); err != nil {
+				return err
+			}
+		}
+		// FOR UPDATE from here to the commit: a batch of an older version
+		// committing meanwhile either holds its share of the row first
+		// (we wait, and it lands before us) or waits for us and is refused.
+		if err := tx.QueryRow(ctx, `SELECT version FROM projectord.live_versions WHERE name = $1 FOR UPDATE`, v.Name).Scan(&live); err != nil {
+			return err
+		}
+		if live > v.Version {
+			return fmt.Errorf("%w: version %d of %s is live", ErrSuperseded, live, v.Name)
+		}
 		if live < v.Version {
 			// The live version cannot move while we hold its row: if it is
 			// ahead of us, switching now would take readers back in time.
-			var ahead bool
-			if err := tx.QueryRow(ctx, `SELECT (l.last_xid, l.last_position) > (m.last_xid, m.last_position)
-				FROM projectord.projector_versions v
-				JOIN projectord.checkpoints l ON l.projector = v.checkpoint
-				JOIN projectord.checkpoints m ON m.projector = $3
-				WHERE v.name = $1 AND v.version = $2`, v.Name, live, v.Key()).Scan(&ahead); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			if ahead {
-				return fmt.Errorf("%w: version %d of %s is ahead of version %d", ErrBehindLive, live, v.Name, v.Version)
-			}
-		}
-		if v.Promote != "" {
-			if _, err := tx.Exec(ctx, v.Promote); err != nil {
-				return fmt.Errorf("promote SQL failed: %w", err)
+			if ahead, err := liveAhead(ctx, tx, v, live); err != nil || ahead {
+				return behindOr(err, v, live)
 			}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE projectord.live_versions SET version = $2, updated_at = now() WHERE name = $1`, v.Name, v.Version); err != nil {
 			return err
 		}
+		// now() is the transaction's start, the same in both columns: the
+		// version v replaced is the one whose superseded_at is v's
+		// promoted_at, which is how Retire knows whom v replaced.
 		if _, err := tx.Exec(ctx, `UPDATE projectord.projector_versions
 			SET promoted_at = CASE WHEN version = $2 THEN now() ELSE promoted_at END,
 				superseded_at = CASE WHEN version < $2 THEN coalesce(superseded_at, now()) ELSE superseded_at END
@@ -292,23 +341,45 @@ func (t *Target) Promote(ctx context.Context, v Version, epoch int64) (promoted 
 	return promoted, nil
 }
 
-// Retire runs v's retire SQL once the versions older than v are superseded
-// and not yet retired, and records them retired in the same transaction,
-// under the epoch of v's leader: a crash after the commit leaves them
-// recorded, so the SQL never runs twice, and a failed retire records
-// nothing and is tried again later. It returns the versions it retired.
-// v must be live (Promote); an older v retires nothing.
+// liveAhead reports whether the checkpoint of version live of v's projector
+// is past v's.
+func liveAhead(ctx context.Context, tx pgx.Tx, v Version, live int) (bool, error) {
+	var ahead bool
+	err := tx.QueryRow(ctx, `SELECT (l.last_xid, l.last_position) > (m.last_xid, m.last_position)
+		FROM projectord.projector_versions v
+		JOIN projectord.checkpoints l ON l.projector = v.checkpoint
+		JOIN projectord.checkpoints m ON m.projector = $3
+		WHERE v.name = $1 AND v.version = $2`, v.Name, live, v.Key()).Scan(&ahead)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return ahead, err
+}
+
+func behindOr(err error, v Version, live int) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: version %d of %s is ahead of version %d", ErrBehindLive, live, v.Name, v.Version)
+}
+
+// Retire runs v's retire SQL once for the version v replaced when it was
+// promoted (the one whose superseded_at is v's promoted_at; with versions
+// that never went live, several), and records only those retired, in the
+// same transaction, under the epoch of v's leader: a crash after the
+// commit leaves them recorded, so the SQL never runs twice, and a failed
+// retire records nothing and is tried again later. A version that was
+// itself replaced since still retires the one it replaced: its retire SQL
+// is the one written for it, and no newer version's retire stands in for
+// it. It returns the versions it retired; a v never promoted retires
+// nothing.
 func (t *Target) Retire(ctx context.Context, v Version, epoch int64) (retired []int, err error) {
 	err = t.versionTx(ctx, v, epoch, func(tx pgx.Tx) error {
-		var live int
-		if err := tx.QueryRow(ctx, `SELECT version FROM projectord.live_versions WHERE name = $1 FOR SHARE`, v.Name).Scan(&live); err != nil {
-			return err
-		}
-		if live != v.Version {
-			return nil
-		}
-		rows, err := tx.Query(ctx, `SELECT version FROM projectord.projector_versions
-			WHERE name = $1 AND version < $2 AND retired_at IS NULL ORDER BY version FOR UPDATE`, v.Name, v.Version)
+		rows, err := tx.Query(ctx, `SELECT o.version FROM projectord.projector_versions o
+			JOIN projectord.projector_versions v ON v.name = o.name AND v.version = $2
+			WHERE o.name = $1 AND o.version < $2 AND o.retired_at IS NULL
+				AND v.promoted_at IS NOT NULL AND o.superseded_at = v.promoted_at
+			ORDER BY o.version FOR UPDATE OF o`, v.Name, v.Version)
 		if err != nil {
 			return err
 		}
@@ -329,7 +400,7 @@ func (t *Target) Retire(ctx context.Context, v Version, epoch int64) (retired []
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("error retiring the versions of %s older than %d: %w", v.Name, v.Version, err)
+		return nil, fmt.Errorf("error retiring the version(s) of %s that version %d replaced: %w", v.Name, v.Version, err)
 	}
 	return retired, nil
 }

@@ -215,11 +215,21 @@ func TestVersionCommitRacingPromotionLandsBeforeOrIsRefused(t *testing.T) {
 	require.Equal(t, 1, n)
 
 	// Adversarial: version-2 commits, one after another, racing the
-	// promotion of version 3. Its promote SQL runs once it holds the live
-	// row, so it sees every version-2 commit that got in before it (they
-	// held their share of the row; it waited for them): it records how
-	// many it saw, and no version-2 commit may land after that.
-	v3 := store.Version{Name: "p", Version: 3, Promote: `INSERT INTO commits (version, seen) SELECT 3, count(*) FROM commits WHERE version = 2`}
+	// promotion of version 3. The promote SQL runs before the promotion
+	// locks the live row (so that waiting for a view stalls no commit), so
+	// the count is taken at the promotion's commit, by a deferred trigger:
+	// by then it holds the live row, so it sees every version-2 commit that
+	// got in before it (they held their share of the row; it waited for
+	// them), and no version-2 commit may land after that.
+	_, err = tb.pool.Exec(tb.ctx, `CREATE FUNCTION count_v2() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			UPDATE commits SET seen = (SELECT count(*) FROM commits WHERE version = 2) WHERE version = 3;
+			RETURN NULL;
+		END $$;
+		CREATE CONSTRAINT TRIGGER count_v2 AFTER INSERT ON commits DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW WHEN (NEW.version = 3) EXECUTE FUNCTION count_v2()`)
+	require.NoError(t, err)
+	v3 := store.Version{Name: "p", Version: 3, Promote: `INSERT INTO commits (version) VALUES (3)`}
 	_, err = target.EnsureVersion(tb.ctx, v3)
 	require.NoError(t, err)
 	cp3, err := target.Claim(tb.ctx, v3.Key(), "n", 0, store.OrderXID8)
