@@ -161,7 +161,10 @@ func (tb *pgBundle) waitCaughtUp(t *testing.T, projectors ...string) {
 	t.Helper()
 	want := tb.lastEvent(t)
 	for _, p := range projectors {
-		require.Eventually(t, func() bool { return tb.peek(p).Cursor == want }, 30*time.Second, 5*time.Millisecond,
+		// A bound for a stuck projector, not a speed target: catching up
+		// tens of thousands of events under -race on a loaded 2-core
+		// machine takes tens of seconds.
+		require.Eventually(t, func() bool { return tb.peek(p).Cursor == want }, 2*time.Minute, 5*time.Millisecond,
 			"projector %s never reached %s", p, want)
 	}
 }
