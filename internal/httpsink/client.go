@@ -131,12 +131,12 @@ type outcome struct {
 	// status is the final HTTP status; 0 when delivery gave up without one.
 	status int
 	// failed is the position the receiver named, if any.
-	failed  int64
-	named   bool
-	lastErr error
+	failed int64
+	named  bool
 }
 
-// errRetryable is a failure that is nobody's event's: retried as it is.
+// attemptError is a failed attempt that is nobody's event's fault: the same
+// request is tried again (after retryAfter when the receiver asked for it).
 type attemptError struct {
 	class      string
 	err        error
