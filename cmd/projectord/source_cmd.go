@@ -157,8 +157,7 @@ func refuseReadProjectors(ctx context.Context, cfg *config.Config, src store.Sou
 	var read []string
 	for _, url := range urls {
 		err := withPool(ctx, cfg, url, func(pool *pgxpool.Pool) error {
-			var exists bool
-			if err := pool.QueryRow(ctx, `SELECT to_regclass('projectord.checkpoints') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+			if exists, err := store.HasCheckpoints(ctx, pool); err != nil || !exists {
 				return err // no checkpoints yet: nothing has read the table
 			}
 			if err := store.CheckTrust(ctx, pool); err != nil {

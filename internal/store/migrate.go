@@ -130,6 +130,15 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, binaryVersion string) (Mig
 	return res, nil
 }
 
+// HasCheckpoints reports whether the database has projectord's checkpoints
+// table at all: a database nobody migrated has no projector that read
+// anything yet.
+func HasCheckpoints(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	var exists bool
+	err := pool.QueryRow(ctx, `SELECT to_regclass('projectord.checkpoints') IS NOT NULL`).Scan(&exists)
+	return exists, err
+}
+
 // CheckSchema verifies, without changing anything, that the database's
 // schema is exactly what this binary expects (for `run --no-migrate`), and
 // that it is trusted (CheckTrust).
