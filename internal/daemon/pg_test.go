@@ -474,6 +474,41 @@ func TestPGNotifyWakesProjectorBeforeThePoll(t *testing.T) {
 	require.Equal(t, 4, tb.checkExactlyOnce(t, "woken"))
 }
 
+// TestPGNotifyHeldByTheHorizonIsChased: when the NOTIFY arrives while an
+// older transaction holds the horizon below the events it announced, the
+// poll it causes cannot read them yet, and nothing notifies when the
+// holder ends. The watcher chases them with early polls (Watcher.Run), so
+// the projector is as late as the holder, not a poll interval (a minute
+// here). Not parallel, like the test above: the horizon is the cluster's.
+func TestPGNotifyHeldByTheHorizonIsChased(t *testing.T) {
+	tb := setupPG(t)
+	src := store.Source{Table: "public.events", Columns: store.NativeColumns}
+	for _, step := range store.PrepareSQL(src, true, "projectord_events") {
+		_, err := tb.pool.Exec(tb.ctx, step.SQL)
+		require.NoError(t, err)
+	}
+	cfg := tb.config(t, config.Projector{Name: "chased"})
+	cfg.Source.Listen = true
+	cfg.Source.PollInterval = time.Minute
+	d := tb.startDaemon(t, cfg, "node-a")
+	waitState(t, d, "chased", runner.StateLeader)
+	tb.appendEvents(t, 1, 1, "A")
+	tb.waitCaughtUp(t, "chased")
+
+	holder, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback(context.Background()) }()
+	var xid string
+	require.NoError(t, holder.QueryRow(tb.ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid)) // holds the horizon from here
+	tb.appendEvents(t, 3, 3, "A")                                                               // commits and notifies
+	time.Sleep(200 * time.Millisecond)                                                          // how long the horizon is held, not a synchronisation
+	require.NoError(t, holder.Commit(tb.ctx))
+	start := time.Now()
+	tb.waitCaughtUp(t, "chased")
+	require.Less(t, time.Since(start), 10*time.Second, "the events held by the horizon waited for the poll interval")
+	require.Equal(t, 4, tb.checkExactlyOnce(t, "chased"))
+}
+
 func TestPGTargetDatabaseHoldsReadModelAndCheckpoint(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)

@@ -87,13 +87,35 @@ func (w *Watcher) Kick() {
 	}
 }
 
+// firstChase is the wait before the first poll that chases a NOTIFY
+// whose events the poll it caused could not read yet (Run).
+const firstChase = 10 * time.Millisecond
+
 // Run polls until ctx ends.
 func (w *Watcher) Run(ctx context.Context) {
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	failing := false
 	bo := newBackoff(w.interval, 2*time.Second)
+	// chase is the wait before the next early poll after a NOTIFY, 0 when
+	// none is due. A NOTIFY says that events committed, but the poll it
+	// causes may run while an older transaction (the coordination
+	// session's heartbeat, an autovacuum ANALYZE, a writer's transaction
+	// that began earlier) still holds the horizon below them: they become
+	// readable when it ends, and no NOTIFY says so. Until the head moves,
+	// the watcher polls again after 10 ms, 20 ms, 40 ms, … while the wait
+	// is below the poll interval, so that a long interval (the NOTIFY's
+	// reason to exist) does not leave them for a whole interval; at most
+	// log2(interval / 10 ms) more polls per NOTIFY.
+	var chase time.Duration
+	var chaseTimer *time.Timer
+	defer func() {
+		if chaseTimer != nil {
+			chaseTimer.Stop()
+		}
+	}()
 	for {
+		before, _ := w.Head()
 		var head store.Cursor
 		var ok, handled bool
 		var err error
@@ -142,15 +164,34 @@ func (w *Watcher) Run(ctx context.Context) {
 		if failing {
 			// The database is down: back off (capped) instead of trying
 			// every poll interval; a NOTIFY cannot arrive meanwhile anyway.
+			chase = 0
 			if !sleep(ctx, bo.delay()) {
 				return
 			}
 			continue
 		}
 		bo.reset()
+		if after, _ := w.Head(); before.Less(after) {
+			chase = 0 // what the NOTIFY announced (or more) is published
+		}
+		var chaseC <-chan time.Time
+		if chase > 0 {
+			// Reset leaves no stale tick behind (Go 1.23 timers).
+			if chaseTimer == nil {
+				chaseTimer = time.NewTimer(chase)
+			} else {
+				chaseTimer.Reset(chase)
+			}
+			chaseC = chaseTimer.C
+		}
 		select {
 		case <-t.C:
 		case <-w.kick:
+			chase = min(firstChase, w.interval)
+		case <-chaseC:
+			if chase *= 2; chase >= w.interval {
+				chase = 0 // the ticker polls as soon from here
+			}
 		case <-ctx.Done():
 			return
 		}
