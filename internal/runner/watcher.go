@@ -102,11 +102,15 @@ func (w *Watcher) Run(ctx context.Context) {
 	// causes may run while an older transaction (the coordination
 	// session's heartbeat, an autovacuum ANALYZE, a writer's transaction
 	// that began earlier) still holds the horizon below them: they become
-	// readable when it ends, and no NOTIFY says so. Until the head moves,
-	// the watcher polls again after 10 ms, 20 ms, 40 ms, … while the wait
-	// is below the poll interval, so that a long interval (the NOTIFY's
-	// reason to exist) does not leave them for a whole interval; at most
-	// log2(interval / 10 ms) more polls per NOTIFY.
+	// readable when it ends, and no NOTIFY says so. The watcher polls
+	// again after 10 ms, 20 ms, 40 ms, … while the wait is below the poll
+	// interval, so that a long interval (the NOTIFY's reason to exist)
+	// does not leave them for a whole interval; at most
+	// log2(interval / 10 ms) more polls per NOTIFY. A head that moves does
+	// not end the chase: the NOTIFY carries no payload, and two holders
+	// can each hold back part of what the NOTIFYs announced (two NOTIFYs
+	// during one poll are one kick), so the part behind the second would
+	// again wait for the interval.
 	var chase time.Duration
 	var chaseTimer *time.Timer
 	defer func() {
@@ -115,7 +119,6 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 	}()
 	for {
-		before, _ := w.Head()
 		var head store.Cursor
 		var ok, handled bool
 		var err error
@@ -171,9 +174,6 @@ func (w *Watcher) Run(ctx context.Context) {
 			continue
 		}
 		bo.reset()
-		if after, _ := w.Head(); before.Less(after) {
-			chase = 0 // what the NOTIFY announced (or more) is published
-		}
 		var chaseC <-chan time.Time
 		if chase > 0 {
 			// Reset leaves no stale tick behind (Go 1.23 timers).
