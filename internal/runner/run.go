@@ -279,36 +279,66 @@ const (
 
 // batch is one read: the events, the head seen before reading, and the
 // read's error. It owns what holding a batch costs, a buffer from eventBufs
-// and a token of the replica's memory budget (taken before the read), and
-// gives both back in Release. Whoever holds a batch releases it once, on
-// every path; a second Release does nothing, so a path that ends early
-// cannot give a token back twice.
+// (or, trimmed, its own) and its share of the replica's memory budget
+// (taken before the read, for a whole batch, and cut to the events read
+// after it), and gives both back in Release. Whoever holds a batch
+// releases it once, on every path; a second Release does nothing, so a
+// path that ends early cannot give its share back twice.
 type batch struct {
 	events   []store.Event
 	head     store.Cursor
 	err      error
 	budget   *Budget
+	held     int64 // events of the budget this batch holds
+	pooled   bool  // events is a buffer of eventBufs
 	released bool
 }
 
-// Release returns the batch's buffer and budget token; after it, the
+// Release returns the batch's buffer and budget share; after it, the
 // events are gone (the buffer is cleared for reuse).
 func (b *batch) Release() {
 	if b.released {
 		return
 	}
 	b.released = true
-	putBuf(b.events)
+	if b.pooled {
+		putBuf(b.events)
+	}
 	b.events = nil
-	b.budget.release()
+	b.budget.release(b.held)
+	b.held = 0
 }
 
-// read reads the batch after `after`. The caller has taken a budget token
-// for it: the batch holds that token from now on. The head is noted before
-// reading: if the batch is short, every matching event up to that head was
-// in it.
-func (l *loop) read(ctx context.Context, after store.Cursor) *batch {
-	b := &batch{budget: l.p.Budget}
+// trimBelow is the fewest unused slots of a buffer for which keep copies
+// a batch into one of its own size rather than hold the whole buffer.
+const trimBelow = 64
+
+// keep gives back the budget and the buffer a read took room for and did
+// not fill: a batch holds as many events of the budget as it has events,
+// and a buffer no larger than that. At the live tail most batches are a few
+// events of a batch_size buffer; holding whole buffers would make memory
+// grow with the number of projectors again, which is what the budget is for.
+func (b *batch) keep() {
+	n := int64(len(b.events))
+	if b.held > n {
+		b.budget.release(b.held - n)
+		b.held = n
+	}
+	if b.pooled && cap(b.events)-len(b.events) >= trimBelow && len(b.events) < cap(b.events)/2 {
+		own := make([]store.Event, len(b.events))
+		copy(own, b.events)
+		putBuf(b.events)
+		b.events, b.pooled = own, false
+	}
+}
+
+// read reads the batch after `after`. The caller has taken held events of
+// the budget for it: the batch holds them from now on, and keeps what it
+// read. The head is noted before reading: if the batch is short, every
+// matching event up to that head was in it.
+func (l *loop) read(ctx context.Context, after store.Cursor, held int64) *batch {
+	b := &batch{budget: l.p.Budget, held: held, pooled: true}
+	defer b.keep()
 	b.head, _ = l.b.Head()
 	buf := getBuf(l.p.BatchSize)
 	if br, ok := l.b.(BoundReader); ok {
@@ -334,12 +364,16 @@ type prefetcher struct{ next chan *batch }
 // start reads the batch after `after` in the background, if the budget has
 // a token free at once: prefetching is an optimisation that must never wait.
 func (pf *prefetcher) start(ctx context.Context, l *loop, after store.Cursor) {
-	if pf.next != nil || !l.p.Budget.tryAcquire() {
+	if pf.next != nil {
+		return
+	}
+	held, ok := l.p.Budget.tryAcquire(l.p.BatchSize)
+	if !ok {
 		return
 	}
 	next := make(chan *batch, 1)
 	pf.next = next
-	go func() { next <- l.read(ctx, after) }()
+	go func() { next <- l.read(ctx, after, held) }()
 }
 
 // take waits for the prefetched batch and hands it over; nil when none is
@@ -394,10 +428,11 @@ func (l *loop) lead(ctx, leaseCtx context.Context) error {
 		if b == nil {
 			// Every batch held in memory holds a token, so a replica's memory
 			// is bounded by its budget, not by its number of projectors.
-			if !l.p.Budget.acquire(ctx) {
+			held, ok := l.p.Budget.acquire(ctx, l.p.BatchSize)
+			if !ok {
 				return l.flush(leaseCtx)
 			}
-			b = l.read(ctx, l.scanned)
+			b = l.read(ctx, l.scanned, held)
 		}
 		switch st, err := l.settle(ctx, leaseCtx, b); st {
 		case readFailed:
