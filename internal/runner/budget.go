@@ -68,6 +68,25 @@ func (b *Budget) tryAcquire(n int) (int64, bool) {
 	return w, true
 }
 
+// acquireExact takes n events of the budget (at most its size), waiting.
+func (b *Budget) acquireExact(ctx context.Context, n int64) (int64, bool) {
+	n = min(n, b.size)
+	if err := b.sem.Acquire(ctx, n); err != nil {
+		return 0, false
+	}
+	b.used.Add(n)
+	return n, true
+}
+
+// tryAcquireExact takes n events of the budget only if they are free.
+func (b *Budget) tryAcquireExact(n int64) (int64, bool) {
+	if !b.sem.TryAcquire(n) {
+		return 0, false
+	}
+	b.used.Add(n)
+	return n, true
+}
+
 func (b *Budget) release(n int64) {
 	if b != nil && n > 0 {
 		b.used.Add(-n)

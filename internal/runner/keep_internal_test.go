@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"testing"
 
 	"github.com/projectord/projectord/internal/store"
@@ -18,7 +19,7 @@ func TestBatchKeepsWhatItRead(t *testing.T) {
 	buf := getBuf(500)
 	buf = append(buf, store.Event{Cursor: store.Cursor{Position: 1}}, store.Event{Cursor: store.Cursor{Position: 2}}, store.Event{Cursor: store.Cursor{Position: 3}})
 	bt := &batch{budget: b, held: held, pooled: true, events: buf}
-	bt.keep()
+	bt.keep(context.Background())
 	if bt.held != 3 || b.free() != 997 {
 		t.Fatalf("after keep: held %d, free %d; want 3 and 997", bt.held, b.free())
 	}
@@ -34,7 +35,7 @@ func TestBatchKeepsWhatItRead(t *testing.T) {
 	// A full batch keeps its buffer and its whole share.
 	held, _ = b.tryAcquire(4)
 	full := &batch{budget: b, held: held, pooled: true, events: make([]store.Event, 4)}
-	full.keep()
+	full.keep(context.Background())
 	if full.held != 4 || !full.pooled || b.free() != 996 {
 		t.Fatalf("a full batch: held %d, pooled %v, free %d", full.held, full.pooled, b.free())
 	}

@@ -309,46 +309,76 @@ func (b *batch) Release() {
 	b.held = 0
 }
 
-// trimBelow is the fewest unused slots of a buffer for which keep copies
-// a batch into one of its own size rather than hold the whole buffer.
-const trimBelow = 64
-
-// keep gives back the budget and the buffer a read took room for and did
-// not fill: a batch holds as many events of the budget as it has events,
-// and a buffer no larger than that. At the live tail most batches are a few
-// events of a batch_size buffer; holding whole buffers would make memory
-// grow with the number of projectors again, which is what the budget is for.
-func (b *batch) keep() {
+// keep makes what the batch holds of the budget equal to what it holds in
+// memory: a slot of the budget for every slot of its buffer. A read took
+// room for a whole batch and a batch_size buffer before it knew how many
+// events it would find; at the live tail most batches are a few events,
+// and holding whole buffers would make memory grow with the number of
+// projectors again, which is what the budget is for. So a batch that did
+// not fill its buffer is copied into one of its own size, and the room it
+// did not use goes back.
+//
+// A read may also return more than it took room for: a recorded HTTP
+// delivery is re-read whole (BoundReader), even after batch_size was
+// lowered. The batch then takes the rest of its room (up to the whole
+// budget: a batch larger than that is held anyway, and is the one batch
+// past the bound). Without waiting while it holds room, so that two such
+// batches can never wait for each other: if the rest is not free, it gives
+// back what it holds and waits for all of it at once.
+func (b *batch) keep(ctx context.Context) {
+	if len(b.events) < cap(b.events) {
+		var own []store.Event
+		if len(b.events) > 0 {
+			own = make([]store.Event, len(b.events))
+			copy(own, b.events)
+		}
+		if b.pooled {
+			putBuf(b.events)
+		}
+		b.events, b.pooled = own, false
+	}
 	n := int64(len(b.events))
-	if b.held > n {
+	switch {
+	case b.budget == nil:
+	case b.held > n:
 		b.budget.release(b.held - n)
 		b.held = n
-	}
-	if b.pooled && cap(b.events)-len(b.events) >= trimBelow && len(b.events) < cap(b.events)/2 {
-		own := make([]store.Event, len(b.events))
-		copy(own, b.events)
-		putBuf(b.events)
-		b.events, b.pooled = own, false
+	case b.held < n:
+		want := b.budget.room(int(n))
+		if want <= b.held {
+			return
+		}
+		if extra, ok := b.budget.tryAcquireExact(want - b.held); ok {
+			b.held += extra
+			return
+		}
+		b.budget.release(b.held)
+		b.held, _ = b.budget.acquireExact(ctx, want) // 0 when ctx ended: the batch is dropped
 	}
 }
 
 // read reads the batch after `after`. The caller has taken held events of
 // the budget for it: the batch holds them from now on, and keeps what it
-// read. The head is noted before reading: if the batch is short, every
-// matching event up to that head was in it.
+// read. A read asks for at most what it took room for (batch_size, or the
+// whole budget when that is smaller). The head is noted before reading: if
+// the batch is short, every matching event up to that head was in it.
 func (l *loop) read(ctx context.Context, after store.Cursor, held int64) *batch {
 	b := &batch{budget: l.p.Budget, held: held, pooled: true}
-	defer b.keep()
+	defer b.keep(ctx)
 	b.head, _ = l.b.Head()
-	buf := getBuf(l.p.BatchSize)
+	limit := l.p.BatchSize
+	if b.budget != nil {
+		limit = int(b.budget.room(limit))
+	}
+	buf := getBuf(limit)
 	if br, ok := l.b.(BoundReader); ok {
-		events, ok, err := br.ReadBound(ctx, l.p.Name, after, l.filter, l.p.BatchSize, buf)
+		events, ok, err := br.ReadBound(ctx, l.p.Name, after, l.filter, limit, buf)
 		if ok {
 			b.events, b.err = events, err
 			return b
 		}
 	}
-	b.events, b.err = l.b.Read(ctx, after, l.filter, l.p.BatchSize, buf)
+	b.events, b.err = l.b.Read(ctx, after, l.filter, limit, buf)
 	return b
 }
 
