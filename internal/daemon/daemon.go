@@ -502,6 +502,10 @@ func (d *Daemon) connect(ctx context.Context) error {
 	// once, an event that commits late below it, where a read of its own
 	// could still meet it. That ordering may skip already; this would
 	// widen what it skips.
+	largest := 1 // the largest batch_size
+	for _, p := range cfg.Projectors {
+		largest = max(largest, p.BatchSize)
+	}
 	if cfg.Source.SharedReads && src.Ordering != store.OrderPosition {
 		// One read fills any projector's batch, twice over. The window
 		// holds as many events as the memory budget lets batches hold
@@ -511,10 +515,6 @@ func (d *Daemon) connect(ctx context.Context) error {
 		// what the projectors still need and sends them to read on their
 		// own. Its size depends on the batch sizes and the pool, not on
 		// how many projectors there are.
-		largest := 1
-		for _, p := range cfg.Projectors {
-			largest = max(largest, p.BatchSize)
-		}
 		limit := 2 * largest
 		tail = runner.NewTail(runner.TailConfig{Source: reader, Heads: watcher.Head, Context: ctx, Limit: limit,
 			Capacity: max(tailReads*limit, budgetBatches*int(cfg.Database.MaxConns)*largest), Observe: d.opts.ObserveRead})
@@ -549,9 +549,11 @@ func (d *Daemon) connect(ctx context.Context) error {
 		service{name: "coordination session", stop: session.Stop},
 		goService("status refresher", ctx, func(ctx context.Context) { d.refresh(ctx, b, statusTargets) }))
 	_ = session.Start(context.WithoutCancel(ctx))
-	// Two batches per pooled connection: enough to keep every connection
-	// busy (one reading, one committing) and no more.
-	budget := runner.NewBudget(budgetBatches * int(cfg.Database.MaxConns))
+	// Two of the largest batches per pooled connection: enough to keep
+	// every connection busy (one reading, one committing) and no more. It
+	// counts events, so at the live tail many small batches fit in it
+	// (runner.Budget).
+	budget := runner.NewBudget(budgetBatches * int(cfg.Database.MaxConns) * largest)
 	for _, p := range cfg.Projectors {
 		obs := d.opts.Observer
 		if d.opts.signals != nil {

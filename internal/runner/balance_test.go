@@ -76,7 +76,7 @@ func TestYieldHandsOverAtABatchBoundary(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		tb.mem.AppendCommitted(fmt.Sprintf("s-%d", i), "A", "{}", "{}", "{}", "{}", "{}", "{}", "{}", "{}", "{}", "{}")
 	}
-	budget := runner.NewBudget(4)
+	budget := runner.NewBudget(4 * tb.p.BatchSize)
 	tb.p.Budget = budget
 	a := &yieldingNode{Node: tb.mem.Node("a"), yield: make(chan struct{}), commitStarted: make(chan struct{}), release: make(chan struct{})}
 	done := start(t.Context(), tb.p, a)
@@ -101,7 +101,7 @@ func TestYieldHandsOverAtABatchBoundary(t *testing.T) {
 	require.Equal(t, int64(50), c.EventsApplied, "the batch in flight committed, and no other")
 	require.Zero(t, a.commitsAfterGo.Load(), "nothing committed after the batch in flight")
 	require.Equal(t, "", tb.mem.Leader("p"), "the lease was released")
-	require.Equal(t, 4, budget.Free(), "every budget token came back")
+	require.Equal(t, 4*tb.p.BatchSize, budget.Free(), "the whole budget came back")
 
 	ctx, stop := context.WithCancel(context.Background())
 	done = start(ctx, tb.p, tb.mem.Node("b"))

@@ -25,8 +25,9 @@ import (
 // commit ends, however it ends, a prefetch is in flight. end decides how
 // the k-th attempt ends: an error fails it, nil applies it.
 //
-// With a budget of two tokens and one projector, a read that begins with
-// no token free is the prefetch: the batch being committed holds the other.
+// With a budget of two full batches and one projector, a read that begins
+// with none of it free is the prefetch: the (full) batch being committed
+// holds the other half.
 type prefetchGate struct {
 	*memtest.Node
 	budget *runner.Budget
@@ -173,7 +174,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tb := setupMem(t)
-			budget := runner.NewBudget(2)
+			budget := runner.NewBudget(2 * batchSize)
 			tb.p.BatchSize, tb.p.Budget = batchSize, budget
 			for i := 0; i < 12*batchSize; i++ {
 				tb.mem.AppendCommitted("s", "A", "{}")
@@ -205,7 +206,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			}
 			// Not vacuous: the batch being committed and the prefetch hold
 			// both tokens, and Run, its lease watcher and the prefetch run.
-			require.Zero(t, budget.Free(), "both tokens held mid-commit")
+			require.Zero(t, budget.Free(), "both batches' shares held mid-commit")
 			require.GreaterOrEqual(t, labelled(t, "test", label), 3, "the loop's goroutines are counted")
 
 			tc.endRun(tb.mem, stop, func() { close(released) })
@@ -220,7 +221,7 @@ func TestLoopGivesBackEveryBatch(t *testing.T) {
 			} else {
 				require.NoError(t, err)
 			}
-			require.Equal(t, 2, budget.Free(), "every budget token is back once Run returned")
+			require.Equal(t, 2*batchSize, budget.Free(), "the whole budget is back once Run returned")
 			require.Eventually(t, func() bool { return labelled(t, "test", label) == 0 }, 20*time.Second, time.Millisecond,
 				"goroutines of the loop are left: %d", labelled(t, "test", label))
 

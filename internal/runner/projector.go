@@ -45,8 +45,8 @@ type Projector struct {
 	CommitTimeout time.Duration
 	Logger        *zap.Logger
 	Observer      Observer
-	// Budget, shared by a replica's projectors, bounds the batches held in
-	// memory at once; nil is unlimited.
+	// Budget, shared by a replica's projectors, bounds the events held in
+	// memory at once (see Budget); nil is unlimited.
 	Budget *Budget
 	// Control, if set, carries operator nudges (pause, resume, a
 	// dead-letter retry request): the leader looks at what was asked at

@@ -279,46 +279,106 @@ const (
 
 // batch is one read: the events, the head seen before reading, and the
 // read's error. It owns what holding a batch costs, a buffer from eventBufs
-// and a token of the replica's memory budget (taken before the read), and
-// gives both back in Release. Whoever holds a batch releases it once, on
-// every path; a second Release does nothing, so a path that ends early
-// cannot give a token back twice.
+// (or, trimmed, its own) and its share of the replica's memory budget
+// (taken before the read, for a whole batch, and cut to the events read
+// after it), and gives both back in Release. Whoever holds a batch
+// releases it once, on every path; a second Release does nothing, so a
+// path that ends early cannot give its share back twice.
 type batch struct {
 	events   []store.Event
 	head     store.Cursor
 	err      error
 	budget   *Budget
+	held     int64 // events of the budget this batch holds
+	pooled   bool  // events is a buffer of eventBufs
 	released bool
 }
 
-// Release returns the batch's buffer and budget token; after it, the
+// Release returns the batch's buffer and budget share; after it, the
 // events are gone (the buffer is cleared for reuse).
 func (b *batch) Release() {
 	if b.released {
 		return
 	}
 	b.released = true
-	putBuf(b.events)
+	if b.pooled {
+		putBuf(b.events)
+	}
 	b.events = nil
-	b.budget.release()
+	b.budget.release(b.held)
+	b.held = 0
 }
 
-// read reads the batch after `after`. The caller has taken a budget token
-// for it: the batch holds that token from now on. The head is noted before
-// reading: if the batch is short, every matching event up to that head was
-// in it.
-func (l *loop) read(ctx context.Context, after store.Cursor) *batch {
-	b := &batch{budget: l.p.Budget}
+// keep makes what the batch holds of the budget equal to what it holds in
+// memory: a slot of the budget for every slot of its buffer. A read took
+// room for a whole batch and a batch_size buffer before it knew how many
+// events it would find; at the live tail most batches are a few events,
+// and holding whole buffers would make memory grow with the number of
+// projectors again, which is what the budget is for. So a batch that did
+// not fill its buffer is copied into one of its own size, and the room it
+// did not use goes back.
+//
+// A read may also return more than it took room for: a recorded HTTP
+// delivery is re-read whole (BoundReader), even after batch_size was
+// lowered. The batch then takes the rest of its room (up to the whole
+// budget: a batch larger than that is held anyway, and is the one batch
+// past the bound). Without waiting while it holds room, so that two such
+// batches can never wait for each other: if the rest is not free, it gives
+// back what it holds and waits for all of it at once.
+func (b *batch) keep(ctx context.Context) {
+	if len(b.events) < cap(b.events) {
+		var own []store.Event
+		if len(b.events) > 0 {
+			own = make([]store.Event, len(b.events))
+			copy(own, b.events)
+		}
+		if b.pooled {
+			putBuf(b.events)
+		}
+		b.events, b.pooled = own, false
+	}
+	n := int64(len(b.events))
+	switch {
+	case b.budget == nil:
+	case b.held > n:
+		b.budget.release(b.held - n)
+		b.held = n
+	case b.held < n:
+		want := b.budget.room(int(n))
+		if want <= b.held {
+			return
+		}
+		if extra, ok := b.budget.tryAcquireExact(want - b.held); ok {
+			b.held += extra
+			return
+		}
+		b.budget.release(b.held)
+		b.held, _ = b.budget.acquireExact(ctx, want) // 0 when ctx ended: the batch is dropped
+	}
+}
+
+// read reads the batch after `after`. The caller has taken held events of
+// the budget for it: the batch holds them from now on, and keeps what it
+// read. A read asks for at most what it took room for (batch_size, or the
+// whole budget when that is smaller). The head is noted before reading: if
+// the batch is short, every matching event up to that head was in it.
+func (l *loop) read(ctx context.Context, after store.Cursor, held int64) *batch {
+	b := &batch{budget: l.p.Budget, held: held, pooled: true}
+	defer b.keep(ctx)
 	b.head, _ = l.b.Head()
-	buf := getBuf(l.p.BatchSize)
+	limit := l.p.BatchSize
+	if b.budget != nil {
+		limit = int(b.budget.room(limit))
+	}
+	buf := getBuf(limit)
 	if br, ok := l.b.(BoundReader); ok {
-		events, ok, err := br.ReadBound(ctx, l.p.Name, after, l.filter, l.p.BatchSize, buf)
+		events, ok, err := br.ReadBound(ctx, l.p.Name, after, l.filter, limit, buf)
 		if ok {
 			b.events, b.err = events, err
 			return b
 		}
 	}
-	b.events, b.err = l.b.Read(ctx, after, l.filter, l.p.BatchSize, buf)
+	b.events, b.err = l.b.Read(ctx, after, l.filter, limit, buf)
 	return b
 }
 
@@ -334,12 +394,16 @@ type prefetcher struct{ next chan *batch }
 // start reads the batch after `after` in the background, if the budget has
 // a token free at once: prefetching is an optimisation that must never wait.
 func (pf *prefetcher) start(ctx context.Context, l *loop, after store.Cursor) {
-	if pf.next != nil || !l.p.Budget.tryAcquire() {
+	if pf.next != nil {
+		return
+	}
+	held, ok := l.p.Budget.tryAcquire(l.p.BatchSize)
+	if !ok {
 		return
 	}
 	next := make(chan *batch, 1)
 	pf.next = next
-	go func() { next <- l.read(ctx, after) }()
+	go func() { next <- l.read(ctx, after, held) }()
 }
 
 // take waits for the prefetched batch and hands it over; nil when none is
@@ -394,10 +458,11 @@ func (l *loop) lead(ctx, leaseCtx context.Context) error {
 		if b == nil {
 			// Every batch held in memory holds a token, so a replica's memory
 			// is bounded by its budget, not by its number of projectors.
-			if !l.p.Budget.acquire(ctx) {
+			held, ok := l.p.Budget.acquire(ctx, l.p.BatchSize)
+			if !ok {
 				return l.flush(leaseCtx)
 			}
-			b = l.read(ctx, l.scanned)
+			b = l.read(ctx, l.scanned, held)
 		}
 		switch st, err := l.settle(ctx, leaseCtx, b); st {
 		case readFailed:
