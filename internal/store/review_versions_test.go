@@ -14,14 +14,27 @@ import (
 	"github.com/projectord/projectord/internal/testsupport"
 )
 
-// One long reader of the promoted view (a report: 3 s) is a normal read
-// load. A promotion attempt then waits its whole lock_timeout (1 s) for the
+// One long reader of the promoted view (a report, whose transaction holds
+// the view until the test ends: a report of a fixed 3 s could end before a
+// loaded machine got the promotion going, and the test would wait for a
+// lock wait that no longer happens) is a normal read load. A promotion attempt then waits its whole lock_timeout (1 s) for the
 // view's AccessExclusiveLock and gives up, holding the live row FOR UPDATE
 // meanwhile: every new reader of the view queues behind the waiting CREATE
 // OR REPLACE VIEW, and every commit of the live version waits for the live
 // row, for a promotion that does not happen. PGBackend repeats it every
 // second for as long as the report runs. A quick reader should never wait
 // a second for nothing; nor should the live version's commit.
+// holdReport opens a report's transaction that has read the promoted view,
+// and so holds its AccessShareLock until the returned release is called.
+func holdReport(t *testing.T, tb *testBundle) (release func()) {
+	t.Helper()
+	tx, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(tb.ctx, `SELECT count(*) FROM p_view`)
+	require.NoError(t, err)
+	return func() { _ = tx.Rollback(context.Background()) }
+}
+
 func TestPromotionAttemptThatCannotHaveTheViewStallsNeitherReadersNorLiveCommits(t *testing.T) {
 	tb := setup(t)
 	target := store.NewTarget(tb.pool, 5*time.Second)
@@ -29,19 +42,7 @@ func TestPromotionAttemptThatCannotHaveTheViewStallsNeitherReadersNorLiveCommits
 	head := store.Cursor{XID: 1 << 40, Position: 1 << 40}
 	require.NoError(t, target.Commit(tb.ctx, store.CommitRequest{Projector: v2.Key(), Epoch: e2, To: head}, nil))
 
-	ctx, stop := context.WithCancel(tb.ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, _ = tb.pool.Exec(ctx, `SELECT pg_sleep(3), count(*) FROM p_view`)
-	}()
-	defer func() { stop(); wg.Wait() }()
-	testsupport.Until(t, "a report inside the view", 10*time.Second, func() bool {
-		var n int
-		_ = tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND state = 'active'`).Scan(&n)
-		return n >= 1
-	})
+	defer holdReport(t, tb)()
 
 	// The promotion attempt, as PGBackend makes it once a second, and meanwhile
 	// a quick reader and a live-version commit.
@@ -219,19 +220,7 @@ func TestPromotionAttemptThatCannotHaveTheViewStallsNoGroupedProjector(t *testin
 	target.EnableGroupCommit()
 	eq := tb.claimEpoch(t, target, "q")
 
-	ctx, stop := context.WithCancel(tb.ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, _ = tb.pool.Exec(ctx, `SELECT pg_sleep(3), count(*) FROM p_view`)
-	}()
-	defer func() { stop(); wg.Wait() }()
-	testsupport.Until(t, "a report inside the view", 10*time.Second, func() bool {
-		var n int
-		_ = tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND state = 'active'`).Scan(&n)
-		return n >= 1
-	})
+	defer holdReport(t, tb)()
 	pctx, pstop := context.WithCancel(tb.ctx)
 	defer pstop()
 	done := make(chan struct{})
