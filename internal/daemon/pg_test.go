@@ -448,25 +448,33 @@ func errorsIsAny(err error, targets ...error) bool {
 	return false
 }
 
+// listeningLeader starts a replica with source.listen and a one-minute
+// poll leading projector name, with one event applied: from here, only a
+// NOTIFY (or the chase after one) can bring the next events in time.
+func listeningLeader(t *testing.T, tb *pgBundle, name string) *Daemon {
+	t.Helper()
+	src := store.Source{Table: "public.events", Columns: store.NativeColumns}
+	for _, step := range store.PrepareSQL(src, true, "projectord_events") {
+		_, err := tb.pool.Exec(tb.ctx, step.SQL)
+		require.NoError(t, err)
+	}
+	cfg := tb.config(t, config.Projector{Name: name})
+	cfg.Source.Listen = true
+	cfg.Source.PollInterval = time.Minute // only the NOTIFY can wake it in time
+	d := tb.startDaemon(t, cfg, "node-a")
+	waitState(t, d, name, runner.StateLeader)
+	tb.appendEvents(t, 1, 1, "A")
+	tb.waitCaughtUp(t, name)
+	return d
+}
+
 func TestPGNotifyWakesProjectorBeforeThePoll(t *testing.T) {
 	// Not parallel: the NOTIFY arrives at commit, but the event is readable
 	// only once no older transaction anywhere in the cluster holds the
 	// horizon back; another test's open transaction would leave it to the
 	// (here one-minute) poll, which is exactly why polling stays the truth.
 	tb := setupPG(t)
-	src := store.Source{Table: "public.events", Columns: store.NativeColumns}
-	for _, step := range store.PrepareSQL(src, true, "projectord_events") {
-		_, err := tb.pool.Exec(tb.ctx, step.SQL)
-		require.NoError(t, err)
-	}
-	cfg := tb.config(t, config.Projector{Name: "woken"})
-	cfg.Source.Listen = true
-	cfg.Source.PollInterval = time.Minute // only the NOTIFY can wake it in time
-	d := tb.startDaemon(t, cfg, "node-a")
-	waitState(t, d, "woken", runner.StateLeader)
-	// Let the first poll settle, then write.
-	tb.appendEvents(t, 1, 1, "A")
-	tb.waitCaughtUp(t, "woken")
+	listeningLeader(t, tb, "woken")
 	tb.appendEvents(t, 3, 3, "A")
 	start := time.Now()
 	tb.waitCaughtUp(t, "woken")
@@ -482,18 +490,7 @@ func TestPGNotifyWakesProjectorBeforeThePoll(t *testing.T) {
 // here). Not parallel, like the test above: the horizon is the cluster's.
 func TestPGNotifyHeldByTheHorizonIsChased(t *testing.T) {
 	tb := setupPG(t)
-	src := store.Source{Table: "public.events", Columns: store.NativeColumns}
-	for _, step := range store.PrepareSQL(src, true, "projectord_events") {
-		_, err := tb.pool.Exec(tb.ctx, step.SQL)
-		require.NoError(t, err)
-	}
-	cfg := tb.config(t, config.Projector{Name: "chased"})
-	cfg.Source.Listen = true
-	cfg.Source.PollInterval = time.Minute
-	d := tb.startDaemon(t, cfg, "node-a")
-	waitState(t, d, "chased", runner.StateLeader)
-	tb.appendEvents(t, 1, 1, "A")
-	tb.waitCaughtUp(t, "chased")
+	listeningLeader(t, tb, "chased")
 
 	holder, err := tb.pool.Begin(tb.ctx)
 	require.NoError(t, err)

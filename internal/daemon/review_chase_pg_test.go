@@ -7,9 +7,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projectord/projectord/internal/config"
-	"github.com/projectord/projectord/internal/runner"
-	"github.com/projectord/projectord/internal/store"
 	"github.com/projectord/projectord/internal/testsupport"
 )
 
@@ -23,18 +20,7 @@ import (
 // Not parallel, like the tests above: the horizon is the cluster's.
 func TestPGNotifyPartlyHeldByTheHorizonIsChased(t *testing.T) {
 	tb := setupPG(t)
-	src := store.Source{Table: "public.events", Columns: store.NativeColumns}
-	for _, step := range store.PrepareSQL(src, true, "projectord_events") {
-		_, err := tb.pool.Exec(tb.ctx, step.SQL)
-		require.NoError(t, err)
-	}
-	cfg := tb.config(t, config.Projector{Name: "partly"})
-	cfg.Source.Listen = true
-	cfg.Source.PollInterval = time.Minute
-	d := tb.startDaemon(t, cfg, "node-a")
-	waitState(t, d, "partly", runner.StateLeader)
-	tb.appendEvents(t, 1, 1, "A")
-	tb.waitCaughtUp(t, "partly")
+	listeningLeader(t, tb, "partly")
 
 	hold := func() func() error {
 		tx, err := tb.pool.Begin(tb.ctx)
