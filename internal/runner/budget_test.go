@@ -101,3 +101,30 @@ func TestBudgetHoldsManySmallBatchesAtOnce(t *testing.T) {
 	}
 	require.Equal(t, 2*batchSize, budget.Free(), "the whole budget came back")
 }
+
+// A budget smaller than batch_size makes every read smaller than
+// batch_size. Such a read that comes back full is not the end of what is
+// there: taken for short, it would move the checkpoint to the head over
+// the events it did not read. Every event is applied, once.
+func TestBudgetSmallerThanABatchSkipsNothing(t *testing.T) {
+	t.Parallel()
+	tb := setupMem(t)
+	for i := range 30 {
+		tb.mem.AppendCommitted(fmt.Sprintf("s-%d", i), "A", "{}")
+	}
+	budget := runner.NewBudget(5)
+	tb.p.BatchSize, tb.p.Budget = 10, budget
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := start(ctx, tb.p, tb.mem.Node("a"))
+	waitCheckpoint(t, tb.mem, "p", func(c store.Checkpoint) bool { return c.Cursor.Position == 30 })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run did not end with its context")
+	}
+	require.Equal(t, 30, tb.sink.count(), "every event applied")
+	require.Empty(t, tb.sink.duplicates(), "none applied twice")
+	require.Equal(t, 5, budget.Free(), "the whole budget came back")
+}

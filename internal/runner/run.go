@@ -290,6 +290,7 @@ type batch struct {
 	err      error
 	budget   *Budget
 	held     int64 // events of the budget this batch holds
+	limit    int   // the most events the read asked for: fewer means none is left up to head
 	pooled   bool  // events is a buffer of eventBufs
 	released bool
 }
@@ -370,6 +371,7 @@ func (l *loop) read(ctx context.Context, after store.Cursor, held int64) *batch 
 	if b.budget != nil {
 		limit = int(b.budget.room(limit))
 	}
+	b.limit = limit
 	buf := getBuf(limit)
 	if br, ok := l.b.(BoundReader); ok {
 		events, ok, err := br.ReadBound(ctx, l.p.Name, after, l.filter, limit, buf)
@@ -529,7 +531,11 @@ func (l *loop) settle(ctx, leaseCtx context.Context, b *batch) (settled, error) 
 	if len(events) > 0 {
 		to = events[len(events)-1].Cursor
 	}
-	full := len(events) == l.p.BatchSize || bounded
+	// Full against what the read asked for, not batch_size: a read the
+	// budget made smaller that came back full is not the end of what is
+	// there, and taking it for short would move the checkpoint to the head
+	// over the events it did not read.
+	full := len(events) >= b.limit || bounded
 	l.full = full
 	if !full && to.Less(b.head) {
 		to = b.head
