@@ -354,7 +354,13 @@ func (b *batch) keep(ctx context.Context) {
 			return
 		}
 		b.budget.release(b.held)
-		b.held, _ = b.budget.acquireExact(ctx, want) // 0 when ctx ended: the batch is dropped
+		var ok bool
+		if b.held, ok = b.budget.acquireExact(ctx, want); !ok {
+			// Stopped while waiting: the batch is not the loop's to commit
+			// uncounted. As a failed read, it moves nothing, and the next
+			// leader (or this one, if it goes on) reads it again.
+			b.err = fmt.Errorf("stopped while waiting for room in the memory budget: %w", ctx.Err())
+		}
 	}
 }
 
