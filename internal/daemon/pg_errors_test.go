@@ -172,9 +172,13 @@ func TestPGGracefulStopEndsPoisonRetries(t *testing.T) {
 			"Bad": `INSERT INTO applied (projector, position) VALUES ('stuck', @position / 0)`,
 		}}}})
 	d := tb.startDaemon(t, cfg, "node-a")
-	// The events before it are committed, then the event is retried.
-	require.Eventually(t, func() bool { return tb.peek("stuck").Cursor.Position == bad-1 }, 30*time.Second, 5*time.Millisecond,
-		"the events before the poison event were never committed")
+	// The events before it are committed, then the event fails alone and
+	// waits out its backoff: the stop must come during that wait, not while
+	// the batch after the committed events is still being split.
+	require.Eventually(t, func() bool {
+		c := tb.peek("stuck")
+		return c.Cursor.Position == bad-1 && strings.HasPrefix(c.LastError, "retrying: ")
+	}, 30*time.Second, 5*time.Millisecond, "the poison event never began its retry backoff")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
