@@ -218,9 +218,65 @@ func (t *Target) runGroups() {
 			m := members[0]
 			m.result <- t.commitOne(m.ctx, m.req, m.sink)
 		default:
-			t.commitGroup(members)
+			t.commitParts(members)
 		}
 	}
+}
+
+// A group of at least twice groupPartMin batches is committed in parts,
+// side by side, each its own transaction on its own connection: one
+// transaction's statements run one after the other on one backend, so a
+// group of a hundred projectors' batches keeps its last members waiting
+// for all the others', while the server has cores to spare. A part of
+// fewer batches would save too little time to pay for its own BEGIN and
+// COMMIT.
+const groupPartMin = 16
+
+// groupParts is how many parts a group of n batches is committed in: one
+// per groupPartMin batches, and at most a quarter of the pool's
+// connections (at least two), so that parts leave room for the reads and
+// the batches committed alone.
+func (t *Target) groupParts(n int) int {
+	most := 2
+	if t.pool != nil {
+		most = max(most, int(t.pool.Config().MaxConns)/4)
+	}
+	return max(1, min(n/groupPartMin, most))
+}
+
+// commitParts commits members, a group taken from the queue, in
+// groupParts parts of about as many events each, and returns once every
+// part has its outcome. The parts are independent groups: each member's
+// outcome is that of its own part's transaction, and a member a part
+// blames goes alone while the rest of its part is queued again (at the
+// front), as for any group. A batch cannot be in two parts: a projector
+// has at most one batch in a group, and a take's members are split, not
+// copied.
+func (t *Target) commitParts(members []*groupMember) {
+	parts := t.groupParts(len(members))
+	if parts == 1 {
+		t.commitGroup(members)
+		return
+	}
+	// Weigh each batch by its events and its checkpoint move, the
+	// statements it adds.
+	total := 0
+	for _, m := range members {
+		total += len(m.req.Events) + 1
+	}
+	var wg sync.WaitGroup
+	for ; parts > 1 && len(members) > 1; parts-- {
+		share, weight, i := total/parts, 0, 0
+		for i < len(members)-1 && weight < share {
+			weight += len(members[i].req.Events) + 1
+			i++
+		}
+		part := members[:i:i]
+		members, total = members[i:], total-weight
+		wg.Go(func() { t.commitGroup(part) })
+	}
+	t.commitGroup(members)
+	wg.Wait()
 }
 
 // take removes the next group from the queue, in queue order: up to
