@@ -234,12 +234,13 @@ const groupPartMin = 16
 
 // groupParts is how many parts a group of n batches is committed in: one
 // per groupPartMin batches, and at most a quarter of the pool's
-// connections (at least two), so that parts leave room for the reads and
-// the batches committed alone.
+// connections (but two from a pool of three or more), so that parts leave
+// a connection for the reads and the batches committed alone.
 func (t *Target) groupParts(n int) int {
-	most := 2
-	if t.pool != nil {
-		most = max(most, int(t.pool.Config().MaxConns)/4)
+	conns := int(t.pool.Config().MaxConns)
+	most := conns / 4
+	if most < 2 {
+		most = min(2, conns-1)
 	}
 	return max(1, min(n/groupPartMin, most))
 }
