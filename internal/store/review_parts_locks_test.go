@@ -100,3 +100,39 @@ func TestReviewPartsOfOneTakeDeadlockEachOther(t *testing.T) {
 	require.Zero(t, singles, "no batch failed, yet %d went alone: the parts of one take deadlocked (%d deadlocks, %v)", singles, deadlocks, took)
 	require.Equal(t, []int{n / 2, n / 2}, groups)
 }
+
+// commitParts weighs batches by their statements, so one large batch at
+// the front of a take becomes a part of its own: a "group" of one, which
+// runGroups never makes of a lone batch (it would lose half its time to
+// groupContext, and a lock wait would give up after a quarter), and which
+// the observer reports as a grouped transaction of one batch
+// (commit_transactions_total{mode="grouped"}, documented as several
+// projectors' batches). groupPartMin says a part of fewer than 16 batches
+// saves too little to pay for its own BEGIN and COMMIT.
+func TestReviewAHeavyBatchBecomesAPartOfOne(t *testing.T) {
+	t.Parallel()
+	tb := setupGroups(t)
+	target := store.NewTarget(tb.pool, 30*time.Second)
+	var log commitLog
+	target.ObserveCommits(log.observe)
+	queued, release := store.HoldGroups(target)
+	const n = 32
+	epochs := claimAll(t, tb, target, n)
+	reqs := make([]store.CommitRequest, n)
+	reqs[0] = batch(projectorName(0), epochs[0], 0, 100)
+	for i := 1; i < n; i++ {
+		reqs[i] = batch(projectorName(i), epochs[i], 0, 1)
+	}
+	errs, wait := commitAll(t, tb, target, queued, reqs, nil, nil)
+	release()
+	wait()
+	for i, err := range errs {
+		require.NoError(t, err, projectorName(i))
+		requireLanded(t, tb, target, projectorName(i), reqs[i].To, len(reqs[i].Events))
+	}
+	groups, singles := log.seen()
+	slices.Sort(groups)
+	t.Logf("groups %v, alone %d", groups, singles)
+	require.Zero(t, singles)
+	require.GreaterOrEqual(t, groups[0], 2, "a grouped transaction of one batch, with half of its time: %v", groups)
+}
