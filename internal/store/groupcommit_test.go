@@ -414,7 +414,8 @@ func TestGroupCommitCapsItsGroups(t *testing.T) {
 	t.Parallel()
 	tb := setupGroups(t)
 	t.Run("batches", func(t *testing.T) {
-		target := store.NewTarget(tb.pool, 30*time.Second)
+		// Four connections: two parts per take, on any machine.
+		target := store.NewTarget(poolOf(t, tb, 4), 30*time.Second)
 		var log commitLog
 		target.ObserveCommits(log.observe)
 		queued, release := store.HoldGroups(target)
@@ -431,8 +432,7 @@ func TestGroupCommitCapsItsGroups(t *testing.T) {
 		for i, err := range errs {
 			require.NoError(t, err, i)
 		}
-		// Each take is committed in two parts (a pool of fewer than
-		// eight connections allows two), which run side by side.
+		// Each take is committed in two parts, which run side by side.
 		groups, singles := log.seen()
 		slices.Sort(groups)
 		require.Equal(t, []int{(n - 256) / 2, (n - 256) / 2, 128, 128}, groups, "takes of 256 and %d, in halves", n-256)
