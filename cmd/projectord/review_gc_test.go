@@ -3,9 +3,12 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Review of cgroupMemoryMax's walk. It is bounded by
@@ -82,4 +85,44 @@ func TestReviewGCLimitsItGetsRight(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, int64(4<<20), n)
 	})
+}
+
+// tuneGC leaves GOGC and GOMEMLIMIT to the runtime when they are set, and
+// logs their values as given. Both settings are process-wide: the test
+// sets its own before and restores the previous after, and is not
+// parallel (t.Setenv). GOMEMLIMIT is set in every case so that this
+// machine's own cgroup limit never enters.
+func TestReviewGCHonoursTheEnvironment(t *testing.T) {
+	const mine = 123
+	prevPercent := debug.SetGCPercent(mine)
+	prevLimit := debug.SetMemoryLimit(1 << 40)
+	t.Cleanup(func() {
+		debug.SetGCPercent(prevPercent)
+		debug.SetMemoryLimit(prevLimit)
+	})
+	t.Setenv("GOMEMLIMIT", "1TiB")
+	for _, tc := range []struct {
+		gogc string
+		want int
+		log  any
+	}{
+		{"off", mine, "GOGC=off"},
+		{"50", mine, "GOGC=50"},
+		{"", daemonGCPercent, int64(daemonGCPercent)},
+	} {
+		t.Run("GOGC="+tc.gogc, func(t *testing.T) {
+			t.Setenv("GOGC", tc.gogc)
+			debug.SetGCPercent(mine)
+			core, logs := observer.New(zap.InfoLevel)
+			tuneGC(zap.New(core))
+			require.Equal(t, tc.want, debug.SetGCPercent(mine), "the collector's percent after tuneGC")
+			require.Equal(t, int64(1<<40), debug.SetMemoryLimit(-1), "GOMEMLIMIT set: the limit is left alone")
+			entries := logs.FilterMessage("garbage collector").All()
+			require.Len(t, entries, 1)
+			fields := entries[0].ContextMap()
+			require.Equal(t, tc.log, fields["gc_percent"])
+			require.Equal(t, "GOMEMLIMIT=1TiB", fields["memory_limit_bytes"])
+			require.Len(t, fields, 2, "nothing else logged: %v", fields)
+		})
+	}
 }
