@@ -32,25 +32,26 @@ const (
 	procSelfCgroup   = "/proc/self/cgroup"
 )
 
-// tuneGC applies the daemon's collector settings and logs what it chose.
+// tuneGC applies the daemon's collector settings and logs what it chose:
+// gogc and memory_limit as strings (a number, "off" or "none", or the
+// environment's value as given), each with where it came from.
 func tuneGC(log *zap.Logger) {
-	fields := []zap.Field{}
-	if os.Getenv("GOGC") == "" {
+	gogc, gogcFrom := os.Getenv("GOGC"), "environment"
+	if gogc == "" {
 		debug.SetGCPercent(daemonGCPercent)
-		fields = append(fields, zap.Int("gc_percent", daemonGCPercent))
-	} else {
-		fields = append(fields, zap.String("gc_percent", "GOGC="+os.Getenv("GOGC")))
+		gogc, gogcFrom = strconv.Itoa(daemonGCPercent), "projectord"
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
+	limit, limitFrom := os.Getenv("GOMEMLIMIT"), "environment"
+	if limit == "" {
+		limit, limitFrom = "none", "none"
 		if max, ok := cgroupMemoryMax(procSelfCgroup, cgroupMount); ok {
-			limit := int64(float64(max) * memoryLimitOfMax)
-			debug.SetMemoryLimit(limit)
-			fields = append(fields, zap.Int64("memory_limit_bytes", limit), zap.Int64("cgroup_memory_max_bytes", max))
+			n := int64(float64(max) * memoryLimitOfMax)
+			debug.SetMemoryLimit(n)
+			limit, limitFrom = strconv.FormatInt(n, 10), "cgroup (3/4 of "+strconv.FormatInt(max, 10)+")"
 		}
-	} else {
-		fields = append(fields, zap.String("memory_limit_bytes", "GOMEMLIMIT="+os.Getenv("GOMEMLIMIT")))
 	}
-	log.Info("garbage collector", fields...)
+	log.Info("garbage collector", zap.String("gogc", gogc), zap.String("gogc_from", gogcFrom),
+		zap.String("memory_limit", limit), zap.String("memory_limit_from", limitFrom))
 }
 
 // cgroupMemoryMax is the tightest memory limit of the cgroup the process
@@ -61,7 +62,10 @@ func tuneGC(log *zap.Logger) {
 func cgroupMemoryMax(procCgroup, mount string) (limit int64, ok bool) {
 	v2, v1 := cgroupPaths(procCgroup)
 	tightest := func(root, path, file string) {
-		for dir := filepath.Join(root, path); strings.HasPrefix(dir, root); dir = filepath.Dir(dir) {
+		// Bounded by the mount as a path, not as a string: a path with
+		// ".." (a cgroup outside the process's cgroup namespace) must not
+		// reach a sibling whose name starts with the mount's.
+		for dir := filepath.Join(root, path); dir == root || strings.HasPrefix(dir, root+string(filepath.Separator)); dir = filepath.Dir(dir) {
 			if n, set := readLimit(filepath.Join(dir, file)); set && (!ok || n < limit) {
 				limit, ok = n, true
 			}

@@ -106,9 +106,9 @@ func TestReviewGCHonoursTheEnvironment(t *testing.T) {
 		want int
 		log  any
 	}{
-		{"off", mine, "GOGC=off"},
-		{"50", mine, "GOGC=50"},
-		{"", daemonGCPercent, int64(daemonGCPercent)},
+		{"off", mine, "off"},
+		{"50", mine, "50"},
+		{"", daemonGCPercent, "400"},
 	} {
 		t.Run("GOGC="+tc.gogc, func(t *testing.T) {
 			t.Setenv("GOGC", tc.gogc)
@@ -120,9 +120,15 @@ func TestReviewGCHonoursTheEnvironment(t *testing.T) {
 			entries := logs.FilterMessage("garbage collector").All()
 			require.Len(t, entries, 1)
 			fields := entries[0].ContextMap()
-			require.Equal(t, tc.log, fields["gc_percent"])
-			require.Equal(t, "GOMEMLIMIT=1TiB", fields["memory_limit_bytes"])
-			require.Len(t, fields, 2, "nothing else logged: %v", fields)
+			require.Equal(t, tc.log, fields["gogc"])
+			from := "environment"
+			if tc.gogc == "" {
+				from = "projectord"
+			}
+			require.Equal(t, from, fields["gogc_from"])
+			require.Equal(t, "1TiB", fields["memory_limit"])
+			require.Equal(t, "environment", fields["memory_limit_from"])
+			require.Len(t, fields, 4, "nothing else logged: %v", fields)
 		})
 	}
 }

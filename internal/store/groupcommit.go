@@ -275,10 +275,15 @@ func (g *groupQueue) partsOff() bool {
 }
 
 // noteDeadlock turns parts off for partsOffAfterDeadlock when err, a
-// group's failure, is a deadlock PostgreSQL broke.
-func (g *groupQueue) noteDeadlock(err error) {
+// group's failure, is a deadlock PostgreSQL broke (40P01), or, in a part
+// of a take committed in parts, a lock wait the group's lock_timeout cut
+// short (55P03): a group's lock_timeout is a quarter of its members'
+// time, so with a short database.query_timeout (or a long
+// deadlock_timeout) the same deadlock between parts ends that way, before
+// PostgreSQL looks for it.
+func (g *groupQueue) noteDeadlock(err error, inParts bool) {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "40P01" {
+	if !errors.As(err, &pgErr) || !(pgErr.Code == "40P01" || (inParts && pgErr.Code == "55P03")) {
 		return
 	}
 	g.mu.Lock()
@@ -298,14 +303,15 @@ func (g *groupQueue) noteDeadlock(err error) {
 // would lose half its time to groupContext).
 func (t *Target) commitParts(members []*groupMember) {
 	parts := t.groupParts(len(members))
+	split := parts > 1
 	var wg sync.WaitGroup
 	for ; parts > 1; parts-- {
 		size := len(members) / parts
 		part := members[:size:size]
 		members = members[size:]
-		wg.Go(func() { t.commitGroup(part) })
+		wg.Go(func() { t.commitGroup(part, true) })
 	}
-	t.commitGroup(members)
+	t.commitGroup(members, split)
 	wg.Wait()
 }
 
@@ -357,8 +363,9 @@ func (g *groupQueue) requeue(members []*groupMember) {
 }
 
 // commitGroup commits members in one transaction, or finds who must
-// commit alone.
-func (t *Target) commitGroup(members []*groupMember) {
+// commit alone. inParts: members are one part of a take committed in
+// parts.
+func (t *Target) commitGroup(members []*groupMember, inParts bool) {
 	culprit, err := t.runGroup(members)
 	switch {
 	case err == nil:
@@ -371,11 +378,11 @@ func (t *Target) commitGroup(members []*groupMember) {
 			m.result <- fmt.Errorf("error committing the batch of %s in a group: %w", m.req.Projector, err)
 		}
 	case culprit >= 0:
-		t.groups.noteDeadlock(err)
+		t.groups.noteDeadlock(err, inParts)
 		members[culprit].result <- errGoSolo
 		t.groups.requeue(slices.Delete(members, culprit, culprit+1))
 	default:
-		t.groups.noteDeadlock(err)
+		t.groups.noteDeadlock(err, inParts)
 		for _, m := range members {
 			m.result <- errGoSolo
 		}
