@@ -50,6 +50,7 @@ type service struct {
 // watchdog. On an error, what started is stopped again.
 func startApp(ctx context.Context, cfg *config.Config, log *zap.Logger, migrate bool) (*app, error) {
 	build := currentBuild()
+	tuneGC(log)
 	// Projectors by version key (daemon.Keyed), as the daemon reports them.
 	cfg = daemon.Keyed(cfg)
 	reg := prometheus.NewRegistry()

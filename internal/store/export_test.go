@@ -67,3 +67,6 @@ func WatchGroups(t *Target) (queued func(tb testing.TB, n int)) {
 func LearnOutcome(ctx context.Context, t *Target, xid uint64, pid uint32) (bool, error) {
 	return t.learnOutcome(ctx, xid, pid)
 }
+
+// GroupParts is how many parts t would commit a group of n batches in now.
+func GroupParts(t *Target, n int) int { return t.groupParts(n) }

@@ -23,6 +23,10 @@ package store
 // reading (the group's deadline, a lost connection), PostgreSQL may still
 // commit: the group then asks the server what became of its transaction
 // (learnOutcome) before it answers anyone.
+//
+// A large group is committed in parts, side by side (commitParts): each
+// part is a group in every respect above, with its own transaction,
+// deadline and culprit.
 
 import (
 	"context"
@@ -73,9 +77,10 @@ func (t *Target) EnableGroupCommit() {
 
 // ObserveCommits makes t call f after every transaction it commits for
 // batches: grouped (one transaction for that many batches of several
-// projectors) or alone (batches is 1). f must not block: it runs on the
-// commit's goroutine, or on the committer's. Call it before the first
-// Commit.
+// projectors: a group, or a part of one) or alone (batches is 1). f must
+// not block, and may be called by several goroutines at once: it runs on
+// the commit's goroutine, on the committer's, or on a part's. Call it
+// before the first Commit.
 func (t *Target) ObserveCommits(f func(grouped bool, batches int)) {
 	t.onCommit = f
 }
@@ -115,6 +120,9 @@ type groupQueue struct {
 	// last and before are how many batches the committer took last time
 	// and the time before (gather).
 	last, before int
+	// partsOffUntil is when groups may be committed in parts again after
+	// a deadlock (noteDeadlock); zero when they may.
+	partsOffUntil time.Time
 }
 
 // gatherRounds bounds how many times gather lets the runnable goroutines
@@ -218,9 +226,93 @@ func (t *Target) runGroups() {
 			m := members[0]
 			m.result <- t.commitOne(m.ctx, m.req, m.sink)
 		default:
-			t.commitGroup(members)
+			t.commitParts(members)
 		}
 	}
+}
+
+// A group of at least twice groupPartMin batches is committed in parts,
+// side by side, each its own transaction on its own connection: one
+// transaction's statements run one after the other on one backend, so a
+// group of a hundred projectors' batches keeps its last members waiting
+// for all the others', while the server has cores to spare. A part of
+// fewer batches would save too little time to pay for its own BEGIN and
+// COMMIT.
+const groupPartMin = 16
+
+// partsOffAfterDeadlock is how long a target commits every group whole
+// after one of its groups met a deadlock. Parts are concurrent
+// transactions: batches whose handlers write the same rows, which wait
+// for each other in turn inside one transaction, can lock them in
+// opposite orders in two parts. PostgreSQL breaks such a deadlock after
+// deadlock_timeout (a second by default) by failing one part, whose
+// batch then commits alone and the rest again: nothing is applied twice,
+// but handlers that do this at every head change would cost that second
+// every time, so parts are left off for a while instead.
+const partsOffAfterDeadlock = 10 * time.Minute
+
+// groupParts is how many parts a group of n batches is committed in: one
+// per groupPartMin batches, and at most a quarter of the pool's
+// connections (but two from a pool of three or more), so that parts leave
+// a connection for the reads and the batches committed alone; one while
+// parts are off after a deadlock.
+func (t *Target) groupParts(n int) int {
+	if n < 2*groupPartMin || t.groups.partsOff() {
+		return 1
+	}
+	conns := int(t.pool.Stat().MaxConns())
+	most := conns / 4
+	if most < 2 {
+		most = min(2, conns-1)
+	}
+	return max(1, min(n/groupPartMin, most))
+}
+
+func (g *groupQueue) partsOff() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.partsOffUntil.IsZero() && time.Now().Before(g.partsOffUntil)
+}
+
+// noteDeadlock turns parts off for partsOffAfterDeadlock when err, a
+// group's failure, is a deadlock PostgreSQL broke (40P01), or, in a part
+// of a take committed in parts, a lock wait the group's lock_timeout cut
+// short (55P03): a group's lock_timeout is a quarter of its members'
+// time, so with a short database.query_timeout (or a long
+// deadlock_timeout) the same deadlock between parts ends that way, before
+// PostgreSQL looks for it.
+func (g *groupQueue) noteDeadlock(err error, inParts bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || !(pgErr.Code == "40P01" || (inParts && pgErr.Code == "55P03")) {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.partsOffUntil = time.Now().Add(partsOffAfterDeadlock)
+}
+
+// commitParts commits members, a group taken from the queue, in
+// groupParts parts of as many batches each (give or take one), and
+// returns once every part has its outcome. The parts are independent
+// groups: each member's outcome is that of its own part's transaction,
+// and a member a part blames goes alone while the rest of its part is
+// queued again (at the front), as for any group. A batch cannot be in two
+// parts: a projector has at most one batch in a take, and a take's
+// members are split, not copied. The parts are cut by batches, not by
+// statements: a part is a group, which a lone large batch must not be (it
+// would lose half its time to groupContext).
+func (t *Target) commitParts(members []*groupMember) {
+	parts := t.groupParts(len(members))
+	split := parts > 1
+	var wg sync.WaitGroup
+	for ; parts > 1; parts-- {
+		size := len(members) / parts
+		part := members[:size:size]
+		members = members[size:]
+		wg.Go(func() { t.commitGroup(part, true) })
+	}
+	t.commitGroup(members, split)
+	wg.Wait()
 }
 
 // take removes the next group from the queue, in queue order: up to
@@ -271,8 +363,9 @@ func (g *groupQueue) requeue(members []*groupMember) {
 }
 
 // commitGroup commits members in one transaction, or finds who must
-// commit alone.
-func (t *Target) commitGroup(members []*groupMember) {
+// commit alone. inParts: members are one part of a take committed in
+// parts.
+func (t *Target) commitGroup(members []*groupMember, inParts bool) {
 	culprit, err := t.runGroup(members)
 	switch {
 	case err == nil:
@@ -285,9 +378,11 @@ func (t *Target) commitGroup(members []*groupMember) {
 			m.result <- fmt.Errorf("error committing the batch of %s in a group: %w", m.req.Projector, err)
 		}
 	case culprit >= 0:
+		t.groups.noteDeadlock(err, inParts)
 		members[culprit].result <- errGoSolo
 		t.groups.requeue(slices.Delete(members, culprit, culprit+1))
 	default:
+		t.groups.noteDeadlock(err, inParts)
 		for _, m := range members {
 			m.result <- errGoSolo
 		}

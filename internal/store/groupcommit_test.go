@@ -414,7 +414,8 @@ func TestGroupCommitCapsItsGroups(t *testing.T) {
 	t.Parallel()
 	tb := setupGroups(t)
 	t.Run("batches", func(t *testing.T) {
-		target := store.NewTarget(tb.pool, 30*time.Second)
+		// Four connections: two parts per take, on any machine.
+		target := store.NewTarget(poolOf(t, tb, 4), 30*time.Second)
 		var log commitLog
 		target.ObserveCommits(log.observe)
 		queued, release := store.HoldGroups(target)
@@ -431,8 +432,10 @@ func TestGroupCommitCapsItsGroups(t *testing.T) {
 		for i, err := range errs {
 			require.NoError(t, err, i)
 		}
+		// Each take is committed in two parts, which run side by side.
 		groups, singles := log.seen()
-		require.Equal(t, []int{256, n - 256}, groups)
+		slices.Sort(groups)
+		require.Equal(t, []int{(n - 256) / 2, (n - 256) / 2, 128, 128}, groups, "takes of 256 and %d, in halves", n-256)
 		require.Zero(t, singles)
 	})
 	t.Run("events", func(t *testing.T) {
@@ -563,4 +566,54 @@ func TestGroupCommitBatchesArrivingDuringALoneCommitShareTheNext(t *testing.T) {
 	groups, singles := log.seen()
 	require.Equal(t, []int{n - 1}, groups)
 	require.Equal(t, 1, singles)
+}
+
+// A group of at least 32 batches is committed in parts, side by side, each
+// its own transaction of about as many events. A part's failing member
+// (a unique violation) and a deposed one in the other part each get what
+// they would alone; the rest of each part commits, so nothing of anyone
+// else's is lost or applied twice.
+func TestGroupCommitLargeGroupsCommitInParts(t *testing.T) {
+	t.Parallel()
+	tb := setupGroups(t)
+	target := store.NewTarget(tb.pool, 30*time.Second)
+	var log commitLog
+	target.ObserveCommits(log.observe)
+	queued, release := store.HoldGroups(target)
+	const n, bad, deposed = 40, 4, 33
+	epochs := claimAll(t, tb, target, n)
+	_, err := tb.pool.Exec(tb.ctx, `INSERT INTO rm (projector, position) VALUES ($1, 2)`, projectorName(bad))
+	require.NoError(t, err)
+	reqs := make([]store.CommitRequest, n)
+	for i := range n {
+		reqs[i] = batch(projectorName(i), epochs[i], 0, 3)
+	}
+	errs, wait := commitAll(t, tb, target, queued, reqs, nil, nil)
+	_, err = target.Claim(tb.ctx, projectorName(deposed), "node-b", 0, store.OrderXID8)
+	require.NoError(t, err)
+	release()
+	wait()
+
+	var applyErr *store.ApplyError
+	require.True(t, errors.As(errs[bad], &applyErr), "got %v", errs[bad])
+	require.Equal(t, 1, applyErr.Index)
+	require.ErrorIs(t, errs[deposed], store.ErrFenced)
+	for i := range n {
+		if i != bad && i != deposed {
+			require.NoError(t, errs[i], projectorName(i))
+			requireLanded(t, tb, target, projectorName(i), reqs[i].To, 3)
+		}
+	}
+	requireLanded(t, tb, target, projectorName(deposed), store.Cursor{}, 0)
+	var rows int
+	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM rm WHERE projector = $1`, projectorName(bad)).Scan(&rows))
+	require.Equal(t, 1, rows, "only the row that was there before")
+
+	// Two parts of 20, each without its culprit: 19 and 19 batches in two
+	// transactions, as PostgreSQL's rows show.
+	groups, singles := log.seen()
+	slices.Sort(groups)
+	require.Equal(t, []int{n/2 - 1, n/2 - 1}, groups)
+	require.Zero(t, singles)
+	require.Equal(t, []int{1, n/2 - 1, n/2 - 1}, transactions(t, tb), "the row that was there before, and the two parts")
 }
