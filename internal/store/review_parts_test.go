@@ -146,9 +146,15 @@ func TestReviewPartsCommitSideBySide(t *testing.T) {
 	})
 	requireLanded(t, tb, target, projectorName(n-1), reqs[n-1].To, 3)
 	requireLanded(t, tb, target, projectorName(1), store.Cursor{}, 0)
-	var waiting int
-	require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting))
-	require.Equal(t, 1, waiting, "the first part waits for the lock")
+	// The second part can commit before the first has reached the lock
+	// (its BEGIN and pipeline run on their own connection): wait for it
+	// to be there, still uncommitted.
+	testsupport.Until(t, "the first part waiting for the lock", time.Minute, func() bool {
+		var waiting int
+		require.NoError(t, tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting))
+		return waiting == 1
+	})
+	requireLanded(t, tb, target, projectorName(1), store.Cursor{}, 0)
 
 	_, err = lock.Exec(tb.ctx, `SELECT pg_advisory_unlock($1)`, key)
 	require.NoError(t, err)
