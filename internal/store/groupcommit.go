@@ -399,20 +399,27 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 	ctx, learnCtx, cancel := t.groupContext(members)
 	defer cancel()
 	b := &pgx.Batch{}
-	// owner maps each queued query to its member: the member's own solo
-	// commit names the event, by its own batch's index, if it fails.
+	// owner maps each queued sink statement to its member: the member's
+	// own solo commit names the event, by its own batch's index, if it
+	// fails.
 	var owner, events []int
+	moves := newGroupMoves(len(members))
 	for k, m := range members {
 		req := &m.req
 		if m.sink != nil {
 			events = m.sink.queue(b, req.Events, events[:0])
 		}
-		b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
-			req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
 		for len(owner) < b.Len() {
 			owner = append(owner, k)
 		}
+		moves.add(req)
 	}
+	// Every member's fenced checkpoint move in one statement, after all
+	// the sink statements: the transaction commits all of them or none, so
+	// where in it a move runs changes nothing but the cost (one statement
+	// instead of one per member).
+	advance := b.Len()
+	moves.queue(b)
 	commit := b.Len()
 	b.Queue("COMMIT")
 	conn, err := t.pool.Acquire(ctx)
@@ -449,8 +456,11 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 		}
 		if qerr != nil {
 			err = qerr
-			if i < commit && blamable(qerr) {
+			switch {
+			case i < advance && blamable(qerr):
 				culprit = owner[i]
+			case i == advance:
+				culprit = refusedMember(qerr, len(members))
 			}
 			break
 		}
@@ -620,4 +630,58 @@ func (t *Target) groupContext(members []*groupMember) (group, learn context.Cont
 		cancelGroup()
 		cancelLearn()
 	}
+}
+
+// groupMoves are a group's checkpoint moves, as the parallel arrays
+// projectord.advance_group takes (migration 0010).
+type groupMoves struct {
+	projectors                 []string
+	epochs                     []int64
+	fromXIDs, toXIDs           []uint64
+	fromPositions, toPositions []int64
+	events                     []int64
+}
+
+func newGroupMoves(n int) *groupMoves {
+	return &groupMoves{
+		projectors: make([]string, 0, n), epochs: make([]int64, 0, n),
+		fromXIDs: make([]uint64, 0, n), toXIDs: make([]uint64, 0, n),
+		fromPositions: make([]int64, 0, n), toPositions: make([]int64, 0, n),
+		events: make([]int64, 0, n),
+	}
+}
+
+func (g *groupMoves) add(req *CommitRequest) {
+	g.projectors = append(g.projectors, req.Projector)
+	g.epochs = append(g.epochs, req.Epoch)
+	g.fromXIDs = append(g.fromXIDs, req.From.XID)
+	g.fromPositions = append(g.fromPositions, req.From.Position)
+	g.toXIDs = append(g.toXIDs, req.To.XID)
+	g.toPositions = append(g.toPositions, req.To.Position)
+	g.events = append(g.events, int64(len(req.Events)))
+}
+
+func (g *groupMoves) queue(b *pgx.Batch) {
+	b.Queue(`SELECT projectord.advance_group($1, $2, $3, $4, $5, $6, $7)`,
+		g.projectors, g.epochs, g.fromXIDs, g.fromPositions, g.toXIDs, g.toPositions, g.events)
+}
+
+// advanceGroupRefusal is advance_group's SQLSTATE when it refuses a
+// member (fenced, paused, superseded); its DETAIL is the member's place,
+// from 1.
+const advanceGroupRefusal = "PJ003"
+
+// refusedMember is the index of the member advance_group's error err
+// refuses, or -1 when err is not such a refusal (nobody's: the statement
+// failed some other way) or names no member of n.
+func refusedMember(err error, n int) int {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != advanceGroupRefusal || !blamable(err) {
+		return -1
+	}
+	k, perr := strconv.Atoi(pgErr.Detail)
+	if perr != nil || k < 1 || k > n {
+		return -1
+	}
+	return k - 1
 }

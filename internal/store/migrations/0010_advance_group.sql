@@ -1,0 +1,65 @@
+-- advance() for every member of a group at once (internal/store,
+-- groupcommit.go): one statement moves the checkpoints of a group's
+-- batches instead of one call per batch. The rules are advance()'s (0008):
+-- each member's live version is held FOR SHARE to the commit and a member
+-- of an older version is refused; a checkpoint moves only under its epoch,
+-- from its cursor, while not paused. It refuses the whole group when one
+-- member would be refused, with SQLSTATE PJ003 and the member's place in
+-- the arrays (1-based) as DETAIL: the group's transaction then rolls back,
+-- that member commits alone (where advance() says why), and the others
+-- form a group again. The arrays are parallel; a projector appears at
+-- most once (a projector named twice, or an array shorter than
+-- p_projectors, leaves a member unmoved, which is refused the same way).
+CREATE FUNCTION projectord.advance_group(
+    p_projectors text[], p_epochs bigint[],
+    p_from_xids xid8[], p_from_positions bigint[],
+    p_to_xids xid8[], p_to_positions bigint[],
+    p_events bigint[]
+) RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_member bigint;
+    v_moved  bigint[];
+BEGIN
+    -- The live rows first, in one order, each held FOR SHARE as advance()
+    -- holds its own: a promotion holding one FOR UPDATE is waited for.
+    PERFORM 1 FROM projectord.live_versions l
+      WHERE l.name IN (SELECT v.name FROM projectord.projector_versions v
+                        WHERE v.checkpoint = ANY (p_projectors))
+      ORDER BY l.name
+      FOR SHARE;
+    -- A new statement, so it sees a promotion that committed while the
+    -- lock above waited for it.
+    SELECT m.ord INTO v_member
+      FROM unnest(p_projectors) WITH ORDINALITY AS m(checkpoint, ord)
+      JOIN projectord.projector_versions v ON v.checkpoint = m.checkpoint
+      JOIN projectord.live_versions l ON l.name = v.name
+     WHERE l.version > v.version
+     ORDER BY m.ord
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'group member % (projector %) is superseded', v_member, p_projectors[v_member]
+            USING ERRCODE = 'PJ003', DETAIL = v_member::text;
+    END IF;
+    WITH moved AS (
+        UPDATE projectord.checkpoints c
+           SET last_xid = m.to_xid, last_position = m.to_position,
+               events_applied = c.events_applied + m.events, updated_at = now()
+          FROM unnest(p_projectors, p_epochs, p_from_xids, p_from_positions,
+                      p_to_xids, p_to_positions, p_events)
+               WITH ORDINALITY AS m(projector, epoch, from_xid, from_position,
+                                    to_xid, to_position, events, ord)
+         WHERE c.projector = m.projector AND c.epoch = m.epoch
+           AND c.last_xid = m.from_xid AND c.last_position = m.from_position
+           AND c.paused_at IS NULL
+        RETURNING m.ord
+    )
+    SELECT array_agg(ord) INTO v_moved FROM moved;
+    SELECT min(o) INTO v_member
+      FROM generate_subscripts(p_projectors, 1) AS o
+     WHERE v_moved IS NULL OR o <> ALL (v_moved);
+    IF v_member IS NOT NULL THEN
+        RAISE EXCEPTION 'group member % (projector %) is fenced or paused', v_member, p_projectors[v_member]
+            USING ERRCODE = 'PJ003', DETAIL = v_member::text;
+    END IF;
+END
+$$;
