@@ -9,8 +9,9 @@ package store
 // A group never lets one member's failure decide another's outcome. The
 // group's transaction is one pipelined batch, and a pipeline stops at its
 // first error, so the error names exactly one member when it is raised by
-// one of that member's statements (a handler, or its fenced checkpoint
-// move): that member commits alone, on its own context, and what it gets
+// one of that member's statements (a handler), or by the group's fenced
+// checkpoint moves (projectord.advance_group, which names the member it
+// refuses): that member commits alone, on its own context, and what it gets
 // is what a solo commit gives; the others run again at once as a group
 // without it. Each such failure removes one member, so this ends. A
 // failure nobody can be blamed for (BEGIN, COMMIT, a deferred constraint,
@@ -319,8 +320,8 @@ func (t *Target) commitParts(members []*groupMember) {
 // groupMaxMembers batches and groupMaxEvents events, at most one batch per
 // projector (a second one would find the first's checkpoint move in the
 // same transaction, and would have to be blamed when the first fails: it
-// waits for the next group). A batch whose context has ended is sent to
-// commit alone, which fails at once. ok is false, and the committer ends,
+// waits for the next group). A batch whose context has ended, or whose
+// deadline has passed, is sent to commit alone, which fails at once. ok is false, and the committer ends,
 // when the queue is empty.
 func (g *groupQueue) take() (members []*groupMember, ok bool) {
 	g.mu.Lock()
@@ -341,7 +342,7 @@ func (g *groupQueue) take() (members []*groupMember, ok bool) {
 		switch {
 		case projectors[m.req.Projector]:
 			rest = append(rest, m)
-		case m.ctx.Err() != nil:
+		case m.ctx.Err() != nil || m.req.Expired():
 			m.result <- errGoSolo
 		default:
 			projectors[m.req.Projector] = true
@@ -390,7 +391,8 @@ func (t *Target) commitGroup(members []*groupMember, inParts bool) {
 }
 
 // runGroup runs members' batches in one transaction: each member's sink
-// statements and then its fenced checkpoint move, in turn, and COMMIT. It
+// statements in turn, then every member's fenced checkpoint move in one
+// statement, and COMMIT. It
 // returns nil when the transaction committed. Otherwise the error either
 // wraps errOutcomeUnknown, or the transaction certainly did not commit and
 // culprit is the member whose statement PostgreSQL refused, or -1 when the
@@ -598,7 +600,8 @@ func blamable(err error) bool {
 }
 
 // groupContext bounds a group: half of the time the member with the least
-// left has (its context's deadline, or the target's timeout), so that any
+// left has (its context's deadline or its request's, or the target's
+// timeout), so that any
 // member sent to commit alone keeps at least the other half. learn, the
 // group's parent, has all of that time: it bounds learning the outcome of
 // a group cut short, which the members wait for. Both end early once
@@ -609,6 +612,9 @@ func (t *Target) groupContext(members []*groupMember) (group, learn context.Cont
 	for _, m := range members {
 		if d, ok := m.ctx.Deadline(); ok {
 			left = min(left, time.Until(d))
+		}
+		if !m.req.Deadline.IsZero() {
+			left = min(left, time.Until(m.req.Deadline))
 		}
 	}
 	learn, cancelLearn := context.WithTimeout(context.Background(), left)
