@@ -171,10 +171,17 @@ func (b *PGBackend) Commit(ctx context.Context, req store.CommitRequest) error {
 		return b.supersededCommit(ctx, req.Projector, h.Commit(ctx, req, t))
 	}
 	err = t.Commit(ctx, req, s)
-	if req.Expired() {
+	if err == nil || req.Expired() {
 		// Cut short by its deadline: not asked about, as for a context's
 		// (supersededCommit).
 		return err
+	}
+	if !req.Deadline.IsZero() {
+		// The question is part of the commit, within its deadline (a
+		// timer only on this failure path).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
 	}
 	return b.supersededCommit(ctx, req.Projector, err)
 }
