@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projectord/projectord/internal/store"
@@ -68,4 +69,99 @@ func TestReviewAdvanceGroupLockWaitOnOneCheckpointBlamesThatMember(t *testing.T)
 		require.NoError(t, err, i)
 	}
 	requireLanded(t, tb, target, projectorName(blocked), reqs[blocked].To, 3)
+}
+
+// Ruled out (passes): under READ COMMITTED, advance_group's UPDATE ... FROM
+// unnest rechecks a row a concurrent pause or claim changed while the
+// UPDATE waited for it (EvalPlanQual with the unnest row carried along),
+// so the member is refused, naming it, and nothing moves; a status write
+// that changes neither epoch, cursor nor pause lets it move.
+func TestReviewAdvanceGroupRechecksARowChangedWhileItWaited(t *testing.T) {
+	t.Parallel()
+	for _, change := range []string{
+		`UPDATE projectord.checkpoints SET paused_at = now(), paused_by = 'r' WHERE projector = $1`,
+		`UPDATE projectord.checkpoints SET epoch = epoch + 1 WHERE projector = $1`,
+		`UPDATE projectord.checkpoints SET last_error = 'x', updated_at = now() WHERE projector = $1`,
+	} {
+		tb := setupGroups(t)
+		target := store.NewTarget(tb.pool, 30*time.Second)
+		const n, held = 3, 2
+		epochs := claimAll(t, tb, target, n)
+		ms := make([]move, n)
+		for i := range n {
+			ms[i] = move{projector: projectorName(i), epoch: epochs[i], to: store.Cursor{XID: 7, Position: int64(10 + i)}, events: 1}
+		}
+		other, err := tb.pool.Begin(tb.ctx)
+		require.NoError(t, err)
+		_, err = other.Exec(tb.ctx, change, projectorName(held))
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() {
+			done <- pgx.BeginFunc(context.Background(), tb.pool, func(tx pgx.Tx) error { return advanceGroup(context.Background(), tx, ms) })
+		}()
+		testsupport.Until(t, "advance_group waiting for the row", 30*time.Second, func() bool {
+			var waiting bool
+			_ = tb.pool.QueryRow(tb.ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+				WHERE wait_event_type = 'Lock' AND query LIKE '%advance_group%')`).Scan(&waiting)
+			return waiting
+		})
+		require.NoError(t, other.Commit(tb.ctx))
+		err = <-done
+		moved := 0
+		for i := range n {
+			c, _, lerr := target.Load(tb.ctx, projectorName(i))
+			require.NoError(t, lerr)
+			if c.Cursor == ms[i].to {
+				moved++
+			}
+		}
+		if change[len(`UPDATE projectord.checkpoints SET `)] == 'l' { // last_error
+			require.NoError(t, err, change)
+			require.Equal(t, n, moved, change)
+			continue
+		}
+		requireRefused(t, err, "3")
+		require.Zero(t, moved, change)
+	}
+}
+
+// Ruled out (passes): a group that waits for a promotion holding the live
+// row FOR UPDATE sees the promotion once it commits (the check that
+// follows the lock is a statement of its own, with a new snapshot) and
+// refuses the older version, naming it; nothing moves.
+func TestReviewAdvanceGroupWaitingForAPromotionRefusesTheOlderVersion(t *testing.T) {
+	tb := setup(t)
+	target := store.NewTarget(tb.pool, 30*time.Second)
+	v1, v2, e1, _ := versionSetup(t, tb, target)
+	other, err := target.Claim(tb.ctx, "other", "n", 0, store.OrderXID8)
+	require.NoError(t, err)
+	promo, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	defer func() { _ = promo.Rollback(context.WithoutCancel(tb.ctx)) }()
+	_, err = promo.Exec(tb.ctx, `SELECT version FROM projectord.live_versions WHERE name = $1 FOR UPDATE`, v1.Name)
+	require.NoError(t, err)
+	_, err = promo.Exec(tb.ctx, `UPDATE projectord.live_versions SET version = $2 WHERE name = $1`, v1.Name, v2.Version)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		done <- pgx.BeginFunc(context.Background(), tb.pool, func(tx pgx.Tx) error {
+			return advanceGroup(context.Background(), tx, []move{
+				{projector: "other", epoch: other.Epoch, to: store.Cursor{Position: 1}, events: 1},
+				{projector: v1.Key(), epoch: e1, to: store.Cursor{Position: 1}, events: 1},
+			})
+		})
+	}()
+	testsupport.Until(t, "advance_group waiting for the live row", 30*time.Second, func() bool {
+		var waiting bool
+		_ = tb.pool.QueryRow(tb.ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%advance_group%')`).Scan(&waiting)
+		return waiting
+	})
+	require.NoError(t, promo.Commit(tb.ctx))
+	requireRefused(t, <-done, "2")
+	for _, p := range []string{"other", v1.Key()} {
+		c, _, err := target.Load(tb.ctx, p)
+		require.NoError(t, err)
+		require.Equal(t, store.Cursor{}, c.Cursor, p)
+	}
 }
