@@ -219,3 +219,62 @@ func TestGroupCommitRefusesOnlyThePausedAndTheSuperseded(t *testing.T) {
 	require.Zero(t, singles)
 	require.Equal(t, []int{n - 1}, transactions(t, tb))
 }
+
+// A group waiting for a member's live row (a promotion holds it FOR
+// UPDATE to its commit) until the group's lock_timeout names that member,
+// as a wait for its checkpoint row does: it commits alone, and the others
+// commit as a group without waiting for it.
+func TestAdvanceGroupLockWaitOnALiveRowBlamesThatMember(t *testing.T) {
+	t.Parallel()
+	tb := setupGroups(t)
+	// 20 s: the group's context is 10 s, its lock_timeout 5 s; the
+	// blamed member's own commit then waits up to 10 s, far longer than
+	// the others' group needs to land.
+	target := store.NewTarget(tb.pool, 20*time.Second)
+	v1, _, e1, _ := versionSetup(t, tb.testBundle, target)
+	var log commitLog
+	target.ObserveCommits(log.observe)
+	queued, release := store.HoldGroups(target)
+	const n = 4
+	epochs := claimAll(t, tb, target, n)
+	tx, err := tb.pool.Begin(tb.ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(tb.ctx)) }()
+	_, err = tx.Exec(tb.ctx, `SELECT 1 FROM projectord.live_versions WHERE name = $1 FOR UPDATE`, v1.Name)
+	require.NoError(t, err)
+
+	reqs := make([]store.CommitRequest, 0, n+1)
+	for i := range n {
+		reqs = append(reqs, batch(projectorName(i), epochs[i], 0, 3))
+	}
+	const held = 2
+	reqs = slices.Insert(reqs, held, store.CommitRequest{Projector: v1.Key(), Epoch: e1, To: store.Cursor{Position: 1}})
+	errs, wait := commitAll(t, tb, target, queued, reqs, nil, nil)
+	release()
+	testsupport.Until(t, "the others landed", time.Minute, func() bool {
+		for i, req := range reqs {
+			if i == held {
+				continue
+			}
+			c, ok, err := target.Load(tb.ctx, req.Projector)
+			if err != nil || !ok || c.Cursor != req.To {
+				return false
+			}
+		}
+		return true
+	})
+	groups, singles := log.seen()
+	require.Equal(t, []int{n}, groups, "the others commit in one group once the waiting member is named")
+	require.Zero(t, singles, "nobody but the waiting member commits alone (it is still waiting)")
+	c, _, err := target.Load(tb.ctx, v1.Key())
+	require.NoError(t, err)
+	require.Equal(t, store.Cursor{}, c.Cursor, "the member waiting for its live row has not moved")
+	require.NoError(t, tx.Rollback(tb.ctx))
+	wait()
+	for i, err := range errs {
+		require.NoError(t, err, reqs[i].Projector)
+	}
+	c, _, err = target.Load(tb.ctx, v1.Key())
+	require.NoError(t, err)
+	require.Equal(t, store.Cursor{Position: 1}, c.Cursor, "alone, once the row was free, it committed")
+}

@@ -22,13 +22,16 @@ import (
 // and refusedMember only knows PJ003, so nobody is blamed and every member
 // of the group commits alone (up to 256 solo transactions, each on half
 // its time, for one held row). The same happens when the group waits for
-// a live row a slow promotion holds FOR UPDATE, and for a statement_timeout
-// inside advance_group.
+// a live row a slow promotion holds FOR UPDATE. Fixed: advance_group
+// catches the lock wait's 55P03 and names the member whose row is held
+// (TestAdvanceGroupLockWaitOnALiveRowBlamesThatMember for the live row).
 func TestReviewAdvanceGroupLockWaitOnOneCheckpointBlamesThatMember(t *testing.T) {
 	t.Parallel()
 	tb := setupGroups(t)
-	// 8 s: the group's context is 4 s, its lock_timeout 2 s.
-	target := store.NewTarget(tb.pool, 8*time.Second)
+	// 20 s: the group's context is 10 s, its lock_timeout 5 s; the
+	// blamed member's own commit then waits up to 10 s, far longer than
+	// the others' group needs to land.
+	target := store.NewTarget(tb.pool, 20*time.Second)
 	var log commitLog
 	target.ObserveCommits(log.observe)
 	queued, release := store.HoldGroups(target)

@@ -19,41 +19,74 @@ CREATE FUNCTION projectord.advance_group(
 DECLARE
     v_member bigint;
     v_moved  bigint[];
+    v_i      integer;
 BEGIN
-    -- The live rows first, in one order, each held FOR SHARE as advance()
-    -- holds its own: a promotion holding one FOR UPDATE is waited for.
-    PERFORM 1 FROM projectord.live_versions l
-      WHERE l.name IN (SELECT v.name FROM projectord.projector_versions v
-                        WHERE v.checkpoint = ANY (p_projectors))
-      ORDER BY l.name
-      FOR SHARE;
-    -- A new statement, so it sees a promotion that committed while the
-    -- lock above waited for it.
-    SELECT m.ord INTO v_member
-      FROM unnest(p_projectors) WITH ORDINALITY AS m(checkpoint, ord)
-      JOIN projectord.projector_versions v ON v.checkpoint = m.checkpoint
-      JOIN projectord.live_versions l ON l.name = v.name
-     WHERE l.version > v.version
-     ORDER BY m.ord
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'group member % (projector %) is superseded', v_member, p_projectors[v_member]
+    -- The block catches a lock wait cut short by the group's lock_timeout
+    -- (55P03), which names no row, to find whose row it was: with one
+    -- advance() per batch that member's own statement failed and it alone
+    -- was sent to commit by itself; here the whole statement fails, and
+    -- without a name every batch of the group would. A block is a
+    -- subtransaction: one per group, not one per batch.
+    BEGIN
+        -- The live rows first, in one order, each held FOR SHARE as
+        -- advance() holds its own: a promotion holding one FOR UPDATE is
+        -- waited for.
+        PERFORM 1 FROM projectord.live_versions l
+          WHERE l.name IN (SELECT v.name FROM projectord.projector_versions v
+                            WHERE v.checkpoint = ANY (p_projectors))
+          ORDER BY l.name
+          FOR SHARE;
+        -- A new statement, so it sees a promotion that committed while the
+        -- lock above waited for it.
+        SELECT m.ord INTO v_member
+          FROM unnest(p_projectors) WITH ORDINALITY AS m(checkpoint, ord)
+          JOIN projectord.projector_versions v ON v.checkpoint = m.checkpoint
+          JOIN projectord.live_versions l ON l.name = v.name
+         WHERE l.version > v.version
+         ORDER BY m.ord
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'group member % (projector %) is superseded', v_member, p_projectors[v_member]
+                USING ERRCODE = 'PJ003', DETAIL = v_member::text;
+        END IF;
+        WITH moved AS (
+            UPDATE projectord.checkpoints c
+               SET last_xid = m.to_xid, last_position = m.to_position,
+                   events_applied = c.events_applied + m.events, updated_at = now()
+              FROM unnest(p_projectors, p_epochs, p_from_xids, p_from_positions,
+                          p_to_xids, p_to_positions, p_events)
+                   WITH ORDINALITY AS m(projector, epoch, from_xid, from_position,
+                                        to_xid, to_position, events, ord)
+             WHERE c.projector = m.projector AND c.epoch = m.epoch
+               AND c.last_xid = m.from_xid AND c.last_position = m.from_position
+               AND c.paused_at IS NULL
+            RETURNING m.ord
+        )
+        SELECT array_agg(ord) INTO v_moved FROM moved;
+    EXCEPTION WHEN lock_not_available THEN
+        -- Everything the block did is undone. Whichever member's live row
+        -- or checkpoint row another transaction still holds is named; if
+        -- none is held any more, the wait names nobody.
+        FOR v_i IN 1 .. coalesce(cardinality(p_projectors), 0) LOOP
+            BEGIN
+                PERFORM 1 FROM projectord.live_versions l
+                  JOIN projectord.projector_versions v ON v.name = l.name
+                 WHERE v.checkpoint = p_projectors[v_i]
+                   FOR SHARE OF l NOWAIT;
+                PERFORM 1 FROM projectord.checkpoints c
+                 WHERE c.projector = p_projectors[v_i]
+                   FOR NO KEY UPDATE NOWAIT;
+            EXCEPTION WHEN lock_not_available THEN
+                v_member := v_i;
+            END;
+            EXIT WHEN v_member IS NOT NULL;
+        END LOOP;
+        IF v_member IS NULL THEN
+            RAISE;
+        END IF;
+        RAISE EXCEPTION 'group member % (projector %) waited too long for a lock', v_member, p_projectors[v_member]
             USING ERRCODE = 'PJ003', DETAIL = v_member::text;
-    END IF;
-    WITH moved AS (
-        UPDATE projectord.checkpoints c
-           SET last_xid = m.to_xid, last_position = m.to_position,
-               events_applied = c.events_applied + m.events, updated_at = now()
-          FROM unnest(p_projectors, p_epochs, p_from_xids, p_from_positions,
-                      p_to_xids, p_to_positions, p_events)
-               WITH ORDINALITY AS m(projector, epoch, from_xid, from_position,
-                                    to_xid, to_position, events, ord)
-         WHERE c.projector = m.projector AND c.epoch = m.epoch
-           AND c.last_xid = m.from_xid AND c.last_position = m.from_position
-           AND c.paused_at IS NULL
-        RETURNING m.ord
-    )
-    SELECT array_agg(ord) INTO v_moved FROM moved;
+    END;
     SELECT min(o) INTO v_member
       FROM generate_subscripts(p_projectors, 1) AS o
      WHERE v_moved IS NULL OR o <> ALL (v_moved);
