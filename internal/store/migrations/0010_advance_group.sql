@@ -19,7 +19,6 @@ CREATE FUNCTION projectord.advance_group(
 DECLARE
     v_member bigint;
     v_moved  bigint[];
-    v_i      integer;
 BEGIN
     -- The block catches a lock wait cut short by the group's lock_timeout
     -- (55P03), which names no row, to find whose row it was: with one
@@ -64,23 +63,28 @@ BEGIN
         )
         SELECT array_agg(ord) INTO v_moved FROM moved;
     EXCEPTION WHEN lock_not_available THEN
-        -- Everything the block did is undone. Whichever member's live row
-        -- or checkpoint row another transaction still holds is named; if
-        -- none is held any more, the wait names nobody.
-        FOR v_i IN 1 .. coalesce(cardinality(p_projectors), 0) LOOP
-            BEGIN
-                PERFORM 1 FROM projectord.live_versions l
-                  JOIN projectord.projector_versions v ON v.name = l.name
-                 WHERE v.checkpoint = p_projectors[v_i]
-                   FOR SHARE OF l NOWAIT;
-                PERFORM 1 FROM projectord.checkpoints c
-                 WHERE c.projector = p_projectors[v_i]
-                   FOR NO KEY UPDATE NOWAIT;
-            EXCEPTION WHEN lock_not_available THEN
-                v_member := v_i;
-            END;
-            EXIT WHEN v_member IS NOT NULL;
-        END LOOP;
+        -- Everything the block did is undone, its locks released.
+        -- Whichever member's live row or checkpoint row another
+        -- transaction holds now is named (the first, by place); if none is
+        -- held any more, the wait names nobody. A waiter that queued
+        -- behind the group for a row the rollback just released can take
+        -- it first and get its member named instead of the one waited for:
+        -- that member then commits alone and the others try again.
+        -- One statement, no subtransaction per member: a probe block
+        -- each would take an XID per free member (and overflow the
+        -- backend's subtransaction cache past 64).
+        SELECT min(m.ord) INTO v_member
+          FROM unnest(p_projectors) WITH ORDINALITY AS m(checkpoint, ord)
+         WHERE (EXISTS (SELECT 1 FROM projectord.checkpoints c WHERE c.projector = m.checkpoint)
+                AND NOT EXISTS (SELECT 1 FROM projectord.checkpoints c WHERE c.projector = m.checkpoint
+                                   FOR NO KEY UPDATE SKIP LOCKED))
+            OR (EXISTS (SELECT 1 FROM projectord.projector_versions v
+                          JOIN projectord.live_versions l ON l.name = v.name
+                         WHERE v.checkpoint = m.checkpoint)
+                AND NOT EXISTS (SELECT 1 FROM projectord.projector_versions v
+                                  JOIN projectord.live_versions l ON l.name = v.name
+                                 WHERE v.checkpoint = m.checkpoint
+                                   FOR SHARE OF l SKIP LOCKED));
         IF v_member IS NULL THEN
             RAISE;
         END IF;
