@@ -170,7 +170,27 @@ func (b *PGBackend) Commit(ctx context.Context, req store.CommitRequest) error {
 	if h := b.httpSink(req.Projector); h != nil {
 		return b.supersededCommit(ctx, req.Projector, h.Commit(ctx, req, t))
 	}
-	return b.supersededCommit(ctx, req.Projector, t.Commit(ctx, req, s))
+	err = t.Commit(ctx, req, s)
+	if err == nil || req.Expired() {
+		// Cut short by its deadline: not asked about, as for a context's
+		// (supersededCommit).
+		return err
+	}
+	if !req.Deadline.IsZero() {
+		// The question is part of the commit, within its deadline (a
+		// timer only on this failure path).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
+	}
+	return b.supersededCommit(ctx, req.Projector, err)
+}
+
+// CommitsByDeadline implements DeadlineCommitter: a target's Commit
+// honours the request's deadline; an HTTP sink's delivery is bounded by
+// its context.
+func (b *PGBackend) CommitsByDeadline(projector string) bool {
+	return b.httpSink(projector) == nil
 }
 
 // SetStatus implements CheckpointStore.

@@ -121,6 +121,9 @@ func lead(ctx, leaseCtx context.Context, p Projector, b Backend, log *zap.Logger
 		nudged: true}
 	// The floor belongs to this checkpoint: it holds until a reset.
 	l.filter.PositionFloor = cp.PositionFloor
+	if d, ok := b.(DeadlineCommitter); ok {
+		l.byDeadline = d.CommitsByDeadline(p.Name)
+	}
 	if strings.HasPrefix(cp.LastError, retryingPrefix) {
 		// A previous leader's retry note: cleared once this one gets
 		// through, rewritten if the trouble is still there.
@@ -252,6 +255,27 @@ type loop struct {
 	// checked is when operator requests were last read (check): they are
 	// read again every PauseRecheck, in case a NOTIFY was missed.
 	checked time.Time
+	// flushTimer and recheckTimer are wait's, kept from one wait to the
+	// next: a wait at the live tail is one per head change per projector,
+	// and two new timers each time were a measurable share of the CPU of
+	// a replica leading a hundred (benchmarks.md). Stopped after every
+	// wait, so a reused timer never delivers a stale tick (Go 1.23
+	// timers).
+	flushTimer, recheckTimer *time.Timer
+	// byDeadline: the backend bounds a commit by the request's deadline
+	// (DeadlineCommitter), so send arms no timer of its own.
+	byDeadline bool
+}
+
+// arm makes *t fire after d, creating it the first time, and returns its
+// channel.
+func arm(t **time.Timer, d time.Duration) <-chan time.Time {
+	if *t == nil {
+		*t = time.NewTimer(d)
+	} else {
+		(*t).Reset(d)
+	}
+	return (*t).C
 }
 
 // Observer.Error reasons of the retry loops (besides "fenced" and the
@@ -661,15 +685,13 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 			return nil
 		}
 		var flush <-chan time.Time
-		var t *time.Timer
 		if l.persisted != l.scanned {
-			t = time.NewTimer(time.Until(l.lastFlush.Add(l.p.FlushInterval)))
-			flush = t.C
+			flush = arm(&l.flushTimer, time.Until(l.lastFlush.Add(l.p.FlushInterval)))
 		}
 		// An idle leader still learns of a pause or a retry request whose
 		// NOTIFY it missed: one small read every PauseRecheck, here rather
 		// than through the batch loop, so an idle tick costs no event read.
-		recheck := time.NewTimer(time.Until(l.checked.Add(l.p.PauseRecheck)))
+		recheck := arm(&l.recheckTimer, time.Until(l.checked.Add(l.p.PauseRecheck)))
 		due := false
 		select {
 		case <-ch:
@@ -677,12 +699,12 @@ func (l *loop) wait(ctx, leaseCtx context.Context) error {
 		case <-ctx.Done():
 		case <-l.p.Control:
 			l.nudged = true
-		case <-recheck.C:
+		case <-recheck:
 			due = true
 		}
-		recheck.Stop()
-		if t != nil {
-			t.Stop()
+		l.recheckTimer.Stop()
+		if flush != nil {
+			l.flushTimer.Stop()
 		}
 		if l.nudged {
 			return nil
@@ -779,9 +801,15 @@ func (l *loop) commit(ctx context.Context, events []store.Event, to store.Cursor
 // other failure comes back as err, for the caller to place.
 func (l *loop) send(ctx context.Context, to store.Cursor, events []store.Event, dl *store.DeadLetter) (end, err error) {
 	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
-	err = l.b.Commit(cctx, store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events, DeadLetter: dl})
-	cancel()
+	req := store.CommitRequest{Projector: l.p.Name, Epoch: l.epoch, From: l.persisted, To: to, Events: events, DeadLetter: dl}
+	if l.byDeadline {
+		req.Deadline = start.Add(l.p.CommitTimeout)
+		err = l.b.Commit(ctx, req)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, l.p.CommitTimeout)
+		err = l.b.Commit(cctx, req)
+		cancel()
+	}
 	switch {
 	case err == nil:
 		l.advanced(to, len(events), time.Since(start))

@@ -119,6 +119,14 @@ type Backend interface {
 	Coordinator
 }
 
+// DeadlineCommitter is optional. A backend whose Commit of projector's
+// batches honours store.CommitRequest.Deadline itself, as it would a
+// deadline of its context, lets the loop bound each commit by setting it,
+// instead of deriving a context with a timer for every batch.
+type DeadlineCommitter interface {
+	CommitsByDeadline(projector string) bool
+}
+
 // Operator is optional. A backend that records operator requests in the
 // database lets a leader honour them at a batch boundary: a pause (the
 // fence refuses commits meanwhile, whatever the loop knows) and retries of

@@ -87,6 +87,26 @@ type CommitRequest struct {
 	From, To   Cursor
 	Events     []Event
 	DeadLetter *DeadLetter
+	// Deadline, when set, bounds the commit as a deadline of its context
+	// would (or the target's timeout, whichever comes first), without the
+	// timer such a context costs every batch: a batch committed in a group
+	// is bounded by its group's context, and a timer is armed only for a
+	// batch committed alone.
+	Deadline time.Time
+}
+
+// Expired reports whether r's deadline has passed.
+func (r *CommitRequest) Expired() bool {
+	return !r.Deadline.IsZero() && !time.Now().Before(r.Deadline)
+}
+
+// bound is ctx limited by the target's timeout and by req's deadline.
+func (t *Target) bound(ctx context.Context, req *CommitRequest) (context.Context, context.CancelFunc) {
+	d := time.Now().Add(t.timeout)
+	if !req.Deadline.IsZero() && req.Deadline.Before(d) {
+		d = req.Deadline
+	}
+	return context.WithDeadline(ctx, d)
 }
 
 // ApplyError says which event of a batch a sink statement failed on.
@@ -366,7 +386,7 @@ func (t *Target) Commit(ctx context.Context, req CommitRequest, sink *SQLSink) e
 
 // commitOne is Commit in a transaction of req's own.
 func (t *Target) commitOne(ctx context.Context, req CommitRequest, sink *SQLSink) error {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	ctx, cancel := t.bound(ctx, &req)
 	defer cancel()
 	b := &pgx.Batch{}
 	// owner maps each queued query to the event it applies, -1 for ours.

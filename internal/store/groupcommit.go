@@ -9,8 +9,9 @@ package store
 // A group never lets one member's failure decide another's outcome. The
 // group's transaction is one pipelined batch, and a pipeline stops at its
 // first error, so the error names exactly one member when it is raised by
-// one of that member's statements (a handler, or its fenced checkpoint
-// move): that member commits alone, on its own context, and what it gets
+// one of that member's statements (a handler), or by the group's fenced
+// checkpoint moves (projectord.advance_group, which names the member it
+// refuses): that member commits alone, on its own context, and what it gets
 // is what a solo commit gives; the others run again at once as a group
 // without it. Each such failure removes one member, so this ends. A
 // failure nobody can be blamed for (BEGIN, COMMIT, a deferred constraint,
@@ -319,8 +320,8 @@ func (t *Target) commitParts(members []*groupMember) {
 // groupMaxMembers batches and groupMaxEvents events, at most one batch per
 // projector (a second one would find the first's checkpoint move in the
 // same transaction, and would have to be blamed when the first fails: it
-// waits for the next group). A batch whose context has ended is sent to
-// commit alone, which fails at once. ok is false, and the committer ends,
+// waits for the next group). A batch whose context has ended, or whose
+// deadline has passed, is sent to commit alone, which fails at once. ok is false, and the committer ends,
 // when the queue is empty.
 func (g *groupQueue) take() (members []*groupMember, ok bool) {
 	g.mu.Lock()
@@ -341,7 +342,7 @@ func (g *groupQueue) take() (members []*groupMember, ok bool) {
 		switch {
 		case projectors[m.req.Projector]:
 			rest = append(rest, m)
-		case m.ctx.Err() != nil:
+		case m.ctx.Err() != nil || m.req.Expired():
 			m.result <- errGoSolo
 		default:
 			projectors[m.req.Projector] = true
@@ -390,7 +391,8 @@ func (t *Target) commitGroup(members []*groupMember, inParts bool) {
 }
 
 // runGroup runs members' batches in one transaction: each member's sink
-// statements and then its fenced checkpoint move, in turn, and COMMIT. It
+// statements in turn, then every member's fenced checkpoint move in one
+// statement, and COMMIT. It
 // returns nil when the transaction committed. Otherwise the error either
 // wraps errOutcomeUnknown, or the transaction certainly did not commit and
 // culprit is the member whose statement PostgreSQL refused, or -1 when the
@@ -399,20 +401,27 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 	ctx, learnCtx, cancel := t.groupContext(members)
 	defer cancel()
 	b := &pgx.Batch{}
-	// owner maps each queued query to its member: the member's own solo
-	// commit names the event, by its own batch's index, if it fails.
+	// owner maps each queued sink statement to its member: the member's
+	// own solo commit names the event, by its own batch's index, if it
+	// fails.
 	var owner, events []int
+	moves := newGroupMoves(len(members))
 	for k, m := range members {
 		req := &m.req
 		if m.sink != nil {
 			events = m.sink.queue(b, req.Events, events[:0])
 		}
-		b.Queue(`SELECT projectord.advance($1, $2, $3, $4, $5, $6, $7)`,
-			req.Projector, req.Epoch, req.From.XID, req.From.Position, req.To.XID, req.To.Position, int64(len(req.Events)))
 		for len(owner) < b.Len() {
 			owner = append(owner, k)
 		}
+		moves.add(req)
 	}
+	// Every member's fenced checkpoint move in one statement, after all
+	// the sink statements: the transaction commits all of them or none, so
+	// where in it a move runs changes nothing but the cost (one statement
+	// instead of one per member).
+	advance := b.Len()
+	moves.queue(b)
 	commit := b.Len()
 	b.Queue("COMMIT")
 	conn, err := t.pool.Acquire(ctx)
@@ -449,8 +458,11 @@ func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 		}
 		if qerr != nil {
 			err = qerr
-			if i < commit && blamable(qerr) {
+			switch {
+			case i < advance && blamable(qerr):
 				culprit = owner[i]
+			case i == advance:
+				culprit = refusedMember(qerr, len(members))
 			}
 			break
 		}
@@ -588,7 +600,8 @@ func blamable(err error) bool {
 }
 
 // groupContext bounds a group: half of the time the member with the least
-// left has (its context's deadline, or the target's timeout), so that any
+// left has (its context's deadline or its request's, or the target's
+// timeout), so that any
 // member sent to commit alone keeps at least the other half. learn, the
 // group's parent, has all of that time: it bounds learning the outcome of
 // a group cut short, which the members wait for. Both end early once
@@ -599,6 +612,9 @@ func (t *Target) groupContext(members []*groupMember) (group, learn context.Cont
 	for _, m := range members {
 		if d, ok := m.ctx.Deadline(); ok {
 			left = min(left, time.Until(d))
+		}
+		if !m.req.Deadline.IsZero() {
+			left = min(left, time.Until(m.req.Deadline))
 		}
 	}
 	learn, cancelLearn := context.WithTimeout(context.Background(), left)
@@ -620,4 +636,58 @@ func (t *Target) groupContext(members []*groupMember) (group, learn context.Cont
 		cancelGroup()
 		cancelLearn()
 	}
+}
+
+// groupMoves are a group's checkpoint moves, as the parallel arrays
+// projectord.advance_group takes (migration 0010).
+type groupMoves struct {
+	projectors                 []string
+	epochs                     []int64
+	fromXIDs, toXIDs           []uint64
+	fromPositions, toPositions []int64
+	events                     []int64
+}
+
+func newGroupMoves(n int) *groupMoves {
+	return &groupMoves{
+		projectors: make([]string, 0, n), epochs: make([]int64, 0, n),
+		fromXIDs: make([]uint64, 0, n), toXIDs: make([]uint64, 0, n),
+		fromPositions: make([]int64, 0, n), toPositions: make([]int64, 0, n),
+		events: make([]int64, 0, n),
+	}
+}
+
+func (g *groupMoves) add(req *CommitRequest) {
+	g.projectors = append(g.projectors, req.Projector)
+	g.epochs = append(g.epochs, req.Epoch)
+	g.fromXIDs = append(g.fromXIDs, req.From.XID)
+	g.fromPositions = append(g.fromPositions, req.From.Position)
+	g.toXIDs = append(g.toXIDs, req.To.XID)
+	g.toPositions = append(g.toPositions, req.To.Position)
+	g.events = append(g.events, int64(len(req.Events)))
+}
+
+func (g *groupMoves) queue(b *pgx.Batch) {
+	b.Queue(`SELECT projectord.advance_group($1, $2, $3, $4, $5, $6, $7)`,
+		g.projectors, g.epochs, g.fromXIDs, g.fromPositions, g.toXIDs, g.toPositions, g.events)
+}
+
+// advanceGroupRefusal is advance_group's SQLSTATE when it refuses a
+// member (fenced, paused, superseded); its DETAIL is the member's place,
+// from 1.
+const advanceGroupRefusal = "PJ003"
+
+// refusedMember is the index of the member advance_group's error err
+// refuses, or -1 when err is not such a refusal (nobody's: the statement
+// failed some other way) or names no member of n.
+func refusedMember(err error, n int) int {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != advanceGroupRefusal || !blamable(err) {
+		return -1
+	}
+	k, perr := strconv.Atoi(pgErr.Detail)
+	if perr != nil || k < 1 || k > n {
+		return -1
+	}
+	return k - 1
 }
