@@ -51,8 +51,10 @@ lint: vet fmt-check
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoadBytes -fuzztime $(FUZZTIME) ./internal/config/
 
+# One package at a time (-p 1): the benchmarks of one package would
+# otherwise run beside the other's and measure each other's load.
 bench: node-deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/bench/ ./internal/chaos/
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 90m ./internal/bench/ ./internal/chaos/
 
 chaos:
 	$(GO) test -race -run 'Chaos' -timeout 60m ./internal/chaos/ -chaos.full
