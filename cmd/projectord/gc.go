@@ -19,14 +19,17 @@ import (
 // batch, a commit request and pgx's statements for each projector) while
 // its live heap stays small, bounded by the memory budget; with Go's
 // default GOGC of 100 the collector then runs several times a second and
-// took about a tenth of the process's CPU in the live benchmark. At 400
-// it runs a quarter as often (docs/benchmarks.md: 2 points of a core less
-// at 100 projectors). The heap may then grow to five times what is live,
-// so a memory limit comes with it: three quarters of the process's cgroup
+// took about a tenth of the process's CPU in the live benchmark. At 200
+// it runs a third as often (docs/benchmarks.md). 400 saved no more CPU
+// measurably, but let an idle replica of 500 projectors keep 130 MB
+// (the heap's goal is a multiple of what is live, and an idle process
+// keeps what it reached: 56 MB at 100, 86-94 MB at 200). The heap may
+// grow to three times what is live, so a memory limit comes with it:
+// three quarters of the process's cgroup
 // memory limit (a Kubernetes container's, a systemd unit's MemoryMax),
 // past which the collector runs as often as it must, whatever GOGC says.
 const (
-	daemonGCPercent  = 400
+	daemonGCPercent  = 200
 	memoryLimitOfMax = 0.75
 	cgroupMount      = "/sys/fs/cgroup"
 	procSelfCgroup   = "/proc/self/cgroup"

@@ -108,7 +108,7 @@ func TestReviewGCHonoursTheEnvironment(t *testing.T) {
 	}{
 		{"off", mine, "off"},
 		{"50", mine, "50"},
-		{"", daemonGCPercent, "400"},
+		{"", daemonGCPercent, "200"},
 	} {
 		t.Run("GOGC="+tc.gogc, func(t *testing.T) {
 			t.Setenv("GOGC", tc.gogc)
