@@ -16,7 +16,6 @@ import (
 // by its context's deadline or by the request's.
 type commitBounds struct {
 	runner.Backend
-	byDeadline bool
 
 	mu                 sync.Mutex
 	ctxLeft, reqLeft   []time.Duration
