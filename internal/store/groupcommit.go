@@ -321,8 +321,8 @@ func (t *Target) commitParts(members []*groupMember) {
 // projector (a second one would find the first's checkpoint move in the
 // same transaction, and would have to be blamed when the first fails: it
 // waits for the next group). A batch whose context has ended, or whose
-// deadline has passed, is sent to commit alone, which fails at once. ok is false, and the committer ends,
-// when the queue is empty.
+// deadline has passed, is sent to commit alone, which fails at once. ok
+// is false, and the committer ends, when the queue is empty.
 func (g *groupQueue) take() (members []*groupMember, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -392,8 +392,7 @@ func (t *Target) commitGroup(members []*groupMember, inParts bool) {
 
 // runGroup runs members' batches in one transaction: each member's sink
 // statements in turn, then every member's fenced checkpoint move in one
-// statement, and COMMIT. It
-// returns nil when the transaction committed. Otherwise the error either
+// statement, and COMMIT. It returns nil when the transaction committed. Otherwise the error either
 // wraps errOutcomeUnknown, or the transaction certainly did not commit and
 // culprit is the member whose statement PostgreSQL refused, or -1 when the
 // failure is nobody's.
@@ -601,8 +600,8 @@ func blamable(err error) bool {
 
 // groupContext bounds a group: half of the time the member with the least
 // left has (its context's deadline or its request's, or the target's
-// timeout), so that any
-// member sent to commit alone keeps at least the other half. learn, the
+// timeout), so that any member sent to commit alone keeps at least the
+// other half. learn, the
 // group's parent, has all of that time: it bounds learning the outcome of
 // a group cut short, which the members wait for. Both end early once
 // every member's context has ended: nobody waits for the outcome any
@@ -673,8 +672,8 @@ func (g *groupMoves) queue(b *pgx.Batch) {
 }
 
 // advanceGroupRefusal is advance_group's SQLSTATE when it refuses a
-// member (fenced, paused, superseded); its DETAIL is the member's place,
-// from 1.
+// member (fenced, paused, superseded, or its row held past the group's
+// lock_timeout); its DETAIL is the member's place, from 1.
 const advanceGroupRefusal = "PJ003"
 
 // refusedMember is the index of the member advance_group's error err
