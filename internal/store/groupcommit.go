@@ -392,10 +392,10 @@ func (t *Target) commitGroup(members []*groupMember, inParts bool) {
 
 // runGroup runs members' batches in one transaction: each member's sink
 // statements in turn, then every member's fenced checkpoint move in one
-// statement, and COMMIT. It returns nil when the transaction committed. Otherwise the error either
-// wraps errOutcomeUnknown, or the transaction certainly did not commit and
-// culprit is the member whose statement PostgreSQL refused, or -1 when the
-// failure is nobody's.
+// statement, and COMMIT. It returns nil when the transaction committed.
+// Otherwise the error either wraps errOutcomeUnknown, or the transaction
+// certainly did not commit and culprit is the member whose statement
+// PostgreSQL refused, or -1 when the failure is nobody's.
 func (t *Target) runGroup(members []*groupMember) (culprit int, err error) {
 	ctx, learnCtx, cancel := t.groupContext(members)
 	defer cancel()
