@@ -601,11 +601,11 @@ func blamable(err error) bool {
 // groupContext bounds a group: half of the time the member with the least
 // left has (its context's deadline or its request's, or the target's
 // timeout), so that any member sent to commit alone keeps at least the
-// other half. learn, the
-// group's parent, has all of that time: it bounds learning the outcome of
-// a group cut short, which the members wait for. Both end early once
-// every member's context has ended: nobody waits for the outcome any
-// more, and a shutdown cuts the group short as it would their own commits.
+// other half. learn, the group's parent, has all of that time: it bounds
+// learning the outcome of a group cut short, which the members wait for.
+// Both end early once every member's context has ended: nobody waits for
+// the outcome any more, and a shutdown cuts the group short as it would
+// their own commits.
 func (t *Target) groupContext(members []*groupMember) (group, learn context.Context, cancel context.CancelFunc) {
 	left := t.timeout
 	for _, m := range members {
