@@ -58,22 +58,26 @@ func TestPGHandlerLexedLikePostgresSkipsNothing(t *testing.T) {
 // TestPGEventSlowAsAWholeReachesThePolicy: one event whose handler and
 // whose deferred constraint trigger (run at COMMIT) each stay under the
 // server-side statement_timeout (3/4 of query_timeout), but together need
-// longer than query_timeout. Every attempt ends with our own deadline and
-// no answer (ClassNoAnswer), which is never charged to a single event: the
-// event is retried for ever and the error policy (halt) is never reached,
-// however deterministic the failure.
+// longer than query_timeout. Every attempt ends with our own deadline,
+// and the probe after it finds the server answering: a slow batch
+// (ErrSlowBatch, ClassTimeout), which counts against a single event, so
+// the error policy (halt) is reached. Each sleep is 0.7 s of the 0.75 s a
+// statement may take, so the COMMIT would end 0.4 s after our deadline:
+// the cancel pgx sends at the deadline has that long to reach the server
+// before the COMMIT finishes (with 0.55 s each, 0.1 s, which a loaded
+// machine missed once: the batch committed after its deadline).
 func TestPGEventSlowAsAWholeReachesThePolicy(t *testing.T) {
 	t.Parallel()
 	tb := setupPG(t)
 	_, err := tb.pool.Exec(tb.ctx, `
 		CREATE TABLE slow_rm (position bigint NOT NULL);
-		CREATE FUNCTION slow_check() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.55); RETURN NULL; END $$;
+		CREATE FUNCTION slow_check() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.7); RETURN NULL; END $$;
 		CREATE CONSTRAINT TRIGGER slow_check AFTER INSERT ON slow_rm DEFERRABLE INITIALLY DEFERRED
 			FOR EACH ROW EXECUTE FUNCTION slow_check();`)
 	require.NoError(t, err)
 	tb.appendEvents(t, 1, 1, "A")
 	cfg := tb.config(t, config.Projector{Name: "slow",
-		Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO slow_rm SELECT @position FROM pg_sleep(0.55)`}}}})
+		Sink: config.Sink{SQL: &config.SQLSink{Handlers: map[string]string{"A": `INSERT INTO slow_rm SELECT @position FROM pg_sleep(0.7)`}}}})
 	cfg.Database.QueryTimeout = time.Second
 	d := tb.startDaemon(t, cfg, "node-a")
 	// max_attempts 2 with millisecond backoff: a few seconds at most.
