@@ -145,12 +145,7 @@ func TestAdvanceGroupHoldsTheLiveVersion(t *testing.T) {
 	}))
 	done := make(chan error, 1)
 	go func() { _, err := target.Promote(context.Background(), v2, e2); done <- err }()
-	testsupport.Until(t, "the promotion waiting for a lock", 30*time.Second, func() bool {
-		var waiting bool
-		_ = tb.pool.QueryRow(tb.ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%live_versions%FOR UPDATE%')`).Scan(&waiting)
-		return waiting
-	})
+	waitForPromotionLockWait(t, tb)
 	select {
 	case err := <-done:
 		t.Fatalf("promotion committed while a group held version 1's share of the live row: %v", err)
@@ -251,7 +246,12 @@ func TestAdvanceGroupLockWaitOnALiveRowBlamesThatMember(t *testing.T) {
 	reqs = slices.Insert(reqs, held, store.CommitRequest{Projector: v1.Key(), Epoch: e1, To: store.Cursor{Position: 1}})
 	errs, wait := commitAll(t, tb, target, queued, reqs, nil, nil)
 	release()
-	testsupport.Until(t, "the others landed", time.Minute, func() bool {
+	// The observer hears of the group after its COMMIT returns, which
+	// is after the rows are visible: wait for both.
+	testsupport.Until(t, "the others landed and their commit was reported", time.Minute, func() bool {
+		if groups, singles := log.seen(); len(groups)+singles == 0 {
+			return false
+		}
 		for i, req := range reqs {
 			if i == held {
 				continue

@@ -186,12 +186,7 @@ func TestVersionCommitRacingPromotionLandsBeforeOrIsRefused(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := target.Promote(context.Background(), v2, e2); done <- err }()
 	// The promotion waits for the batch's share of the live row.
-	testsupport.Until(t, "the promotion waiting for a lock", 30*time.Second, func() bool {
-		var waiting bool
-		_ = tb.pool.QueryRow(tb.ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%live_versions%FOR UPDATE%')`).Scan(&waiting)
-		return waiting
-	})
+	waitForPromotionLockWait(t, tb)
 	select {
 	case err := <-done:
 		t.Fatalf("promotion committed while a version-1 batch held the live row: %v", err)
@@ -311,4 +306,16 @@ func (tb *testBundle) claimEpoch(t *testing.T, target *store.Target, key string)
 	cp, err := target.Claim(tb.ctx, key, "n", 0, store.OrderXID8)
 	require.NoError(t, err)
 	return cp.Epoch
+}
+
+// waitForPromotionLockWait waits until a promotion waits for a lock on a
+// live row (its FOR UPDATE).
+func waitForPromotionLockWait(t *testing.T, tb *testBundle) {
+	t.Helper()
+	testsupport.Until(t, "the promotion waiting for a lock", 30*time.Second, func() bool {
+		var waiting bool
+		_ = tb.pool.QueryRow(tb.ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%live_versions%FOR UPDATE%')`).Scan(&waiting)
+		return waiting
+	})
 }
