@@ -51,7 +51,12 @@ func TestReviewAdvanceGroupLockWaitOnOneCheckpointBlamesThatMember(t *testing.T)
 	}
 	errs, wait := commitAll(t, tb, target, queued, reqs, nil, nil)
 	release()
-	testsupport.Until(t, "the others landed", time.Minute, func() bool {
+	// The observer hears of the group after its COMMIT returns, which
+	// is after the rows are visible: wait for both.
+	testsupport.Until(t, "the others landed and their commit was reported", time.Minute, func() bool {
+		if groups, singles := log.seen(); len(groups)+singles == 0 {
+			return false
+		}
 		for i := range n {
 			if i == blocked {
 				continue
